@@ -1,0 +1,1 @@
+//! Benchmarks for shopcast live in `benches/` (`cargo bench -p shopcast-benches`).

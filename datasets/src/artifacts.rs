@@ -1,0 +1,104 @@
+//! The data side of a bundle: id vocabularies, attribute tokens, customer histories, segments
+//! and the recent history of every series. `train` writes these as JSON beside the weights and
+//! `infer` reads them back, so scoring needs the bundle alone.
+
+use serde::{Deserialize, Serialize};
+
+use crate::interactions::FeatureSet;
+use crate::vocab::IdVocab;
+use crate::windows::WindowSpec;
+
+/// File names inside a bundle.
+pub mod files {
+    pub const RECOMMENDER_WEIGHTS: &str = "recommender.bpk";
+    pub const RECOMMENDER_CONFIG: &str = "recommender.config.json";
+    pub const RECOMMENDER_TRAINING: &str = "recommender.training.json";
+    pub const RECOMMENDER_ARTIFACTS: &str = "recommender.vocab.json";
+    pub const FORECASTER_WEIGHTS: &str = "forecaster.bpk";
+    pub const FORECASTER_CONFIG: &str = "forecaster.config.json";
+    pub const FORECASTER_TRAINING: &str = "forecaster.training.json";
+    pub const FORECASTER_ARTIFACTS: &str = "forecaster.series.json";
+    pub const METRICS: &str = "metrics.json";
+    pub const SEGMENTS: &str = "recommender.segments.json";
+}
+
+/// What a customer segment looks like, for campaigns.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SegmentProfile {
+    pub segment: u32,
+    pub customers: usize,
+    /// Most bought values of the products' primary attribute (e.g. category), with shares.
+    pub top_categories: Vec<(String, f64)>,
+    /// Mean number of distinct products per customer.
+    pub mean_products: f64,
+    /// Most popular products in the segment (product indices).
+    pub top_products: Vec<u32>,
+}
+
+/// Everything `infer recommend` needs besides the weights.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecommenderArtifacts {
+    /// Column name of the customer id in the business's files (for customer lists).
+    pub customer_column: String,
+    pub customers: IdVocab,
+    pub products: IdVocab,
+    pub customer_features: FeatureSet,
+    pub product_features: FeatureSet,
+    pub product_names: Vec<String>,
+    /// Per customer, products they bought (target events), sorted.
+    pub purchased: Vec<Vec<u32>>,
+    /// Per customer, products they only viewed or carted, sorted.
+    pub browsed: Vec<Vec<u32>>,
+    /// Per product, the number of customers who interacted with it.
+    pub popularity: Vec<u32>,
+    /// Segment of each customer.
+    pub segments: Vec<u32>,
+    pub segment_profiles: Vec<SegmentProfile>,
+}
+
+/// The recent history of one series, enough to build the next forecast window.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeriesTail {
+    pub keys: Vec<u32>,
+    /// Day number of the first period of the tail.
+    pub first_day: i64,
+    /// Target per period (NaN stored as null).
+    pub target: Vec<Option<f32>>,
+    pub known: Vec<Vec<f32>>,
+    pub past: Vec<Vec<f32>>,
+}
+
+/// Everything `infer forecast` needs besides the weights.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ForecasterArtifacts {
+    pub spec: WindowSpec,
+    pub key_names: Vec<String>,
+    pub key_vocabs: Vec<IdVocab>,
+    pub date_column: String,
+    pub quantiles: Vec<f64>,
+    /// Index of the price among the known covariates, for expected revenue.
+    pub price_covariate: Option<usize>,
+    pub series: Vec<SeriesTail>,
+}
+
+impl ForecasterArtifacts {
+    /// Output column name of a quantile: `p` + percent (`p10`, `p50`, `p97.5`).
+    pub fn quantile_column(q: f64) -> String {
+        let pct = q * 100.0;
+        if (pct - pct.round()).abs() < 1e-9 {
+            format!("p{}", pct.round() as i64)
+        } else {
+            format!("p{}", (pct * 1000.0).round() / 1000.0)
+        }
+    }
+}
+
+/// A stable shard of an id: FNV-1a hash modulo `shards` (the same on every machine and run).
+pub fn shard_of(id: &str, shards: u32) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.as_bytes() {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % shards.max(1) as u64) as u32
+}

@@ -1,0 +1,756 @@
+//! The per-business configuration file (`configs/*.toml`).
+//!
+//! One TOML file maps a business's own files and column names onto what shopcast needs, and holds
+//! every hyperparameter, the device and the seed. Unknown keys and wrong types are errors that name
+//! the key; out-of-range values are caught by [`ShopConfig::validate`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::DataError;
+
+/// Environment variable that overrides `business.data_dir`.
+pub const DATA_DIR_ENV: &str = "SHOPCAST_DATA_DIR";
+
+/// A whole business configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShopConfig {
+    pub business: BusinessSection,
+    /// When present, the synthetic demo shop is generated into `data_dir` if its files are absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub demo: Option<DemoSection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recommender: Option<RecommenderSection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecaster: Option<ForecasterSection>,
+}
+
+/// Who the business is and where its data lives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusinessSection {
+    /// Used for the default output directory `runs/<name>/`.
+    pub name: String,
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// `auto`, `flex`, `ndarray` or `wgpu`.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// Directory that data file paths are relative to; itself relative to the config file.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+}
+
+/// Size of the generated demo shop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoSection {
+    #[serde(default = "d_customers")]
+    pub customers: usize,
+    #[serde(default = "d_products")]
+    pub products: usize,
+    #[serde(default = "d_categories")]
+    pub categories: usize,
+    #[serde(default = "d_days")]
+    pub days: usize,
+    #[serde(default = "d_stores")]
+    pub stores: usize,
+    #[serde(default = "d_series_products")]
+    pub series_products: usize,
+    /// First day of the generated history, `YYYY-MM-DD`.
+    #[serde(default = "d_start_date")]
+    pub start_date: String,
+    /// `csv` or `parquet`.
+    #[serde(default = "d_format")]
+    pub format: String,
+}
+
+/// A data file and how to read it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSpec {
+    /// CSV (`.csv`, `.tsv`, `.txt`, `.dat`) or Parquet (`.parquet`), relative to `data_dir`.
+    pub path: PathBuf,
+    /// Field separator for CSV; one byte (default `,`, or tab for `.tsv`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub separator: Option<String>,
+    #[serde(default = "yes")]
+    pub has_header: bool,
+    /// Column names for a file without a header row.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub column_names: Vec<String>,
+}
+
+/// A row filter applied while loading, e.g. `{ column = "Quantity", op = "gt", value = 0 }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RowFilter {
+    pub column: String,
+    pub op: FilterOp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<FilterValue>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+}
+
+/// Comparison used by a [`RowFilter`]; a row is kept when it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FilterOp {
+    Eq,
+    Ne,
+    Gt,
+    Ge,
+    Lt,
+    Le,
+    StartsWith,
+    NotStartsWith,
+    In,
+    NotIn,
+    NotNull,
+    Matches,
+    NotMatches,
+}
+
+/// A filter's operand: a number or a string.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum FilterValue {
+    Number(f64),
+    Text(String),
+}
+
+/// Per-entity attributes (content features) read from a file keyed by an id column.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttributeTable {
+    pub file: FileSpec,
+    /// The id column; matches the interactions' customer or product ids.
+    pub id: String,
+    /// Display name column (products), used in explanations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Single-valued categorical columns (category, brand, region...).
+    #[serde(default)]
+    pub categorical: Vec<String>,
+    /// Multi-valued columns, values separated by `separator` (tags).
+    #[serde(default)]
+    pub multi_valued: Vec<MultiValuedColumn>,
+    /// Free-text columns split into lower-case words (product descriptions).
+    #[serde(default)]
+    pub text: Vec<String>,
+    /// Numeric columns cut into quantile bands (price band).
+    #[serde(default)]
+    pub numeric_bands: Vec<NumericBands>,
+    #[serde(default)]
+    pub filters: Vec<RowFilter>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MultiValuedColumn {
+    pub column: String,
+    #[serde(default = "d_tag_sep")]
+    pub separator: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NumericBands {
+    pub column: String,
+    #[serde(default = "d_bands")]
+    pub bands: usize,
+}
+
+/// The recommender: data mapping, model, training and evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecommenderSection {
+    pub data: InteractionData,
+    #[serde(default)]
+    pub model: RecommenderModelSection,
+    #[serde(default)]
+    pub training: RecommenderTrainingSection,
+    #[serde(default)]
+    pub evaluation: RecommenderEvaluationSection,
+}
+
+/// Where the interactions are and which columns mean what.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InteractionData {
+    pub events: FileSpec,
+    pub customer_id: String,
+    pub product_id: String,
+    pub timestamp: String,
+    /// chrono format of the timestamp when it is text; common formats are tried when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp_format: Option<String>,
+    /// Column with the event type; without it every row is one interaction of weight 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantity: Option<String>,
+    /// Weight of each event type; types not listed are dropped (and counted).
+    #[serde(default)]
+    pub event_weights: BTreeMap<String, f64>,
+    /// The event type recommendations aim at (held-out items are of this type). All when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_event: Option<String>,
+    #[serde(default)]
+    pub filters: Vec<RowFilter>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customers: Option<AttributeTable>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub products: Option<AttributeTable>,
+}
+
+/// Recommender model hyperparameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecommenderModelSection {
+    #[serde(default = "d_embedding_dim")]
+    pub embedding_dim: usize,
+    /// Customer segments (k-means over customer vectors).
+    #[serde(default = "d_segments")]
+    pub segments: usize,
+    /// Minimum count for a text word to become a feature.
+    #[serde(default = "d_min_word_count")]
+    pub min_word_count: usize,
+}
+
+/// Recommender training hyperparameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecommenderTrainingSection {
+    #[serde(default = "d_rec_epochs")]
+    pub epochs: usize,
+    #[serde(default = "d_rec_batch")]
+    pub batch_size: usize,
+    #[serde(default = "d_rec_lr")]
+    pub learning_rate: f64,
+    /// Sampled negatives per positive.
+    #[serde(default = "d_negatives")]
+    pub negatives: usize,
+    /// `uniform` or `popularity`.
+    #[serde(default = "d_sampling")]
+    pub negative_sampling: String,
+    /// `bce` or `bpr`.
+    #[serde(default = "d_loss")]
+    pub loss: String,
+    /// L2 penalty on the embeddings used in a batch.
+    #[serde(default = "d_l2")]
+    pub l2: f64,
+    /// Epochs without validation NDCG@10 improvement before stopping.
+    #[serde(default = "d_patience")]
+    pub patience: usize,
+}
+
+/// Recommender evaluation protocol settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecommenderEvaluationSection {
+    /// Customers with fewer distinct target products are used for training only.
+    #[serde(default = "d_min_items")]
+    pub min_items_per_customer: usize,
+    #[serde(default = "d_sampled_negatives")]
+    pub sampled_negatives: usize,
+}
+
+/// The demand forecaster: data mapping, model, training and backtest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForecasterSection {
+    pub data: SalesData,
+    #[serde(default)]
+    pub model: ForecasterModelSection,
+    #[serde(default)]
+    pub training: ForecasterTrainingSection,
+    #[serde(default)]
+    pub evaluation: ForecasterEvaluationSection,
+}
+
+/// Where the sales history is and which columns mean what.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SalesData {
+    pub sales: FileSpec,
+    /// Columns that identify a series (e.g. store and product).
+    pub series_keys: Vec<String>,
+    pub date: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date_format: Option<String>,
+    /// Units sold.
+    pub target: String,
+    /// `daily` or `weekly`.
+    #[serde(default = "d_frequency")]
+    pub frequency: String,
+    /// Covariates known in advance (price, promotion, holiday).
+    #[serde(default)]
+    pub known_covariates: Vec<String>,
+    /// Covariates only known up to today (temperature).
+    #[serde(default)]
+    pub past_covariates: Vec<String>,
+    /// Price column used for expected revenue (may also be a known covariate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<String>,
+    /// Sum rows that fall on the same series and period (transaction files).
+    #[serde(default)]
+    pub aggregate: bool,
+    /// Missing periods: `zero` (no sales) or `missing`.
+    #[serde(default = "d_fill")]
+    pub fill_missing: String,
+    /// Keep only the N series with the largest total target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_series: Option<usize>,
+    /// Negative targets: `drop` (counted, reported) or `error`.
+    #[serde(default = "d_negative_targets")]
+    pub negative_targets: String,
+    #[serde(default)]
+    pub filters: Vec<RowFilter>,
+}
+
+/// Forecaster model hyperparameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForecasterModelSection {
+    /// Past periods the encoder reads.
+    #[serde(default = "d_context")]
+    pub context_length: usize,
+    /// Periods forecast.
+    #[serde(default = "d_horizon")]
+    pub horizon: usize,
+    #[serde(default = "d_hidden")]
+    pub hidden_size: usize,
+    /// Embedding size of each series key.
+    #[serde(default = "d_key_dim")]
+    pub key_embedding_dim: usize,
+    /// Quantiles to forecast; must include 0.5.
+    #[serde(default = "d_quantiles")]
+    pub quantiles: Vec<f64>,
+    /// Seasonal period in rows (7 for daily data with a weekly cycle).
+    #[serde(default = "d_season")]
+    pub season_length: usize,
+}
+
+/// Forecaster training hyperparameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForecasterTrainingSection {
+    #[serde(default = "d_fc_epochs")]
+    pub epochs: usize,
+    #[serde(default = "d_fc_batch")]
+    pub batch_size: usize,
+    #[serde(default = "d_fc_lr")]
+    pub learning_rate: f64,
+    /// Training windows drawn per series per epoch.
+    #[serde(default = "d_windows")]
+    pub windows_per_series: usize,
+    /// Epochs without validation-loss improvement before stopping.
+    #[serde(default = "d_patience")]
+    pub patience: usize,
+}
+
+/// Backtest settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForecasterEvaluationSection {
+    /// Rolling-origin folds over the last periods, each `horizon` long.
+    #[serde(default = "d_folds")]
+    pub backtest_folds: usize,
+    #[serde(default = "d_ma_window")]
+    pub moving_average_window: usize,
+    /// Write the bundle and exit 0 even when the model is worse than seasonal naive.
+    #[serde(default)]
+    pub allow_worse_than_baseline: bool,
+}
+
+macro_rules! defaults {
+    ($($name:ident : $ty:ty = $val:expr;)*) => { $(fn $name() -> $ty { $val })* };
+}
+defaults! {
+    default_seed: u64 = 42;
+    default_device: String = "auto".into();
+    default_data_dir: PathBuf = PathBuf::from(".");
+    d_customers: usize = 2000;
+    d_products: usize = 500;
+    d_categories: usize = 15;
+    d_days: usize = 730;
+    d_stores: usize = 3;
+    d_series_products: usize = 60;
+    d_start_date: String = "2023-01-01".into();
+    d_format: String = "csv".into();
+    yes: bool = true;
+    d_tag_sep: String = "|".into();
+    d_bands: usize = 5;
+    d_embedding_dim: usize = 32;
+    d_segments: usize = 6;
+    d_min_word_count: usize = 5;
+    d_rec_epochs: usize = 20;
+    d_rec_batch: usize = 1024;
+    d_rec_lr: f64 = 0.005;
+    d_negatives: usize = 4;
+    d_sampling: String = "uniform".into();
+    d_loss: String = "bce".into();
+    d_l2: f64 = 1e-6;
+    d_patience: usize = 3;
+    d_min_items: usize = 3;
+    d_sampled_negatives: usize = 99;
+    d_frequency: String = "daily".into();
+    d_fill: String = "zero".into();
+    d_negative_targets: String = "drop".into();
+    d_context: usize = 56;
+    d_horizon: usize = 28;
+    d_hidden: usize = 64;
+    d_key_dim: usize = 8;
+    d_quantiles: Vec<f64> = vec![0.1, 0.5, 0.9];
+    d_season: usize = 7;
+    d_fc_epochs: usize = 12;
+    d_fc_batch: usize = 256;
+    d_fc_lr: f64 = 0.003;
+    d_windows: usize = 32;
+    d_folds: usize = 3;
+    d_ma_window: usize = 28;
+}
+
+impl Default for RecommenderModelSection {
+    fn default() -> Self {
+        Self { embedding_dim: d_embedding_dim(), segments: d_segments(), min_word_count: d_min_word_count() }
+    }
+}
+impl Default for RecommenderTrainingSection {
+    fn default() -> Self {
+        Self {
+            epochs: d_rec_epochs(),
+            batch_size: d_rec_batch(),
+            learning_rate: d_rec_lr(),
+            negatives: d_negatives(),
+            negative_sampling: d_sampling(),
+            loss: d_loss(),
+            l2: d_l2(),
+            patience: d_patience(),
+        }
+    }
+}
+impl Default for RecommenderEvaluationSection {
+    fn default() -> Self {
+        Self { min_items_per_customer: d_min_items(), sampled_negatives: d_sampled_negatives() }
+    }
+}
+impl Default for ForecasterModelSection {
+    fn default() -> Self {
+        Self {
+            context_length: d_context(),
+            horizon: d_horizon(),
+            hidden_size: d_hidden(),
+            key_embedding_dim: d_key_dim(),
+            quantiles: d_quantiles(),
+            season_length: d_season(),
+        }
+    }
+}
+impl Default for ForecasterTrainingSection {
+    fn default() -> Self {
+        Self {
+            epochs: d_fc_epochs(),
+            batch_size: d_fc_batch(),
+            learning_rate: d_fc_lr(),
+            windows_per_series: d_windows(),
+            patience: d_patience(),
+        }
+    }
+}
+impl Default for ForecasterEvaluationSection {
+    fn default() -> Self {
+        Self {
+            backtest_folds: d_folds(),
+            moving_average_window: d_ma_window(),
+            allow_worse_than_baseline: false,
+        }
+    }
+}
+
+impl ShopConfig {
+    /// Reads, parses and validates a config file. Errors name the file and the offending key.
+    pub fn load(path: &Path) -> Result<LoadedConfig, DataError> {
+        let text = std::fs::read_to_string(path).map_err(|e| DataError::Io {
+            path: path.to_path_buf(),
+            what: "read the config file".into(),
+            source: e,
+        })?;
+        let config = Self::parse(&text).map_err(|msg| DataError::Config { path: path.to_path_buf(), msg })?;
+        config
+            .validate()
+            .map_err(|msg| DataError::Config { path: path.to_path_buf(), msg })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Ok(LoadedConfig { config, config_path: path.to_path_buf(), config_dir: base, data_dir_override: None })
+    }
+
+    /// Parses TOML text; the error message names the key (`recommender.training.epochs`).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let de = toml::de::Deserializer::parse(text).map_err(|e| format!("invalid TOML: {e}"))?;
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            // toml's own message carries a snippet; keep its first line, which says what was wrong.
+            let msg = inner.message().trim().to_string();
+            if key.is_empty() || key == "." {
+                msg
+            } else {
+                format!("key `{key}`: {msg}")
+            }
+        })
+    }
+
+    /// Serialises back to TOML (used to store the config as used inside a bundle).
+    pub fn to_toml(&self) -> Result<String, String> {
+        toml::to_string_pretty(self).map_err(|e| e.to_string())
+    }
+
+    /// Checks value ranges and cross-field rules. The message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        fn positive(key: &str, v: usize) -> Result<(), String> {
+            if v == 0 {
+                return Err(format!("key `{key}`: must be at least 1, got 0"));
+            }
+            Ok(())
+        }
+        fn rate(key: &str, v: f64) -> Result<(), String> {
+            if !(v.is_finite() && v > 0.0 && v <= 1.0) {
+                return Err(format!("key `{key}`: must be a number in (0, 1], got {v}"));
+            }
+            Ok(())
+        }
+        if self.business.name.trim().is_empty()
+            || self.business.name.contains(['/', '\\'])
+            || self.business.name.starts_with('.')
+        {
+            return Err(format!(
+                "key `business.name`: must be a non-empty name usable as a directory name, got {:?}",
+                self.business.name
+            ));
+        }
+        if !["auto", "flex", "ndarray", "wgpu"].contains(&self.business.device.as_str()) {
+            return Err(format!(
+                "key `business.device`: expected one of auto, flex, ndarray, wgpu, got {:?}",
+                self.business.device
+            ));
+        }
+        if self.recommender.is_none() && self.forecaster.is_none() {
+            return Err("the config has neither a [recommender] nor a [forecaster] section".into());
+        }
+        if let Some(demo) = &self.demo {
+            positive("demo.customers", demo.customers)?;
+            positive("demo.products", demo.products)?;
+            positive("demo.categories", demo.categories)?;
+            positive("demo.stores", demo.stores)?;
+            positive("demo.series_products", demo.series_products)?;
+            if demo.days < 120 {
+                return Err(format!("key `demo.days`: must be at least 120, got {}", demo.days));
+            }
+            if demo.series_products > demo.products {
+                return Err("key `demo.series_products`: cannot exceed `demo.products`".into());
+            }
+            if chrono::NaiveDate::parse_from_str(&demo.start_date, "%Y-%m-%d").is_err() {
+                return Err(format!("key `demo.start_date`: expected YYYY-MM-DD, got {:?}", demo.start_date));
+            }
+            if !["csv", "parquet"].contains(&demo.format.as_str()) {
+                return Err(format!("key `demo.format`: expected csv or parquet, got {:?}", demo.format));
+            }
+        }
+        if let Some(r) = &self.recommender {
+            let t = &r.training;
+            positive("recommender.model.embedding_dim", r.model.embedding_dim)?;
+            positive("recommender.model.segments", r.model.segments)?;
+            positive("recommender.training.epochs", t.epochs)?;
+            positive("recommender.training.batch_size", t.batch_size)?;
+            positive("recommender.training.negatives", t.negatives)?;
+            rate("recommender.training.learning_rate", t.learning_rate)?;
+            if !(t.l2.is_finite() && t.l2 >= 0.0) {
+                return Err(format!("key `recommender.training.l2`: must be >= 0, got {}", t.l2));
+            }
+            if !["uniform", "popularity"].contains(&t.negative_sampling.as_str()) {
+                return Err(format!(
+                    "key `recommender.training.negative_sampling`: expected uniform or popularity, got {:?}",
+                    t.negative_sampling
+                ));
+            }
+            if !["bce", "bpr"].contains(&t.loss.as_str()) {
+                return Err(format!("key `recommender.training.loss`: expected bce or bpr, got {:?}", t.loss));
+            }
+            positive("recommender.evaluation.sampled_negatives", r.evaluation.sampled_negatives)?;
+            if r.evaluation.min_items_per_customer < 3 {
+                return Err(format!(
+                    "key `recommender.evaluation.min_items_per_customer`: must be at least 3 (train, validation and test items), got {}",
+                    r.evaluation.min_items_per_customer
+                ));
+            }
+            for (ty, w) in &r.data.event_weights {
+                if !(w.is_finite() && *w > 0.0) {
+                    return Err(format!("key `recommender.data.event_weights.{ty}`: must be > 0, got {w}"));
+                }
+            }
+            if r.data.event_type.is_some() && r.data.event_weights.is_empty() {
+                return Err("key `recommender.data.event_weights`: required when `event_type` is set".into());
+            }
+            if let Some(target) = &r.data.target_event {
+                if !r.data.event_weights.contains_key(target) {
+                    return Err(format!(
+                        "key `recommender.data.target_event`: {target:?} is not one of the event_weights keys"
+                    ));
+                }
+            }
+            check_filters("recommender.data.filters", &r.data.filters)?;
+            for (name, table) in [("customers", &r.data.customers), ("products", &r.data.products)] {
+                if let Some(table) = table {
+                    check_filters(&format!("recommender.data.{name}.filters"), &table.filters)?;
+                    for b in &table.numeric_bands {
+                        if b.bands < 2 {
+                            return Err(format!(
+                                "key `recommender.data.{name}.numeric_bands`: `bands` must be at least 2 for column {:?}",
+                                b.column
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(f) = &self.forecaster {
+            let m = &f.model;
+            positive("forecaster.model.context_length", m.context_length)?;
+            positive("forecaster.model.horizon", m.horizon)?;
+            positive("forecaster.model.hidden_size", m.hidden_size)?;
+            positive("forecaster.model.key_embedding_dim", m.key_embedding_dim)?;
+            positive("forecaster.model.season_length", m.season_length)?;
+            if m.context_length < m.season_length {
+                return Err(format!(
+                    "key `forecaster.model.context_length`: must be at least season_length ({}), got {}",
+                    m.season_length, m.context_length
+                ));
+            }
+            if m.quantiles.is_empty() {
+                return Err("key `forecaster.model.quantiles`: must not be empty".into());
+            }
+            for q in &m.quantiles {
+                if !(q.is_finite() && *q > 0.0 && *q < 1.0) {
+                    return Err(format!("key `forecaster.model.quantiles`: each must be in (0, 1), got {q}"));
+                }
+            }
+            if m.quantiles.windows(2).any(|w| w[0] >= w[1]) {
+                return Err("key `forecaster.model.quantiles`: must be strictly increasing".into());
+            }
+            if !m.quantiles.iter().any(|q| (q - 0.5).abs() < 1e-9) {
+                return Err("key `forecaster.model.quantiles`: must include 0.5 (the point forecast)".into());
+            }
+            let t = &f.training;
+            positive("forecaster.training.epochs", t.epochs)?;
+            positive("forecaster.training.batch_size", t.batch_size)?;
+            positive("forecaster.training.windows_per_series", t.windows_per_series)?;
+            rate("forecaster.training.learning_rate", t.learning_rate)?;
+            positive("forecaster.evaluation.backtest_folds", f.evaluation.backtest_folds)?;
+            positive("forecaster.evaluation.moving_average_window", f.evaluation.moving_average_window)?;
+            let d = &f.data;
+            if d.series_keys.is_empty() {
+                return Err("key `forecaster.data.series_keys`: name at least one column".into());
+            }
+            if !["daily", "weekly"].contains(&d.frequency.as_str()) {
+                return Err(format!("key `forecaster.data.frequency`: expected daily or weekly, got {:?}", d.frequency));
+            }
+            if !["zero", "missing"].contains(&d.fill_missing.as_str()) {
+                return Err(format!("key `forecaster.data.fill_missing`: expected zero or missing, got {:?}", d.fill_missing));
+            }
+            if !["drop", "error"].contains(&d.negative_targets.as_str()) {
+                return Err(format!(
+                    "key `forecaster.data.negative_targets`: expected drop or error, got {:?}",
+                    d.negative_targets
+                ));
+            }
+            if d.top_series == Some(0) {
+                return Err("key `forecaster.data.top_series`: must be at least 1".into());
+            }
+            check_filters("forecaster.data.filters", &d.filters)?;
+        }
+        Ok(())
+    }
+}
+
+fn check_filters(key: &str, filters: &[RowFilter]) -> Result<(), String> {
+    for (i, f) in filters.iter().enumerate() {
+        let needs_number = matches!(f.op, FilterOp::Gt | FilterOp::Ge | FilterOp::Lt | FilterOp::Le);
+        let needs_list = matches!(f.op, FilterOp::In | FilterOp::NotIn);
+        let needs_text = matches!(
+            f.op,
+            FilterOp::StartsWith | FilterOp::NotStartsWith | FilterOp::Matches | FilterOp::NotMatches
+        );
+        let ok = match (&f.value, f.op) {
+            (_, FilterOp::NotNull) => f.value.is_none(),
+            (None, _) if needs_list => !f.values.is_empty(),
+            (Some(FilterValue::Number(_)), _) if needs_number => true,
+            (Some(FilterValue::Text(_)), _) if needs_text => true,
+            (Some(_), FilterOp::Eq | FilterOp::Ne) => true,
+            _ => false,
+        };
+        if !ok {
+            return Err(format!(
+                "key `{key}[{i}]` (column {:?}): op {:?} needs {}",
+                f.column,
+                f.op,
+                if needs_number {
+                    "a numeric `value`"
+                } else if needs_list {
+                    "a non-empty `values` list"
+                } else if needs_text {
+                    "a string `value`"
+                } else if f.op == FilterOp::NotNull {
+                    "no value"
+                } else {
+                    "a `value`"
+                }
+            ));
+        }
+        if matches!(f.op, FilterOp::Matches | FilterOp::NotMatches) {
+            if let Some(FilterValue::Text(p)) = &f.value {
+                regex::Regex::new(p).map_err(|e| format!("key `{key}[{i}]`: invalid regular expression: {e}"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A validated config with the location it was read from, for resolving relative paths.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    pub config: ShopConfig,
+    pub config_path: PathBuf,
+    pub config_dir: PathBuf,
+    /// Set by `--data-dir` or [`DATA_DIR_ENV`]; wins over `business.data_dir`.
+    pub data_dir_override: Option<PathBuf>,
+}
+
+impl LoadedConfig {
+    /// Applies `--data-dir` (when given) or the `SHOPCAST_DATA_DIR` environment variable.
+    pub fn with_data_dir_override(mut self, flag: Option<PathBuf>) -> Self {
+        self.data_dir_override = flag.or_else(|| std::env::var_os(DATA_DIR_ENV).map(PathBuf::from));
+        self
+    }
+
+    /// The directory data file paths are relative to.
+    pub fn data_dir(&self) -> PathBuf {
+        match &self.data_dir_override {
+            Some(dir) => dir.clone(),
+            None => self.config_dir.join(&self.config.business.data_dir),
+        }
+    }
+
+    /// Resolves a data file path from the config.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.data_dir().join(path)
+        }
+    }
+}

@@ -1,0 +1,446 @@
+//! The recommender's data: interactions loaded from the business's event file, customer and
+//! product attributes turned into feature tokens, and the leave-one-out split.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{AttributeTable, LoadedConfig, RecommenderSection};
+use crate::error::DataError;
+use crate::table::{FilterReport, Table};
+use crate::vocab::IdVocab;
+
+/// Most tokens kept per entity; words beyond this are dropped (rarest first).
+pub const MAX_TOKENS_PER_ENTITY: usize = 24;
+
+/// Attribute tokens ("category=shoes", "word:candle", "price_band=2") per entity.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FeatureSet {
+    /// Token names; a token's position is its id.
+    pub tokens: Vec<String>,
+    /// For each entity (by vocabulary index), its token ids.
+    pub entity_tokens: Vec<Vec<u32>>,
+    /// Cut points of the numeric bands, for turning a new entity's value into a token.
+    pub bands: Vec<BandCuts>,
+    /// Name of the first categorical attribute (e.g. `category`), used in explanations.
+    pub primary_attribute: Option<String>,
+}
+
+/// Quantile cut points of one numeric column.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BandCuts {
+    pub column: String,
+    pub cuts: Vec<f64>,
+}
+
+impl FeatureSet {
+    /// The value of the primary attribute of an entity, if it has one.
+    pub fn primary_value(&self, entity: usize) -> Option<&str> {
+        let attr = self.primary_attribute.as_deref()?;
+        self.entity_tokens.get(entity)?.iter().find_map(|&t| {
+            let tok = &self.tokens[t as usize];
+            tok.strip_prefix(attr).and_then(|r| r.strip_prefix('='))
+        })
+    }
+
+    /// Token ids padded to the longest entity, as (ids + 1 with 0 for padding, width).
+    pub fn padded(&self) -> (Vec<i64>, usize) {
+        let width = self.entity_tokens.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let mut out = vec![0i64; self.entity_tokens.len() * width];
+        for (e, toks) in self.entity_tokens.iter().enumerate() {
+            for (j, &t) in toks.iter().enumerate() {
+                out[e * width + j] = t as i64 + 1;
+            }
+        }
+        (out, width)
+    }
+}
+
+/// One deduplicated customer-product interaction.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pair {
+    pub customer: u32,
+    pub product: u32,
+    /// Latest timestamp (seconds).
+    pub ts: i64,
+    /// Largest event weight seen for the pair.
+    pub weight: f32,
+    /// Whether the pair includes the target event (e.g. a purchase).
+    pub is_target: bool,
+}
+
+/// Leave-one-out split: per evaluated customer, the latest target item is the test item and the
+/// one before it the validation item.
+#[derive(Debug, Clone, Default)]
+pub struct Split {
+    /// (customer, product, weight) used for training.
+    pub train: Vec<(u32, u32, f32)>,
+    pub validation: Vec<(u32, u32)>,
+    pub test: Vec<(u32, u32)>,
+}
+
+/// Counts of what loading did, for the run log and the model card.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LoadReport {
+    pub rows_read: usize,
+    pub filters: Vec<FilterReport>,
+    pub unknown_event_types: BTreeMap<String, usize>,
+    pub rows_used: usize,
+    pub pairs: usize,
+}
+
+/// Everything the recommender trains and scores from.
+#[derive(Debug, Clone)]
+pub struct RecommenderData {
+    pub customers: IdVocab,
+    pub products: IdVocab,
+    pub customer_features: FeatureSet,
+    pub product_features: FeatureSet,
+    /// Display name per product (the id when no name column is configured).
+    pub product_names: Vec<String>,
+    pub pairs: Vec<Pair>,
+    pub report: LoadReport,
+    /// Range of the interaction timestamps (seconds).
+    pub first_ts: i64,
+    pub last_ts: i64,
+}
+
+struct RawEvents {
+    customer: Vec<String>,
+    product: Vec<String>,
+    ts: Vec<i64>,
+    weight: Vec<f32>,
+    is_target: Vec<bool>,
+    report: LoadReport,
+}
+
+fn load_events(cfg: &LoadedConfig, rec: &RecommenderSection) -> Result<RawEvents, DataError> {
+    let d = &rec.data;
+    let path = cfg.resolve(&d.events.path);
+    let mut columns = vec![d.customer_id.clone(), d.product_id.clone(), d.timestamp.clone()];
+    columns.extend(d.event_type.iter().cloned());
+    columns.extend(d.quantity.iter().cloned());
+    for f in &d.filters {
+        if !columns.contains(&f.column) {
+            columns.push(f.column.clone());
+        }
+    }
+    let mut table = Table::read(&path, &d.events, &columns)?;
+    let mut report = LoadReport { rows_read: table.len(), ..Default::default() };
+    report.filters = table.apply_filters(&d.filters)?;
+    if table.is_empty() {
+        return Err(DataError::file(&path, "no rows are left after the configured filters"));
+    }
+    let customer = table.ids(&d.customer_id)?;
+    let product = table.ids(&d.product_id)?;
+    let ts = table.timestamps(&d.timestamp, d.timestamp_format.as_deref())?;
+    let n = table.len();
+    let (mut weight, mut is_target) = (vec![1.0f32; n], vec![true; n]);
+    let mut keep = vec![true; n];
+    if let Some(col) = &d.event_type {
+        let types = table.strings(col)?;
+        for (i, t) in types.iter().enumerate() {
+            let t = t.as_deref().map(str::trim).unwrap_or("");
+            match d.event_weights.get(t) {
+                Some(w) => {
+                    weight[i] = *w as f32;
+                    is_target[i] = d.target_event.as_deref().is_none_or(|target| target == t);
+                }
+                None => {
+                    keep[i] = false;
+                    *report.unknown_event_types.entry(t.to_string()).or_default() += 1;
+                }
+            }
+        }
+    }
+    let pick = |v: Vec<String>| -> Vec<String> { v.into_iter().zip(&keep).filter(|(_, k)| **k).map(|(x, _)| x).collect() };
+    let customer = pick(customer);
+    let product = pick(product);
+    let ts: Vec<i64> = ts.into_iter().zip(&keep).filter(|(_, k)| **k).map(|(x, _)| x).collect();
+    let weight: Vec<f32> = weight.into_iter().zip(&keep).filter(|(_, k)| **k).map(|(x, _)| x).collect();
+    let is_target: Vec<bool> = is_target.into_iter().zip(&keep).filter(|(_, k)| **k).map(|(x, _)| x).collect();
+    report.rows_used = customer.len();
+    if customer.is_empty() {
+        return Err(DataError::file(
+            &path,
+            format!(
+                "no row has an event type listed in `event_weights` ({})",
+                d.event_weights.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
+    Ok(RawEvents { customer, product, ts, weight, is_target, report })
+}
+
+/// Loads the interactions and attributes named in the config.
+pub fn load_recommender_data(cfg: &LoadedConfig, rec: &RecommenderSection) -> Result<RecommenderData, DataError> {
+    let events = load_events(cfg, rec)?;
+    let customer_attrs = rec.data.customers.as_ref().map(|t| load_attributes(cfg, t)).transpose()?;
+    let product_attrs = rec.data.products.as_ref().map(|t| load_attributes(cfg, t)).transpose()?;
+
+    let customers = IdVocab::build(
+        events
+            .customer
+            .iter()
+            .map(String::as_str)
+            .chain(customer_attrs.iter().flat_map(|a| a.ids.iter().map(String::as_str))),
+    );
+    let products = IdVocab::build(
+        events
+            .product
+            .iter()
+            .map(String::as_str)
+            .chain(product_attrs.iter().flat_map(|a| a.ids.iter().map(String::as_str))),
+    );
+    let min_words = rec.model.min_word_count;
+    let customer_features = match &customer_attrs {
+        Some(a) => a.features(&customers, min_words),
+        None => FeatureSet { entity_tokens: vec![Vec::new(); customers.len()], ..Default::default() },
+    };
+    let product_features = match &product_attrs {
+        Some(a) => a.features(&products, min_words),
+        None => FeatureSet { entity_tokens: vec![Vec::new(); products.len()], ..Default::default() },
+    };
+    let mut product_names: Vec<String> = products.ids().to_vec();
+    if let Some(a) = &product_attrs {
+        for (id, name) in a.ids.iter().zip(&a.names) {
+            if let (Some(idx), Some(name)) = (products.get(id), name) {
+                product_names[idx as usize] = name.clone();
+            }
+        }
+    }
+
+    // Deduplicate per customer-product pair: latest timestamp, largest weight.
+    let mut by_pair: HashMap<(u32, u32), Pair> = HashMap::new();
+    for i in 0..events.customer.len() {
+        let (Some(c), Some(p)) = (customers.get(&events.customer[i]), products.get(&events.product[i])) else {
+            continue;
+        };
+        let e = by_pair.entry((c, p)).or_insert(Pair {
+            customer: c,
+            product: p,
+            ts: events.ts[i],
+            weight: events.weight[i],
+            is_target: events.is_target[i],
+        });
+        e.ts = e.ts.max(events.ts[i]);
+        e.weight = e.weight.max(events.weight[i]);
+        e.is_target |= events.is_target[i];
+    }
+    let mut pairs: Vec<Pair> = by_pair.into_values().collect();
+    pairs.sort_by_key(|p| (p.customer, p.ts, p.product));
+    let mut report = events.report;
+    report.pairs = pairs.len();
+    let first_ts = events.ts.iter().copied().min().unwrap_or(0);
+    let last_ts = events.ts.iter().copied().max().unwrap_or(0);
+    Ok(RecommenderData {
+        customers,
+        products,
+        customer_features,
+        product_features,
+        product_names,
+        pairs,
+        report,
+        first_ts,
+        last_ts,
+    })
+}
+
+impl RecommenderData {
+    /// The leave-one-out split over target interactions (ties on the timestamp broken by product
+    /// index, the last kept as test). Customers with fewer than `min_items` distinct target products
+    /// are used for training only. A customer's non-target interactions (views, carts) are used
+    /// for training only when they happened before that customer's validation item.
+    pub fn leave_one_out(&self, min_items: usize) -> Result<Split, DataError> {
+        let mut split = Split::default();
+        let mut start = 0;
+        while start < self.pairs.len() {
+            let c = self.pairs[start].customer;
+            let mut end = start;
+            while end < self.pairs.len() && self.pairs[end].customer == c {
+                end += 1;
+            }
+            let pairs = &self.pairs[start..end]; // sorted by (ts, product)
+            let targets: Vec<&Pair> = pairs.iter().filter(|p| p.is_target).collect();
+            if targets.len() >= min_items.max(3) {
+                let test = targets[targets.len() - 1];
+                let val = targets[targets.len() - 2];
+                split.test.push((c, test.product));
+                split.validation.push((c, val.product));
+                for p in pairs {
+                    if p.product == test.product || p.product == val.product {
+                        continue;
+                    }
+                    if p.is_target || p.ts < val.ts {
+                        split.train.push((c, p.product, p.weight));
+                    }
+                }
+            } else {
+                split.train.extend(pairs.iter().map(|p| (c, p.product, p.weight)));
+            }
+            start = end;
+        }
+        if split.test.is_empty() {
+            return Err(DataError::TooLittleData(format!(
+                "no customer has at least {} distinct products, so there is no held-out data to evaluate on; \
+                 lower `recommender.evaluation.min_items_per_customer` or provide more history",
+                min_items.max(3)
+            )));
+        }
+        Ok(split)
+    }
+
+    /// Every product each customer interacted with (sorted), for masking at scoring time.
+    pub fn histories(&self) -> Vec<Vec<u32>> {
+        let mut h = vec![Vec::new(); self.customers.len()];
+        for p in &self.pairs {
+            h[p.customer as usize].push(p.product);
+        }
+        for v in &mut h {
+            v.sort_unstable();
+            v.dedup();
+        }
+        h
+    }
+}
+
+struct Attributes {
+    ids: Vec<String>,
+    names: Vec<Option<String>>,
+    /// Per row: tokens before vocabulary building.
+    raw_tokens: Vec<Vec<String>>,
+    /// Per row: which tokens are words (subject to the minimum count).
+    word_flags: Vec<Vec<bool>>,
+    bands: Vec<BandCuts>,
+    primary: Option<String>,
+}
+
+fn load_attributes(cfg: &LoadedConfig, t: &AttributeTable) -> Result<Attributes, DataError> {
+    let path = cfg.resolve(&t.file.path);
+    let mut columns = vec![t.id.clone()];
+    columns.extend(t.name.iter().cloned());
+    columns.extend(t.categorical.iter().cloned());
+    columns.extend(t.multi_valued.iter().map(|m| m.column.clone()));
+    columns.extend(t.text.iter().cloned());
+    columns.extend(t.numeric_bands.iter().map(|b| b.column.clone()));
+    columns.extend(t.filters.iter().map(|f| f.column.clone()));
+    columns.sort();
+    columns.dedup();
+    let mut table = Table::read(&path, &t.file, &columns)?;
+    table.apply_filters(&t.filters)?;
+    let ids = table.ids(&t.id)?;
+    // The first row of each id wins (transaction files repeat ids).
+    let mut first_row: HashMap<&str, usize> = HashMap::new();
+    for (i, id) in ids.iter().enumerate() {
+        first_row.entry(id.as_str()).or_insert(i);
+    }
+    let mut rows: Vec<usize> = first_row.into_values().collect();
+    rows.sort_unstable();
+    let n = rows.len();
+    let mut raw_tokens = vec![Vec::new(); n];
+    let mut word_flags = vec![Vec::new(); n];
+    let names = match &t.name {
+        Some(c) => {
+            let v = table.strings(c)?;
+            rows.iter().map(|&r| v[r].as_deref().map(str::trim).map(str::to_string)).collect()
+        }
+        None => vec![None; n],
+    };
+    for c in &t.categorical {
+        let v = table.strings(c)?;
+        for (k, &r) in rows.iter().enumerate() {
+            if let Some(s) = v[r].as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+                raw_tokens[k].push(format!("{c}={s}"));
+                word_flags[k].push(false);
+            }
+        }
+    }
+    for m in &t.multi_valued {
+        let v = table.strings(&m.column)?;
+        for (k, &r) in rows.iter().enumerate() {
+            if let Some(s) = v[r].as_deref() {
+                for part in s.split(m.separator.as_str()).map(str::trim).filter(|p| !p.is_empty()) {
+                    raw_tokens[k].push(format!("{}={part}", m.column));
+                    word_flags[k].push(false);
+                }
+            }
+        }
+    }
+    for c in &t.text {
+        let v = table.strings(c)?;
+        for (k, &r) in rows.iter().enumerate() {
+            if let Some(s) = v[r].as_deref() {
+                let lower = s.to_lowercase();
+                for w in lower.split(|ch: char| !ch.is_alphanumeric()).filter(|w| w.len() >= 3) {
+                    let tok = format!("{c}~{w}");
+                    if !raw_tokens[k].contains(&tok) {
+                        raw_tokens[k].push(tok);
+                        word_flags[k].push(true);
+                    }
+                }
+            }
+        }
+    }
+    let mut bands = Vec::new();
+    for b in &t.numeric_bands {
+        let v = table.numbers(&b.column)?;
+        let mut vals: Vec<f64> = rows.iter().filter_map(|&r| v[r]).filter(|x| x.is_finite()).collect();
+        vals.sort_by(f64::total_cmp);
+        let cuts: Vec<f64> = (1..b.bands)
+            .filter_map(|q| vals.get(q * vals.len() / b.bands).copied())
+            .collect();
+        for (k, &r) in rows.iter().enumerate() {
+            if let Some(x) = v[r].filter(|x| x.is_finite()) {
+                raw_tokens[k].push(format!("{}={}", b.column, band_of(&cuts, x)));
+                word_flags[k].push(false);
+            }
+        }
+        bands.push(BandCuts { column: b.column.clone(), cuts });
+    }
+    let ids = rows.iter().map(|&r| ids[r].clone()).collect();
+    Ok(Attributes { ids, names, raw_tokens, word_flags, bands, primary: t.categorical.first().cloned() })
+}
+
+/// The band index of a value given quantile cut points.
+pub fn band_of(cuts: &[f64], x: f64) -> usize {
+    cuts.iter().filter(|c| x >= **c).count()
+}
+
+impl Attributes {
+    fn features(&self, vocab: &IdVocab, min_word_count: usize) -> FeatureSet {
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for toks in &self.raw_tokens {
+            for t in toks {
+                *counts.entry(t.as_str()).or_default() += 1;
+            }
+        }
+        let mut names: Vec<&str> = counts.keys().copied().collect();
+        names.sort_unstable();
+        let is_word: HashMap<&str, bool> = self
+            .raw_tokens
+            .iter()
+            .zip(&self.word_flags)
+            .flat_map(|(t, f)| t.iter().map(String::as_str).zip(f.iter().copied()))
+            .collect();
+        // Words must be frequent enough to learn from; categorical values are always kept.
+        names.retain(|n| !is_word[n] || counts[n] >= min_word_count);
+        let token_index: HashMap<&str, u32> = names.iter().enumerate().map(|(i, n)| (*n, i as u32)).collect();
+        let mut entity_tokens = vec![Vec::new(); vocab.len()];
+        for (k, id) in self.ids.iter().enumerate() {
+            let Some(e) = vocab.get(id) else { continue };
+            let mut toks: Vec<u32> = self.raw_tokens[k].iter().filter_map(|t| token_index.get(t.as_str()).copied()).collect();
+            if toks.len() > MAX_TOKENS_PER_ENTITY {
+                // Keep attributes, then the most frequent words.
+                toks.sort_by_key(|t| (is_word[names[*t as usize]], std::cmp::Reverse(counts[names[*t as usize]])));
+                toks.truncate(MAX_TOKENS_PER_ENTITY);
+            }
+            entity_tokens[e as usize] = toks;
+        }
+        FeatureSet {
+            tokens: names.into_iter().map(str::to_string).collect(),
+            entity_tokens,
+            bands: self.bands.clone(),
+            primary_attribute: self.primary.clone(),
+        }
+    }
+}

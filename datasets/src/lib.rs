@@ -1,0 +1,20 @@
+//! Data for shopcast: the per-business config, polars loading with schema checks, id
+//! vocabularies, the recommender's leave-one-out split, the forecaster's sales panel and windows,
+//! and the synthetic demo shop.
+//!
+//! This crate knows nothing of the models: it produces plain arrays and serialisable tables that
+//! the `train` and `infer` binaries turn into tensors.
+
+pub mod artifacts;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod interactions;
+pub mod sales;
+pub mod table;
+pub mod vocab;
+pub mod windows;
+
+pub use config::{LoadedConfig, ShopConfig};
+pub use error::DataError;
+pub use vocab::IdVocab;

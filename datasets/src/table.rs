@@ -1,0 +1,446 @@
+//! Reading a business's CSV or Parquet file with polars, and pulling typed columns out of it with
+//! errors that name the file, row, column and value.
+//!
+//! CSV files are read with every column as text so that a bad value is reported by our own
+//! parser (row and value), not as a polars schema-inference failure.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{NaiveDate, NaiveDateTime};
+use polars::prelude::*;
+
+use crate::config::{FileSpec, FilterOp, FilterValue, RowFilter};
+use crate::error::DataError;
+
+/// Rows of one file, restricted to the columns asked for.
+pub struct Table {
+    path: PathBuf,
+    df: DataFrame,
+    /// 1-based data row number in the file for each row still present (filters drop rows).
+    rows: Vec<usize>,
+}
+
+/// How many rows a filter dropped.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct FilterReport {
+    pub filter: String,
+    pub dropped: usize,
+}
+
+fn polars_err(path: &Path, what: &str, e: PolarsError) -> DataError {
+    DataError::file(path, format!("could not {what}: {e}"))
+}
+
+impl Table {
+    /// Reads `columns` of a file. Missing file, empty file, bad format and missing columns are errors.
+    pub fn read(path: &Path, spec: &FileSpec, columns: &[String]) -> Result<Table, DataError> {
+        let meta = std::fs::metadata(path).map_err(|e| DataError::Io {
+            path: path.to_path_buf(),
+            what: "open the data file".into(),
+            source: e,
+        })?;
+        if !meta.is_file() {
+            return Err(DataError::file(path, "is not a regular file"));
+        }
+        if meta.len() == 0 {
+            return Err(DataError::file(path, "the file is empty"));
+        }
+        let pl_path = PlRefPath::try_from_path(path).map_err(|e| polars_err(path, "use the path", e))?;
+        let is_parquet = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("parquet") || e.eq_ignore_ascii_case("pq"));
+        let mut lf = if is_parquet {
+            LazyFrame::scan_parquet(pl_path, ScanArgsParquet::default())
+                .map_err(|e| polars_err(path, "open the Parquet file", e))?
+        } else {
+            let sep = csv_separator(path, spec)?;
+            let mut reader = LazyCsvReader::new(pl_path)
+                .with_has_header(spec.has_header)
+                .with_separator(sep)
+                .with_infer_schema_length(Some(0));
+            if !spec.has_header && spec.column_names.is_empty() {
+                return Err(DataError::file(
+                    path,
+                    "`has_header = false` needs `column_names` in the config to name the columns",
+                ));
+            }
+            reader = reader.with_missing_is_null(true);
+            reader.finish().map_err(|e| polars_err(path, "open the CSV file", e))?
+        };
+        let schema = lf.collect_schema().map_err(|e| polars_err(path, "read the header", e))?;
+        let mut found: Vec<String> = schema.iter_names().map(|n| n.to_string()).collect();
+        let renames = if !is_parquet && !spec.has_header {
+            if spec.column_names.len() != found.len() {
+                return Err(DataError::file(
+                    path,
+                    format!(
+                        "the file has {} columns but `column_names` lists {}",
+                        found.len(),
+                        spec.column_names.len()
+                    ),
+                ));
+            }
+            let old = std::mem::replace(&mut found, spec.column_names.clone());
+            Some(old)
+        } else {
+            None
+        };
+        if !is_parquet && found.len() == 1 && columns.len() > 1 {
+            let sep = csv_separator(path, spec)? as char;
+            return Err(DataError::file(
+                path,
+                format!(
+                    "only one column {:?} was found with separator {:?}: is the separator right? (set `separator` in the config)",
+                    found[0], sep
+                ),
+            ));
+        }
+        let mut select = Vec::with_capacity(columns.len());
+        for c in columns {
+            let Some(pos) = found.iter().position(|f| f == c) else {
+                return Err(DataError::MissingColumn { path: path.to_path_buf(), column: c.clone(), found });
+            };
+            let source_name = match &renames {
+                Some(old) => old[pos].clone(),
+                None => c.clone(),
+            };
+            select.push(col(source_name.as_str()).alias(c.as_str()));
+        }
+        let df = lf
+            .select(select)
+            .collect()
+            .map_err(|e| polars_err(path, "read the rows", e))?;
+        let rows = (1..=df.height()).collect();
+        Ok(Table { path: path.to_path_buf(), df, rows })
+    }
+
+    /// The file this table came from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Number of rows left.
+    pub fn len(&self) -> usize {
+        self.df.height()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The 1-based row number in the file of row `i` of the table.
+    pub fn file_row(&self, i: usize) -> usize {
+        self.rows[i]
+    }
+
+    fn column(&self, name: &str) -> Result<&Column, DataError> {
+        self.df.column(name).map_err(|e| polars_err(&self.path, &format!("find column {name:?}"), e))
+    }
+
+    fn value_error(&self, i: usize, column: &str, msg: String) -> DataError {
+        DataError::Value { path: self.path.clone(), row: self.rows[i], column: column.to_string(), msg }
+    }
+
+    /// A column as text (numbers are formatted); null stays `None`.
+    pub fn strings(&self, name: &str) -> Result<Vec<Option<String>>, DataError> {
+        let c = self.column(name)?;
+        let c = c
+            .cast(&DataType::String)
+            .map_err(|e| polars_err(&self.path, &format!("read column {name:?} as text"), e))?;
+        let ca = c.str().map_err(|e| polars_err(&self.path, &format!("read column {name:?} as text"), e))?;
+        Ok(ca.into_iter().map(|v| v.map(str::to_string)).collect())
+    }
+
+    /// A column of ids: text, trimmed, never null or empty.
+    pub fn ids(&self, name: &str) -> Result<Vec<String>, DataError> {
+        let raw = self.strings(name)?;
+        let mut out = Vec::with_capacity(raw.len());
+        for (i, v) in raw.into_iter().enumerate() {
+            match v.as_deref().map(str::trim) {
+                Some(s) if !s.is_empty() => out.push(s.to_string()),
+                _ => return Err(self.value_error(i, name, "the id is empty; every row needs an id".into())),
+            }
+        }
+        Ok(out)
+    }
+
+    /// A numeric column; text is parsed, empty text is `None`, anything else unparsable is an error.
+    pub fn numbers(&self, name: &str) -> Result<Vec<Option<f64>>, DataError> {
+        let c = self.column(name)?;
+        if c.dtype() == &DataType::String {
+            let ca = c.str().map_err(|e| polars_err(&self.path, &format!("read column {name:?}"), e))?;
+            let mut out = Vec::with_capacity(ca.len());
+            for (i, v) in ca.into_iter().enumerate() {
+                let v = v.map(str::trim).filter(|s| !s.is_empty());
+                match v {
+                    None => out.push(None),
+                    Some(s) => match s.parse::<f64>() {
+                        Ok(x) => out.push(Some(x)),
+                        Err(_) => return Err(self.value_error(i, name, format!("expected a number, got {s:?}"))),
+                    },
+                }
+            }
+            return Ok(out);
+        }
+        if c.dtype() == &DataType::Boolean {
+            let ca = c.bool().map_err(|e| polars_err(&self.path, &format!("read column {name:?}"), e))?;
+            return Ok(ca.into_iter().map(|v| v.map(|b| if b { 1.0 } else { 0.0 })).collect());
+        }
+        let c = c.cast(&DataType::Float64).map_err(|_| {
+            DataError::file(&self.path, format!("column {name:?} has type {} where a number was expected", c.dtype()))
+        })?;
+        let ca = c.f64().map_err(|e| polars_err(&self.path, &format!("read column {name:?}"), e))?;
+        Ok(ca.into_iter().collect())
+    }
+
+    /// A numeric column that must be present and finite on every row.
+    pub fn finite_numbers(&self, name: &str) -> Result<Vec<f64>, DataError> {
+        let raw = self.numbers(name)?;
+        let mut out = Vec::with_capacity(raw.len());
+        for (i, v) in raw.into_iter().enumerate() {
+            match v {
+                Some(x) if x.is_finite() => out.push(x),
+                Some(x) => return Err(self.value_error(i, name, format!("expected a finite number, got {x}"))),
+                None => return Err(self.value_error(i, name, "the value is missing; expected a number".into())),
+            }
+        }
+        Ok(out)
+    }
+
+    /// A timestamp column as seconds since 1970-01-01 (naive, no time zone).
+    ///
+    /// Text is parsed with `format` when given, else with common ISO-like formats.
+    pub fn timestamps(&self, name: &str, format: Option<&str>) -> Result<Vec<i64>, DataError> {
+        let c = self.column(name)?;
+        match c.dtype() {
+            DataType::Date => {
+                let c = c.cast(&DataType::Int32).map_err(|e| polars_err(&self.path, "read dates", e))?;
+                let ca = c.i32().map_err(|e| polars_err(&self.path, "read dates", e))?;
+                ca.into_iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        v.map(|d| d as i64 * 86_400)
+                            .ok_or_else(|| self.value_error(i, name, "the date is missing".into()))
+                    })
+                    .collect()
+            }
+            DataType::Datetime(unit, _) => {
+                let per_second: i64 = match unit {
+                    TimeUnit::Nanoseconds => 1_000_000_000,
+                    TimeUnit::Microseconds => 1_000_000,
+                    TimeUnit::Milliseconds => 1_000,
+                };
+                let c = c.cast(&DataType::Int64).map_err(|e| polars_err(&self.path, "read timestamps", e))?;
+                let ca = c.i64().map_err(|e| polars_err(&self.path, "read timestamps", e))?;
+                ca.into_iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        v.map(|t| t.div_euclid(per_second))
+                            .ok_or_else(|| self.value_error(i, name, "the timestamp is missing".into()))
+                    })
+                    .collect()
+            }
+            _ => {
+                let text = self.strings(name)?;
+                text.into_iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        let s = v.as_deref().map(str::trim).unwrap_or("");
+                        if s.is_empty() {
+                            return Err(self.value_error(i, name, "the date is missing".into()));
+                        }
+                        parse_timestamp(s, format).ok_or_else(|| {
+                            let expected = match format {
+                                Some(f) => format!("a date in the format {f:?}"),
+                                None => "a date such as 2024-03-31 or 2024-03-31 14:05:00 (or set the format in the config)".into(),
+                            };
+                            self.value_error(i, name, format!("expected {expected}, got {s:?}"))
+                        })
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Applies row filters; returns what each dropped.
+    pub fn apply_filters(&mut self, filters: &[RowFilter]) -> Result<Vec<FilterReport>, DataError> {
+        let mut reports = Vec::new();
+        for f in filters {
+            let keep = self.filter_mask(f)?;
+            let dropped = keep.iter().filter(|k| !**k).count();
+            let mask = BooleanChunked::from_slice("keep".into(), &keep);
+            self.df = self.df.filter(&mask).map_err(|e| polars_err(&self.path, "filter rows", e))?;
+            self.rows = self.rows.iter().zip(&keep).filter(|(_, k)| **k).map(|(r, _)| *r).collect();
+            reports.push(FilterReport { filter: describe_filter(f), dropped });
+        }
+        Ok(reports)
+    }
+
+    fn filter_mask(&self, f: &RowFilter) -> Result<Vec<bool>, DataError> {
+        let name = f.column.as_str();
+        let mask = match f.op {
+            FilterOp::NotNull => self
+                .strings(name)?
+                .into_iter()
+                .map(|v| v.is_some_and(|s| !s.trim().is_empty()))
+                .collect(),
+            FilterOp::Gt | FilterOp::Ge | FilterOp::Lt | FilterOp::Le => {
+                let Some(FilterValue::Number(t)) = f.value else {
+                    return Err(DataError::file(&self.path, format!("filter on {name:?} needs a numeric value")));
+                };
+                self.numbers(name)?
+                    .into_iter()
+                    .map(|v| {
+                        v.is_some_and(|x| match f.op {
+                            FilterOp::Gt => x > t,
+                            FilterOp::Ge => x >= t,
+                            FilterOp::Lt => x < t,
+                            _ => x <= t,
+                        })
+                    })
+                    .collect()
+            }
+            FilterOp::Eq | FilterOp::Ne => {
+                let want_eq = f.op == FilterOp::Eq;
+                match &f.value {
+                    Some(FilterValue::Number(t)) => self
+                        .numbers(name)?
+                        .into_iter()
+                        .map(|v| v.is_some_and(|x| (x == *t) == want_eq))
+                        .collect(),
+                    Some(FilterValue::Text(t)) => self
+                        .strings(name)?
+                        .into_iter()
+                        .map(|v| v.is_some_and(|s| (s.trim() == t) == want_eq))
+                        .collect(),
+                    None => return Err(DataError::file(&self.path, format!("filter on {name:?} needs a value"))),
+                }
+            }
+            FilterOp::StartsWith | FilterOp::NotStartsWith => {
+                let Some(FilterValue::Text(p)) = &f.value else {
+                    return Err(DataError::file(&self.path, format!("filter on {name:?} needs a text value")));
+                };
+                let want = f.op == FilterOp::StartsWith;
+                self.strings(name)?
+                    .into_iter()
+                    .map(|v| v.is_some_and(|s| s.trim().starts_with(p.as_str()) == want))
+                    .collect()
+            }
+            FilterOp::In | FilterOp::NotIn => {
+                let want = f.op == FilterOp::In;
+                let set: std::collections::HashSet<&str> = f.values.iter().map(String::as_str).collect();
+                self.strings(name)?
+                    .into_iter()
+                    .map(|v| v.is_some_and(|s| set.contains(s.trim()) == want))
+                    .collect()
+            }
+            FilterOp::Matches | FilterOp::NotMatches => {
+                let Some(FilterValue::Text(p)) = &f.value else {
+                    return Err(DataError::file(&self.path, format!("filter on {name:?} needs a pattern")));
+                };
+                let re = regex::Regex::new(p)
+                    .map_err(|e| DataError::file(&self.path, format!("filter pattern {p:?} is invalid: {e}")))?;
+                let want = f.op == FilterOp::Matches;
+                self.strings(name)?
+                    .into_iter()
+                    .map(|v| v.is_some_and(|s| re.is_match(s.trim()) == want))
+                    .collect()
+            }
+        };
+        Ok(mask)
+    }
+}
+
+fn describe_filter(f: &RowFilter) -> String {
+    let value = match (&f.value, f.values.is_empty()) {
+        (Some(FilterValue::Number(x)), _) => format!(" {x}"),
+        (Some(FilterValue::Text(s)), _) => format!(" {s:?}"),
+        (None, false) => format!(" {:?}", f.values),
+        (None, true) => String::new(),
+    };
+    format!("{} {:?}{}", f.column, f.op, value)
+}
+
+fn csv_separator(path: &Path, spec: &FileSpec) -> Result<u8, DataError> {
+    match &spec.separator {
+        Some(s) if s.len() == 1 => Ok(s.as_bytes()[0]),
+        Some(s) if s == "\\t" || s == "tab" => Ok(b'\t'),
+        Some(s) => Err(DataError::file(path, format!("`separator` must be a single byte, got {s:?}"))),
+        None => {
+            let tsv = path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("tsv"));
+            Ok(if tsv { b'\t' } else { b',' })
+        }
+    }
+}
+
+/// Parses a date or date-time; with no format, tries common ISO-like ones.
+pub fn parse_timestamp(s: &str, format: Option<&str>) -> Option<i64> {
+    let to_secs = |dt: NaiveDateTime| dt.and_utc().timestamp();
+    if let Some(f) = format {
+        if let Ok(dt) = NaiveDateTime::parse_from_str(s, f) {
+            return Some(to_secs(dt));
+        }
+        return NaiveDate::parse_from_str(s, f).ok().and_then(|d| d.and_hms_opt(0, 0, 0)).map(to_secs);
+    }
+    for f in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
+        if let Ok(dt) = NaiveDateTime::parse_from_str(s, f) {
+            return Some(to_secs(dt));
+        }
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return d.and_hms_opt(0, 0, 0).map(to_secs);
+    }
+    // Unix seconds.
+    s.parse::<i64>().ok()
+}
+
+/// Day number (days since 1970-01-01) of a timestamp in seconds.
+pub fn day_of(ts: i64) -> i64 {
+    ts.div_euclid(86_400)
+}
+
+/// The calendar date of a day number.
+pub fn date_of_day(day: i64) -> NaiveDate {
+    NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default() + chrono::Days::new(day.max(0) as u64)
+}
+
+/// Writes a data frame as CSV or Parquet (by extension) through a temporary file and a rename.
+pub fn write_frame_atomic(df: &mut DataFrame, path: &Path) -> Result<(), DataError> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| DataError::Io {
+        path: dir.to_path_buf(),
+        what: "create the output directory".into(),
+        source: e,
+    })?;
+    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("output");
+    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    let result = (|| -> Result<(), DataError> {
+        let mut file = std::fs::File::create(&tmp).map_err(|e| DataError::Io {
+            path: tmp.clone(),
+            what: "create a temporary output file".into(),
+            source: e,
+        })?;
+        let is_parquet = path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
+        if is_parquet {
+            ParquetWriter::new(&mut file)
+                .finish(df)
+                .map_err(|e| polars_err(path, "write Parquet", e))?;
+        } else {
+            CsvWriter::new(&mut file)
+                .include_header(true)
+                .finish(df)
+                .map_err(|e| polars_err(path, "write CSV", e))?;
+        }
+        file.sync_all().map_err(|e| DataError::Io { path: tmp.clone(), what: "flush the output".into(), source: e })?;
+        std::fs::rename(&tmp, path).map_err(|e| DataError::Io {
+            path: path.to_path_buf(),
+            what: "move the finished output into place".into(),
+            source: e,
+        })
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}

@@ -1,0 +1,210 @@
+//! Turning a stretch of a series into the forecaster's inputs: a context window for the encoder,
+//! the horizon's known-future inputs for the decoder, and a seasonal baseline the network corrects.
+//!
+//! Values are divided by a per-window scale (the context mean, at least 1), so one global model
+//! serves fast and slow movers alike.
+
+use chrono::Datelike;
+use serde::{Deserialize, Serialize};
+
+use crate::table::date_of_day;
+
+/// Calendar features per period: day-of-week one-hot (daily data), and two harmonics of the
+/// position in the year.
+pub const CALENDAR_FEATURES: usize = 11;
+/// Seasons averaged by the baseline.
+pub const BASELINE_SEASONS: usize = 4;
+
+/// Normalisation of one covariate, fitted on the training periods.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CovariateStats {
+    pub name: String,
+    pub mean: f32,
+    pub std: f32,
+    /// Only 0 and 1 were seen (promotion or holiday flags).
+    pub binary: bool,
+}
+
+impl CovariateStats {
+    /// Fits the mean and spread over all finite values.
+    pub fn fit(name: &str, values: impl Iterator<Item = f32>) -> Self {
+        let (mut n, mut sum, mut sq, mut binary) = (0usize, 0f64, 0f64, true);
+        for v in values.filter(|v| v.is_finite()) {
+            n += 1;
+            sum += v as f64;
+            sq += (v as f64) * (v as f64);
+            binary &= v == 0.0 || v == 1.0;
+        }
+        let mean = if n > 0 { sum / n as f64 } else { 0.0 };
+        let var = if n > 0 { (sq / n as f64 - mean * mean).max(0.0) } else { 0.0 };
+        let std = var.sqrt().max(1e-3);
+        CovariateStats { name: name.to_string(), mean: mean as f32, std: std as f32, binary }
+    }
+}
+
+/// Shapes and normalisation of the forecaster's inputs, stored in the bundle.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WindowSpec {
+    pub context: usize,
+    pub horizon: usize,
+    pub season: usize,
+    pub period_days: i64,
+    pub known: Vec<CovariateStats>,
+    pub past: Vec<CovariateStats>,
+}
+
+impl WindowSpec {
+    /// Encoder features per period.
+    pub fn encoder_features(&self) -> usize {
+        2 + 2 * self.known.len() + 2 * self.past.len() + CALENDAR_FEATURES
+    }
+
+    /// Decoder features per period.
+    pub fn decoder_features(&self) -> usize {
+        2 + 2 * self.known.len() + CALENDAR_FEATURES
+    }
+
+    /// The earliest origin that leaves enough context in a series starting at `start`
+    /// (shorter series are padded and flagged as missing).
+    pub fn min_origin(&self, start: usize) -> usize {
+        start + self.context.min(2 * self.season)
+    }
+}
+
+/// One series as the window builder sees it; index 0 is the series' first period here.
+pub struct SeriesView<'a> {
+    /// Target per period (NaN = missing); needs at least `origin` values, `origin + horizon` for training.
+    pub target: &'a [f32],
+    /// Known covariates per period; need `origin + horizon` values.
+    pub known: &'a [Vec<f32>],
+    /// Past-only covariates; need `origin` values.
+    pub past: &'a [Vec<f32>],
+    /// Day number (days since 1970-01-01) of period 0.
+    pub first_day: i64,
+    /// Key indices of the series (one per key column).
+    pub keys: &'a [u32],
+}
+
+/// A batch of windows as flat row-major arrays, ready to become tensors.
+#[derive(Debug, Clone, Default)]
+pub struct WindowBatch {
+    pub len: usize,
+    /// `[len, context, encoder_features]`
+    pub encoder: Vec<f32>,
+    /// `[len, horizon, decoder_features]`
+    pub decoder: Vec<f32>,
+    /// `[len, n_keys]`
+    pub keys: Vec<i64>,
+    /// `[len, horizon]` scaled baseline.
+    pub baseline: Vec<f32>,
+    /// `[len, horizon]` scaled target (0 where unknown).
+    pub target: Vec<f32>,
+    /// `[len, horizon]` 1 where the target is known.
+    pub target_mask: Vec<f32>,
+    /// `[len]`
+    pub scale: Vec<f32>,
+}
+
+fn calendar(day: i64, period_days: i64, out: &mut Vec<f32>) {
+    let date = date_of_day(day);
+    let dow = date.weekday().num_days_from_monday() as usize;
+    for d in 0..7 {
+        out.push(if period_days == 1 && d == dow { 1.0 } else { 0.0 });
+    }
+    let year_pos = (date.ordinal0() as f32 + 0.5) / 365.25 * std::f32::consts::TAU;
+    out.extend([year_pos.sin(), year_pos.cos(), (2.0 * year_pos).sin(), (2.0 * year_pos).cos()]);
+}
+
+fn push_covariate(stats: &CovariateStats, x: f32, context_mean: f32, out: &mut Vec<f32>) {
+    if stats.binary {
+        out.push(x);
+        out.push(0.0);
+    } else {
+        out.push((x - stats.mean) / stats.std);
+        out.push((x - context_mean) / stats.std);
+    }
+}
+
+impl WindowSpec {
+    /// The scale and scaled seasonal baseline of a window at `origin`, from the context alone.
+    pub fn baseline(&self, target: &[f32], origin: usize) -> (f32, Vec<f32>) {
+        let lo = origin.saturating_sub(self.context);
+        let ctx = &target[lo..origin];
+        let (sum, n) = ctx.iter().filter(|v| !v.is_nan()).fold((0f32, 0usize), |(s, n), v| (s + v, n + 1));
+        let mean = if n > 0 { sum / n as f32 } else { 0.0 };
+        let scale = mean.max(1.0);
+        let base = (0..self.horizon)
+            .map(|h| {
+                let t = origin + h;
+                let first_k = h / self.season + 1;
+                let (mut s, mut c) = (0f32, 0usize);
+                for k in first_k..first_k + BASELINE_SEASONS {
+                    let Some(past) = t.checked_sub(k * self.season) else { break };
+                    if past < lo {
+                        break;
+                    }
+                    if !target[past].is_nan() {
+                        s += target[past];
+                        c += 1;
+                    }
+                }
+                (if c > 0 { s / c as f32 } else { mean }) / scale
+            })
+            .collect();
+        (scale, base)
+    }
+
+    /// Appends the window of `series` at `origin` to `batch`. With `with_target`, the horizon's
+    /// actual values are added as training targets.
+    pub fn push(&self, batch: &mut WindowBatch, series: &SeriesView<'_>, origin: usize, with_target: bool) {
+        let (scale, base) = self.baseline(series.target, origin);
+        let ctx_start = origin as i64 - self.context as i64;
+        let mean_of = |v: &[f32]| -> f32 {
+            let lo = origin.saturating_sub(self.context);
+            let w = &v[lo..origin.min(v.len()).max(lo)];
+            if w.is_empty() {
+                0.0
+            } else {
+                w.iter().sum::<f32>() / w.len() as f32
+            }
+        };
+        let known_means: Vec<f32> = series.known.iter().map(|v| mean_of(v)).collect();
+        let past_means: Vec<f32> = series.past.iter().map(|v| mean_of(v)).collect();
+        for i in 0..self.context {
+            let t = ctx_start + i as i64;
+            let (y, missing) = if t < 0 || series.target[t as usize].is_nan() {
+                (0.0, 1.0)
+            } else {
+                (series.target[t as usize] / scale, 0.0)
+            };
+            batch.encoder.push(y);
+            batch.encoder.push(missing);
+            let tc = t.max(0) as usize;
+            for (k, stats) in self.known.iter().enumerate() {
+                push_covariate(stats, series.known[k][tc], known_means[k], &mut batch.encoder);
+            }
+            for (k, stats) in self.past.iter().enumerate() {
+                push_covariate(stats, series.past[k][tc], past_means[k], &mut batch.encoder);
+            }
+            calendar(series.first_day + t * self.period_days, self.period_days, &mut batch.encoder);
+        }
+        for h in 0..self.horizon {
+            let t = origin + h;
+            batch.decoder.push(base[h]);
+            batch.decoder.push(h as f32 / self.horizon as f32);
+            for (k, stats) in self.known.iter().enumerate() {
+                push_covariate(stats, series.known[k][t], known_means[k], &mut batch.decoder);
+            }
+            calendar(series.first_day + t as i64 * self.period_days, self.period_days, &mut batch.decoder);
+            if with_target {
+                let y = series.target.get(t).copied().unwrap_or(f32::NAN);
+                batch.target.push(if y.is_nan() { 0.0 } else { y / scale });
+                batch.target_mask.push(if y.is_nan() { 0.0 } else { 1.0 });
+            }
+        }
+        batch.baseline.extend_from_slice(&base);
+        batch.keys.extend(series.keys.iter().map(|&k| k as i64));
+        batch.scale.push(scale);
+        batch.len += 1;
+    }
+}

@@ -1,0 +1,84 @@
+//! The config file: the shipped configs parse and round-trip; malformed ones name the key.
+
+use std::path::{Path, PathBuf};
+
+use shopcast_datasets::ShopConfig;
+
+fn repo_file(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}
+
+fn parse_err(text: &str) -> String {
+    match ShopConfig::parse(text).and_then(|c| c.validate().map(|_| c)) {
+        Ok(_) => panic!("expected an error for:\n{text}"),
+        Err(e) => e,
+    }
+}
+
+const MINIMAL: &str = r#"
+[business]
+name = "tiny"
+
+[forecaster.data]
+sales = { path = "sales.csv" }
+series_keys = ["store"]
+date = "date"
+target = "units"
+"#;
+
+#[test]
+fn shipped_configs_load_and_round_trip() {
+    for rel in ["configs/demo-shop.toml", "configs/online-retail.toml"] {
+        let loaded = ShopConfig::load(&repo_file(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        let text = loaded.config.to_toml().expect("serialise");
+        let again = ShopConfig::parse(&text).unwrap_or_else(|e| panic!("{rel} after a round trip: {e}\n{text}"));
+        assert_eq!(loaded.config, again, "{rel} changed in a round trip");
+    }
+}
+
+#[test]
+fn minimal_config_gets_defaults() {
+    let c = ShopConfig::parse(MINIMAL).expect("minimal config");
+    c.validate().expect("valid");
+    let f = c.forecaster.expect("forecaster section");
+    assert_eq!(f.model.quantiles, vec![0.1, 0.5, 0.9]);
+    assert_eq!(c.business.device, "auto");
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let e = parse_err(&MINIMAL.replace("target = \"units\"", "target = \"units\"\ntargte_column = 3"));
+    assert!(e.contains("targte_column"), "{e}");
+    assert!(e.contains("forecaster.data"), "{e}");
+}
+
+#[test]
+fn wrong_type_is_named() {
+    let e = parse_err(&format!("{MINIMAL}\n[forecaster.training]\nepochs = \"ten\"\n"));
+    assert!(e.contains("forecaster.training.epochs"), "{e}");
+    assert!(e.contains("string"), "{e}");
+}
+
+#[test]
+fn out_of_range_values_are_named() {
+    let e = parse_err(&format!("{MINIMAL}\n[forecaster.training]\nlearning_rate = -0.1\n"));
+    assert!(e.contains("forecaster.training.learning_rate"), "{e}");
+    let e = parse_err(&format!("{MINIMAL}\n[forecaster.training]\nbatch_size = 0\n"));
+    assert!(e.contains("forecaster.training.batch_size"), "{e}");
+    let e = parse_err(&format!("{MINIMAL}\n[forecaster.model]\nquantiles = [0.1, 0.5, 1.2]\n"));
+    assert!(e.contains("forecaster.model.quantiles"), "{e}");
+    let e = parse_err(&MINIMAL.replace("name = \"tiny\"", "name = \"tiny\"\ndevice = \"tpu\""));
+    assert!(e.contains("business.device"), "{e}");
+}
+
+#[test]
+fn missing_required_key_is_named() {
+    let e = parse_err(&MINIMAL.replace("target = \"units\"\n", ""));
+    assert!(e.contains("target"), "{e}");
+}
+
+#[test]
+fn missing_config_file_names_the_path() {
+    let e = ShopConfig::load(Path::new("/nonexistent/shop.toml")).expect_err("missing file").to_string();
+    assert!(e.contains("/nonexistent/shop.toml"), "{e}");
+}

@@ -1,0 +1,107 @@
+//! `infer recommend --bundle DIR [--customers FILE] [--top-k K] --out FILE.(csv|parquet) [--shard I/N] [--device D]`
+//! `infer forecast  --bundle DIR [--future FILE] [--horizon H] --out FILE.(csv|parquet) [--shard I/N] [--device D]`
+//!
+//! Exit codes: 0 success, 2 usage error, 3 bad input, 4 bundle missing, corrupt or incompatible,
+//! 5 runtime failure.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use infer::output::parse_shard;
+use infer::{ForecastOptions, RecommendOptions};
+use shopcast_datasets::DataError;
+use shopcast_model::{BundleError, DeviceChoice};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DeviceArg {
+    Auto,
+    Flex,
+    Ndarray,
+    Wgpu,
+}
+
+impl From<DeviceArg> for DeviceChoice {
+    fn from(d: DeviceArg) -> Self {
+        match d {
+            DeviceArg::Auto => DeviceChoice::Auto,
+            DeviceArg::Flex => DeviceChoice::Flex,
+            DeviceArg::Ndarray => DeviceChoice::Ndarray,
+            DeviceArg::Wgpu => DeviceChoice::Wgpu,
+        }
+    }
+}
+
+/// Score customers and forecast demand from a trained shopcast bundle.
+#[derive(Debug, Parser)]
+#[command(name = "infer", version)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Top-K products per customer, with a reason and a segment.
+    Recommend {
+        #[arg(long)]
+        bundle: PathBuf,
+        /// CSV or Parquet file with the customers to score (default: every known customer).
+        #[arg(long)]
+        customers: Option<PathBuf>,
+        #[arg(long, default_value_t = 10)]
+        top_k: usize,
+        /// Output file, `.csv` or `.parquet`.
+        #[arg(long)]
+        out: PathBuf,
+        /// Score only shard I of N (by a stable hash of the customer id).
+        #[arg(long, value_parser = parse_shard)]
+        shard: Option<(u32, u32)>,
+        #[arg(long, value_enum, default_value = "auto")]
+        device: DeviceArg,
+    },
+    /// Quantile forecasts per series and date for the next horizon.
+    Forecast {
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Planned future covariates (series keys, date, known covariates).
+        #[arg(long)]
+        future: Option<PathBuf>,
+        /// Periods to forecast (at most the model's horizon).
+        #[arg(long)]
+        horizon: Option<usize>,
+        #[arg(long)]
+        out: PathBuf,
+        /// Forecast only shard I of N (by a stable hash of the series keys).
+        #[arg(long, value_parser = parse_shard)]
+        shard: Option<(u32, u32)>,
+        #[arg(long, value_enum, default_value = "auto")]
+        device: DeviceArg,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let result = match args.command {
+        Command::Recommend { bundle, customers, top_k, out, shard, device } => {
+            infer::recommend(&RecommendOptions { bundle, customers, top_k, out, shard, device: device.into() })
+        }
+        Command::Forecast { bundle, future, horizon, out, shard, device } => {
+            infer::forecast(&ForecastOptions { bundle, future, horizon, out, shard, device: device.into() })
+        }
+    };
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            let code = if err.chain().any(|e| e.is::<BundleError>()) {
+                4
+            } else if err.chain().any(|e| e.is::<DataError>()) {
+                3
+            } else {
+                5
+            };
+            ExitCode::from(code)
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! Choosing the compute device (and so the backend) at run time from `--device`.
+
+use burn::prelude::*;
+use burn::tensor::DeviceKind;
+
+/// The `--device` choices of `train` and `infer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceChoice {
+    /// A GPU through WGPU when one is present, otherwise `flex` (with a warning).
+    Auto,
+    /// Burn's pure-Rust CPU backend (fastest on CPU here).
+    Flex,
+    /// The deprecated ndarray CPU backend, kept for comparison.
+    Ndarray,
+    /// WGPU: Vulkan, Metal or DX12 on a GPU, or a software Vulkan driver.
+    Wgpu,
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "flex" => Ok(Self::Flex),
+            "ndarray" => Ok(Self::Ndarray),
+            "wgpu" => Ok(Self::Wgpu),
+            _ => Err(format!("unknown device {s:?}: expected auto, flex, ndarray or wgpu")),
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Flex => "flex",
+            Self::Ndarray => "ndarray",
+            Self::Wgpu => "wgpu",
+        })
+    }
+}
+
+/// A device that was checked to work, with the backend name that runs it.
+#[derive(Debug, Clone)]
+pub struct SelectedDevice {
+    pub device: Device,
+    pub backend: DeviceChoice,
+    /// A note for the log, e.g. why `auto` fell back to the CPU.
+    pub note: Option<String>,
+}
+
+/// Runs a tiny computation on `device`; WGPU panics when no adapter exists, so catch that.
+fn probe(device: &Device) -> Result<(), String> {
+    let device = device.clone();
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(move || {
+        let t = Tensor::<1>::from_floats([1.0, 2.0], &device);
+        t.sum().into_scalar::<f32>()
+    });
+    std::panic::set_hook(previous);
+    match result {
+        Ok(v) if (v - 3.0).abs() < 1e-6 => Ok(()),
+        Ok(v) => Err(format!("a test sum gave {v} instead of 3")),
+        Err(payload) => Err(payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "the backend panicked".into())),
+    }
+}
+
+/// Resolves a `--device` choice into a working device.
+pub fn select_device(choice: DeviceChoice) -> Result<SelectedDevice, String> {
+    match choice {
+        DeviceChoice::Flex => Ok(SelectedDevice { device: Device::flex(), backend: choice, note: None }),
+        DeviceChoice::Ndarray => {
+            #[allow(deprecated)] // kept as a comparison backend; flex is the default
+            let device = Device::ndarray();
+            Ok(SelectedDevice { device, backend: choice, note: None })
+        }
+        DeviceChoice::Wgpu => {
+            let device = Device::wgpu(DeviceKind::DefaultDevice);
+            probe(&device).map_err(|e| {
+                format!(
+                    "--device wgpu: no usable WGPU adapter ({e}). Install a GPU driver with Vulkan support, \
+                     or Mesa's software driver (`apt-get install mesa-vulkan-drivers`), or use --device flex"
+                )
+            })?;
+            Ok(SelectedDevice { device, backend: choice, note: None })
+        }
+        DeviceChoice::Auto => {
+            let has_gpu = std::panic::catch_unwind(|| !Device::enumerate_physical().is_empty()).unwrap_or(false);
+            if has_gpu {
+                let device = Device::wgpu(DeviceKind::DefaultDevice);
+                if probe(&device).is_ok() {
+                    return Ok(SelectedDevice { device, backend: DeviceChoice::Wgpu, note: None });
+                }
+            }
+            Ok(SelectedDevice {
+                device: Device::flex(),
+                backend: DeviceChoice::Flex,
+                note: Some("--device auto: no GPU adapter found, using the flex CPU backend".into()),
+            })
+        }
+    }
+}

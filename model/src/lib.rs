@@ -1,0 +1,18 @@
+//! Burn modules for shopcast: the hybrid two-tower recommender, the LSTM demand forecaster,
+//! their losses, device selection and the saved-bundle format.
+//!
+//! Burn 0.22 has no backend type parameter: tensors and modules are plain, and the [`Device`]
+//! (chosen at run time by [`device::select_device`]) decides the backend.
+//!
+//! [`Device`]: burn::prelude::Device
+
+pub mod bundle;
+pub mod device;
+pub mod forecaster;
+pub mod losses;
+pub mod recommender;
+
+pub use bundle::{Bundle, BundleError, BundleManifest, BundleWriter};
+pub use device::{select_device, DeviceChoice, SelectedDevice};
+pub use forecaster::{DemandForecaster, ForecastInput, ForecasterConfig};
+pub use recommender::{EntityFeatures, InteractionBatch, Recommender, RecommenderConfig};

@@ -1,0 +1,14 @@
+//! The `train` job as a library: loading a business's config and data, training the recommender
+//! and the demand forecaster, evaluating them against baselines, and writing a bundle.
+//!
+//! The binary (`src/main.rs`) only parses the command line and maps errors to exit codes.
+
+pub mod forecast_eval;
+pub mod forecaster_training;
+pub mod progress;
+pub mod ranking;
+pub mod recommender_training;
+pub mod run;
+pub mod segments;
+
+pub use run::{run, Only, QualityGateFailed, TrainOptions, TrainSummary};

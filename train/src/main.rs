@@ -1,0 +1,87 @@
+//! `train --config FILE [--device auto|flex|ndarray|wgpu] [--only recommender|forecaster]
+//!        [--out DIR] [--seed N] [--data-dir DIR]`
+//!
+//! Exit codes: 0 success, 2 usage error, 3 bad input (config or data), 4 bundle error,
+//! 5 runtime failure, 6 the bundle was written but failed its quality gate.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, ValueEnum};
+use shopcast_datasets::DataError;
+use shopcast_model::{BundleError, DeviceChoice};
+use train::{Only, QualityGateFailed, TrainOptions};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DeviceArg {
+    Auto,
+    Flex,
+    Ndarray,
+    Wgpu,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum OnlyArg {
+    Recommender,
+    Forecaster,
+}
+
+/// Train shopcast's recommender and demand forecaster on a business's data and write a bundle.
+#[derive(Debug, Parser)]
+#[command(name = "train", version)]
+struct Args {
+    /// The business config (TOML).
+    #[arg(long)]
+    config: PathBuf,
+    /// Compute device; overrides `business.device` in the config.
+    #[arg(long, value_enum)]
+    device: Option<DeviceArg>,
+    /// Train only one model (the other is kept from the previous bundle, if any).
+    #[arg(long, value_enum)]
+    only: Option<OnlyArg>,
+    /// Bundle directory (default `runs/<business name>/`).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Random seed; overrides `business.seed`.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Data directory; overrides `business.data_dir` and the SHOPCAST_DATA_DIR variable.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let opts = TrainOptions {
+        config: args.config,
+        device: args.device.map(|d| match d {
+            DeviceArg::Auto => DeviceChoice::Auto,
+            DeviceArg::Flex => DeviceChoice::Flex,
+            DeviceArg::Ndarray => DeviceChoice::Ndarray,
+            DeviceArg::Wgpu => DeviceChoice::Wgpu,
+        }),
+        only: args.only.map(|o| match o {
+            OnlyArg::Recommender => Only::Recommender,
+            OnlyArg::Forecaster => Only::Forecaster,
+        }),
+        out: args.out,
+        seed: args.seed,
+        data_dir: args.data_dir,
+    };
+    match train::run(&opts) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            let code = if err.chain().any(|e| e.is::<QualityGateFailed>()) {
+                6
+            } else if err.chain().any(|e| e.is::<DataError>()) {
+                3
+            } else if err.chain().any(|e| e.is::<BundleError>()) {
+                4
+            } else {
+                5
+            };
+            ExitCode::from(code)
+        }
+    }
+}

@@ -1,0 +1,400 @@
+//! Training the recommender: sampled-negative loop, early stopping on validation NDCG@10, the
+//! held-out evaluation against popularity and item-kNN, and customer segments.
+
+use std::collections::{BTreeMap, HashMap};
+
+use anyhow::{Context, Result};
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::prelude::*;
+use rand::seq::SliceRandom;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use shopcast_datasets::artifacts::{RecommenderArtifacts, SegmentProfile};
+use shopcast_datasets::config::RecommenderSection;
+use shopcast_datasets::interactions::{load_recommender_data, FeatureSet, RecommenderData};
+use shopcast_datasets::LoadedConfig;
+use shopcast_model::losses::{bpr, sampled_bce};
+use shopcast_model::{EntityFeatures, InteractionBatch, Recommender, RecommenderConfig};
+
+use crate::progress::Progress;
+use crate::ranking::{build_cases, evaluate, full_ndcg, DenseScores, ItemKnn, Popularity};
+use crate::segments::kmeans;
+
+/// Validation customers scored after each epoch (a fixed sample keeps epochs fast).
+const MAX_VALIDATION_CUSTOMERS: usize = 3000;
+
+/// Training hyperparameters of the recommender, saved in the bundle.
+#[derive(Config, Debug)]
+pub struct RecommenderTrainingConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub negatives: usize,
+    pub negative_sampling: String,
+    pub loss: String,
+    pub l2: f64,
+    pub patience: usize,
+    pub seed: u64,
+    pub min_items_per_customer: usize,
+    pub sampled_negatives: usize,
+}
+
+impl RecommenderTrainingConfig {
+    pub fn from_section(sec: &RecommenderSection, seed: u64) -> Self {
+        let t = &sec.training;
+        RecommenderTrainingConfig::new(
+            t.epochs,
+            t.batch_size,
+            t.learning_rate,
+            t.negatives,
+            t.negative_sampling.clone(),
+            t.loss.clone(),
+            t.l2,
+            t.patience,
+            seed,
+            sec.evaluation.min_items_per_customer,
+            sec.evaluation.sampled_negatives,
+        )
+    }
+}
+
+/// The result of a recommender training run.
+pub struct RecommenderOutcome {
+    /// The best model (by validation NDCG@10), on the plain (non-autodiff) device.
+    pub model: Recommender,
+    pub model_config: RecommenderConfig,
+    pub training_config: RecommenderTrainingConfig,
+    pub artifacts: RecommenderArtifacts,
+    /// `metrics.json` entries (`recommender.*`, `baseline.popularity.*`, `baseline.itemknn.*`).
+    pub metrics: BTreeMap<String, f64>,
+    pub epochs_run: usize,
+    pub best_epoch: usize,
+}
+
+/// Feature lookups of both towers on a device.
+pub fn feature_lookups(customers: &FeatureSet, products: &FeatureSet, device: &Device) -> (EntityFeatures, EntityFeatures) {
+    let (ct, cw) = customers.padded();
+    let (pt, pw) = products.padded();
+    (EntityFeatures::new(ct, cw, device), EntityFeatures::new(pt, pw, device))
+}
+
+fn ids_tensor(ids: &[u32], device: &Device) -> Tensor<1, Int> {
+    Tensor::from_data(TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [ids.len()]), device)
+}
+
+fn to_f32(t: Tensor<2>) -> Result<Vec<f32>> {
+    t.into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .map_err(|e| anyhow::anyhow!("reading scores back from the device: {e:?}"))
+}
+
+/// Scores of all products for the given customers, one row each.
+pub fn score_rows(
+    model: &Recommender,
+    customer_features: &EntityFeatures,
+    product_features: &EntityFeatures,
+    customers: &[u32],
+    n_products: usize,
+    device: &Device,
+) -> Result<Vec<Vec<f32>>> {
+    let all: Vec<u32> = (0..n_products as u32).collect();
+    let products = ids_tensor(&all, device);
+    let v = model.product_vectors(products.clone(), product_features).transpose(); // [d, P]
+    let bias = model.product_biases(products).unsqueeze_dim::<2>(0); // [1, P]
+    let mut rows = Vec::with_capacity(customers.len());
+    for chunk in customers.chunks(1024) {
+        let u = model.customer_vectors(ids_tensor(chunk, device), customer_features);
+        let scores = to_f32(u.matmul(v.clone()) + bias.clone())?;
+        rows.extend(scores.chunks(n_products).map(<[f32]>::to_vec));
+    }
+    Ok(rows)
+}
+
+fn dense_for(rows: Vec<Vec<f32>>, customers: &[u32], n_customers: usize, n_products: usize) -> DenseScores {
+    let mut all = vec![Vec::new(); n_customers];
+    for (c, row) in customers.iter().zip(rows) {
+        all[*c as usize] = row;
+    }
+    DenseScores { n_products, rows: all }
+}
+
+/// Negative sampler: uniform, or proportional to popularity^0.75.
+struct NegativeSampler {
+    cumulative: Option<Vec<f64>>,
+    n_products: u32,
+}
+
+impl NegativeSampler {
+    fn new(kind: &str, train: &[(u32, u32, f32)], n_products: usize) -> Self {
+        let cumulative = (kind == "popularity").then(|| {
+            let mut counts = vec![0f64; n_products];
+            for &(_, p, _) in train {
+                counts[p as usize] += 1.0;
+            }
+            let mut acc = 0.0;
+            counts
+                .iter()
+                .map(|c| {
+                    acc += (c + 1.0).powf(0.75);
+                    acc
+                })
+                .collect()
+        });
+        NegativeSampler { cumulative, n_products: n_products as u32 }
+    }
+
+    fn sample(&self, rng: &mut ChaCha8Rng, avoid: u32) -> u32 {
+        loop {
+            let p = match &self.cumulative {
+                None => rng.random_range(0..self.n_products),
+                Some(cum) => {
+                    let r = rng.random::<f64>() * cum[cum.len() - 1];
+                    cum.partition_point(|c| *c <= r).min(cum.len() - 1) as u32
+                }
+            };
+            if p != avoid || self.n_products == 1 {
+                return p;
+            }
+        }
+    }
+}
+
+/// Trains, evaluates and packages the recommender.
+pub fn train_recommender(
+    cfg: &LoadedConfig,
+    sec: &RecommenderSection,
+    device: &Device,
+    seed: u64,
+) -> Result<RecommenderOutcome> {
+    let data = load_recommender_data(cfg, sec)?;
+    let tc = RecommenderTrainingConfig::from_section(sec, seed);
+    let split = data.leave_one_out(tc.min_items_per_customer)?;
+    let n_c = data.customers.len();
+    let n_p = data.products.len();
+    eprintln!(
+        "recommender: {} customers, {} products, {} interactions ({} rows read); {} training pairs, {} held-out customers",
+        n_c,
+        n_p,
+        data.pairs.len(),
+        data.report.rows_read,
+        split.train.len(),
+        split.test.len()
+    );
+    for f in &data.report.filters {
+        eprintln!("recommender: filter {} dropped {} rows", f.filter, f.dropped);
+    }
+    if n_p < 11 {
+        anyhow::bail!(shopcast_datasets::DataError::TooLittleData(format!(
+            "the catalogue has {n_p} products; at least 11 are needed to rank a top 10"
+        )));
+    }
+
+    let history = data.histories();
+    let mut train_items = vec![Vec::new(); n_c];
+    for &(c, p, _) in &split.train {
+        train_items[c as usize].push(p);
+    }
+    let val_known = train_items.clone();
+    let mut test_known = train_items;
+    for &(c, p) in &split.validation {
+        test_known[c as usize].push(p);
+    }
+    let mut val_pairs = split.validation.clone();
+    val_pairs.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x7a11d));
+    val_pairs.truncate(MAX_VALIDATION_CUSTOMERS);
+    let val_cases = build_cases(&val_pairs, &val_known, &history, n_p, 0, seed);
+    let test_cases = build_cases(&split.test, &test_known, &history, n_p, tc.sampled_negatives, seed);
+
+    let plain = device.clone();
+    let train_device = device.clone().autodiff();
+    let (cf, pf) = feature_lookups(&data.customer_features, &data.product_features, &plain);
+    let model_config = RecommenderConfig::new(n_c, n_p, data.customer_features.tokens.len(), data.product_features.tokens.len())
+        .with_embedding_dim(sec.model.embedding_dim);
+    train_device.seed(seed);
+    let mut model = model_config.init(&train_device);
+    let mut optim = AdamConfig::new().init();
+    let sampler = NegativeSampler::new(&tc.negative_sampling, &split.train, n_p);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut order: Vec<usize> = (0..split.train.len()).collect();
+    let steps_per_epoch = split.train.len().div_ceil(tc.batch_size);
+    let mut progress = Progress::new("recommender", (steps_per_epoch * tc.epochs) as u64);
+    let (mut best, mut best_ndcg, mut best_epoch, mut since_best) = (model.valid(), f64::NEG_INFINITY, 0, 0);
+    let mut epochs_run = 0;
+    for epoch in 1..=tc.epochs {
+        epochs_run = epoch;
+        order.shuffle(&mut rng);
+        let (mut loss_sum, mut loss_n) = (0.0, 0usize);
+        for (step, chunk) in order.chunks(tc.batch_size).enumerate() {
+            let b = chunk.len();
+            let mut customers = Vec::with_capacity(b);
+            let mut positives = Vec::with_capacity(b);
+            let mut weights = Vec::with_capacity(b);
+            let mut negatives = Vec::with_capacity(b * tc.negatives);
+            for &i in chunk {
+                let (c, p, w) = split.train[i];
+                customers.push(c);
+                positives.push(p);
+                weights.push(w);
+                for _ in 0..tc.negatives {
+                    negatives.push(sampler.sample(&mut rng, p));
+                }
+            }
+            let batch = InteractionBatch {
+                customers: ids_tensor(&customers, &train_device),
+                positives: ids_tensor(&positives, &train_device),
+                weights: Tensor::from_data(TensorData::new(weights, [b]), &train_device),
+                negatives: ids_tensor(&negatives, &train_device),
+                negatives_per_positive: tc.negatives,
+            };
+            let (pos, neg, norms) = model.batch_logits(&batch, &cf, &pf);
+            let ranking_loss = if tc.loss == "bpr" { bpr(pos, neg, batch.weights) } else { sampled_bce(pos, neg, batch.weights) };
+            let loss = ranking_loss + norms * (tc.l2 / b as f64);
+            // Reading the loss forces a device sync: do it every 20 steps only.
+            if step % 20 == 0 {
+                loss_sum += loss.clone().into_scalar::<f32>() as f64;
+                loss_n += 1;
+            }
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(tc.learning_rate, model, grads);
+            let shown = loss_sum / loss_n.max(1) as f64;
+            progress.step(|| format!("epoch {epoch}/{} loss {shown:.4}", tc.epochs));
+        }
+        let snapshot = model.valid();
+        let val_customers: Vec<u32> = val_cases.iter().map(|c| c.customer).collect();
+        let rows = score_rows(&snapshot, &cf, &pf, &val_customers, n_p, &plain)?;
+        let ndcg = full_ndcg(&dense_for(rows, &val_customers, n_c, n_p), &val_cases, n_p);
+        progress.log(&format!(
+            "epoch {epoch}: train loss {:.4}, validation NDCG@10 {ndcg:.4}",
+            loss_sum / loss_n.max(1) as f64
+        ));
+        if ndcg > best_ndcg {
+            best_ndcg = ndcg;
+            best = snapshot;
+            best_epoch = epoch;
+            since_best = 0;
+        } else {
+            since_best += 1;
+            if since_best >= tc.patience {
+                progress.log(&format!("no improvement for {} epochs: stopping, keeping epoch {best_epoch}", tc.patience));
+                break;
+            }
+        }
+    }
+    progress.finish(&format!("best validation NDCG@10 {best_ndcg:.4} at epoch {best_epoch}"));
+
+    let mut metrics = BTreeMap::new();
+    let test_customers: Vec<u32> = test_cases.iter().map(|c| c.customer).collect();
+    let rows = score_rows(&best, &cf, &pf, &test_customers, n_p, &plain)?;
+    let model_scores = dense_for(rows, &test_customers, n_c, n_p);
+    insert_prefixed(&mut metrics, "recommender.", evaluate(&model_scores, &test_cases, n_p));
+    metrics.insert("recommender.validation.ndcg@10".into(), best_ndcg);
+    metrics.insert("recommender.best_epoch".into(), best_epoch as f64);
+    metrics.insert("recommender.test_customers".into(), test_cases.len() as f64);
+    let popularity = Popularity::fit(&split.train, n_p);
+    insert_prefixed(&mut metrics, "baseline.popularity.", evaluate(&popularity, &test_cases, n_p));
+    let knn = ItemKnn::fit(&split.train, n_c, n_p);
+    insert_prefixed(&mut metrics, "baseline.itemknn.", evaluate(&knn, &test_cases, n_p));
+
+    let artifacts = build_artifacts(sec, &data, &best, &cf, &plain, seed)?;
+    Ok(RecommenderOutcome {
+        model: best,
+        model_config,
+        training_config: tc,
+        artifacts,
+        metrics,
+        epochs_run,
+        best_epoch,
+    })
+}
+
+fn insert_prefixed(out: &mut BTreeMap<String, f64>, prefix: &str, m: BTreeMap<String, f64>) {
+    for (k, v) in m {
+        out.insert(format!("{prefix}{k}"), v);
+    }
+}
+
+/// Customer vectors of every known customer, `[n, d]` row-major.
+pub fn customer_matrix(model: &Recommender, cf: &EntityFeatures, n_customers: usize, device: &Device) -> Result<(Vec<f32>, usize)> {
+    let ids: Vec<u32> = (0..n_customers as u32).collect();
+    let mut out = Vec::new();
+    let mut d = 0;
+    for chunk in ids.chunks(4096) {
+        let u = model.customer_vectors(ids_tensor(chunk, device), cf);
+        d = u.dims()[1];
+        out.extend(to_f32(u)?);
+    }
+    Ok((out, d))
+}
+
+fn build_artifacts(
+    sec: &RecommenderSection,
+    data: &RecommenderData,
+    model: &Recommender,
+    cf: &EntityFeatures,
+    device: &Device,
+    seed: u64,
+) -> Result<RecommenderArtifacts> {
+    let n_c = data.customers.len();
+    let n_p = data.products.len();
+    let mut purchased = vec![Vec::new(); n_c];
+    let mut browsed = vec![Vec::new(); n_c];
+    let mut popularity = vec![0u32; n_p];
+    for p in &data.pairs {
+        popularity[p.product as usize] += 1;
+        if p.is_target {
+            purchased[p.customer as usize].push(p.product);
+        } else {
+            browsed[p.customer as usize].push(p.product);
+        }
+    }
+    for v in purchased.iter_mut().chain(browsed.iter_mut()) {
+        v.sort_unstable();
+        v.dedup();
+    }
+    let (vectors, d) = customer_matrix(model, cf, n_c, device).context("computing customer vectors for segments")?;
+    let segments = kmeans(&vectors, d, sec.model.segments, seed, 30);
+    let k = segments.iter().map(|s| *s as usize + 1).max().unwrap_or(0);
+    let mut segment_profiles = Vec::with_capacity(k);
+    for s in 0..k as u32 {
+        let members: Vec<usize> = (0..n_c).filter(|&c| segments[c] == s).collect();
+        let mut cat_counts: HashMap<String, usize> = HashMap::new();
+        let mut product_counts: HashMap<u32, usize> = HashMap::new();
+        let mut n_items = 0usize;
+        for &c in &members {
+            let items = if purchased[c].is_empty() { &browsed[c] } else { &purchased[c] };
+            n_items += items.len();
+            for &p in items {
+                *product_counts.entry(p).or_default() += 1;
+                if let Some(v) = data.product_features.primary_value(p as usize) {
+                    *cat_counts.entry(v.to_string()).or_default() += 1;
+                }
+            }
+        }
+        let cat_total: usize = cat_counts.values().sum();
+        let mut cats: Vec<(String, usize)> = cat_counts.into_iter().collect();
+        cats.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let mut prods: Vec<(u32, usize)> = product_counts.into_iter().collect();
+        prods.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        segment_profiles.push(SegmentProfile {
+            segment: s,
+            customers: members.len(),
+            top_categories: cats.into_iter().take(3).map(|(c, n)| (c, n as f64 / cat_total.max(1) as f64)).collect(),
+            mean_products: n_items as f64 / members.len().max(1) as f64,
+            top_products: prods.into_iter().take(20).map(|(p, _)| p).collect(),
+        });
+    }
+    Ok(RecommenderArtifacts {
+        customer_column: sec.data.customer_id.clone(),
+        customers: data.customers.clone(),
+        products: data.products.clone(),
+        customer_features: data.customer_features.clone(),
+        product_features: data.product_features.clone(),
+        product_names: data.product_names.clone(),
+        purchased,
+        browsed,
+        popularity,
+        segments,
+        segment_profiles,
+    })
+}

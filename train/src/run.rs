@@ -1,0 +1,249 @@
+//! The `train` job: config, data, device, both models, the bundle and the summary table.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use burn::config::Config;
+use shopcast_datasets::artifacts::files;
+use shopcast_datasets::config::ShopConfig;
+use shopcast_datasets::demo::generate_if_missing;
+use shopcast_datasets::{DataError, LoadedConfig};
+use shopcast_model::bundle::{fingerprint_files, BundleManifest, BundleWriter, BURN_VERSION, FORMAT_VERSION};
+use shopcast_model::{select_device, Bundle, DeviceChoice};
+
+use crate::forecaster_training::{train_forecaster, ForecasterOutcome};
+use crate::recommender_training::{train_recommender, RecommenderOutcome};
+
+/// Which models to train.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Only {
+    Recommender,
+    Forecaster,
+}
+
+/// Options of one `train` run (the command line, as a library type).
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    pub config: PathBuf,
+    pub device: Option<DeviceChoice>,
+    pub only: Option<Only>,
+    pub out: Option<PathBuf>,
+    pub seed: Option<u64>,
+    pub data_dir: Option<PathBuf>,
+}
+
+/// The bundle was written but a quality gate failed (exit code 6).
+#[derive(Debug, thiserror::Error)]
+#[error("quality gate failed (the bundle is marked as failing): {}", .0.join("; "))]
+pub struct QualityGateFailed(pub Vec<String>);
+
+/// What a successful run produced.
+#[derive(Debug)]
+pub struct TrainSummary {
+    pub bundle: PathBuf,
+    pub metrics: BTreeMap<String, f64>,
+}
+
+const RECOMMENDER_PREFIXES: [&str; 3] = ["recommender.", "baseline.popularity.", "baseline.itemknn."];
+const FORECASTER_PREFIXES: [&str; 4] = ["forecaster.", "baseline.seasonal_naive.", "baseline.moving_average.", "baseline.ets."];
+
+/// Runs the whole training job.
+pub fn run(opts: &TrainOptions) -> Result<TrainSummary> {
+    let started = Instant::now();
+    let loaded = ShopConfig::load(&opts.config)?.with_data_dir_override(opts.data_dir.clone());
+    let mut config = loaded.config.clone();
+    let seed = opts.seed.unwrap_or(config.business.seed);
+    let choice = match opts.device {
+        Some(d) => d,
+        None => config.business.device.parse().map_err(|e: String| DataError::Config {
+            path: opts.config.clone(),
+            msg: format!("key `business.device`: {e}"),
+        })?,
+    };
+    let selected = select_device(choice).map_err(|e| DataError::Config { path: opts.config.clone(), msg: e })?;
+    if let Some(note) = &selected.note {
+        eprintln!("warning: {note}");
+    }
+    eprintln!("train: business {:?}, device {}, seed {seed}", config.business.name, selected.backend);
+    config.business.seed = seed;
+    config.business.device = selected.backend.to_string();
+
+    if let Some(demo) = &config.demo {
+        let dir = loaded.data_dir();
+        let started = Instant::now();
+        if generate_if_missing(&dir, demo, seed)? {
+            eprintln!("train: generated the demo shop into {} ({:.1}s)", dir.display(), started.elapsed().as_secs_f64());
+        }
+    }
+
+    let want_rec = opts.only.is_none_or(|o| o == Only::Recommender);
+    let want_fc = opts.only.is_none_or(|o| o == Only::Forecaster);
+    if opts.only == Some(Only::Recommender) && config.recommender.is_none() {
+        anyhow::bail!(DataError::Config { path: opts.config.clone(), msg: "--only recommender, but the config has no [recommender] section".into() });
+    }
+    if opts.only == Some(Only::Forecaster) && config.forecaster.is_none() {
+        anyhow::bail!(DataError::Config { path: opts.config.clone(), msg: "--only forecaster, but the config has no [forecaster] section".into() });
+    }
+    let out = opts.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&config.business.name));
+    let previous = Bundle::open(&out).ok();
+
+    let device = selected.device.clone();
+    let recommender = match (&config.recommender, want_rec) {
+        (Some(sec), true) => Some(train_recommender(&loaded, sec, &device, seed).context("training the recommender")?),
+        _ => None,
+    };
+    let forecaster = match (&config.forecaster, want_fc) {
+        (Some(sec), true) => Some(train_forecaster(&loaded, sec, &device, seed).context("training the forecaster")?),
+        _ => None,
+    };
+
+    let mut inputs = input_files(&loaded, &config, recommender.is_some(), forecaster.is_some());
+    inputs.sort();
+    let fingerprint = fingerprint_files(&inputs)?;
+    let mut metrics: BTreeMap<String, f64> = BTreeMap::new();
+    let mut writer = BundleWriter::create(&out)?;
+    let written = write_models(&mut writer, recommender.as_ref(), forecaster.as_ref(), &mut metrics);
+    if let Err(e) = written {
+        writer.abandon();
+        return Err(e);
+    }
+    let mut models: Vec<String> = Vec::new();
+    if recommender.is_some() {
+        models.push("recommender".into());
+    }
+    if forecaster.is_some() {
+        models.push("forecaster".into());
+    }
+    // Keep the model that was not retrained from the previous bundle.
+    if let Some(prev) = &previous {
+        let prev_metrics: BTreeMap<String, f64> = prev.read_json(files::METRICS).unwrap_or_default();
+        for (name, retrained, prefixes) in [
+            ("recommender", recommender.is_some(), &RECOMMENDER_PREFIXES[..]),
+            ("forecaster", forecaster.is_some(), &FORECASTER_PREFIXES[..]),
+        ] {
+            if !retrained && prev.has(name) {
+                writer.carry_over(prev, name)?;
+                models.push(name.into());
+                for (k, v) in prev_metrics.iter().filter(|(k, _)| prefixes.iter().any(|p| k.starts_with(p))) {
+                    metrics.insert(k.clone(), *v);
+                }
+                eprintln!("train: kept the {name} of the previous bundle");
+            }
+        }
+    }
+    writer.write_json(files::METRICS, &metrics)?;
+
+    let gate = forecaster.as_ref().map(|f| f.gate_failures.clone()).unwrap_or_default();
+    let allow = config.forecaster.as_ref().is_some_and(|f| f.evaluation.allow_worse_than_baseline);
+    let manifest = BundleManifest {
+        format_version: FORMAT_VERSION,
+        crate_version: env!("CARGO_PKG_VERSION").to_string(),
+        burn_version: BURN_VERSION.to_string(),
+        created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        config: config.to_toml().map_err(|e| anyhow::anyhow!("encoding the config: {e}"))?,
+        data_fingerprint: fingerprint,
+        models,
+        trained_on: selected.backend.to_string(),
+        seed,
+        status: if gate.is_empty() { "ok".into() } else { "failing".into() },
+        quality_gate: gate.clone(),
+        files: BTreeMap::new(),
+    };
+    let bundle = writer.finish(manifest)?;
+    print_summary(&metrics);
+    eprintln!("train: wrote {} in {:.1}s", bundle.display(), started.elapsed().as_secs_f64());
+    if !gate.is_empty() {
+        if allow {
+            eprintln!("warning: quality gate failed, allowed by `forecaster.evaluation.allow_worse_than_baseline`: {}", gate.join("; "));
+        } else {
+            return Err(QualityGateFailed(gate).into());
+        }
+    }
+    Ok(TrainSummary { bundle, metrics })
+}
+
+fn save_config<C: Config>(writer: &mut BundleWriter, name: &str, config: &C) -> Result<()> {
+    config.save(writer.path_of(name)).with_context(|| format!("writing {name}"))?;
+    writer.register(name)?;
+    Ok(())
+}
+
+fn write_models(
+    writer: &mut BundleWriter,
+    recommender: Option<&RecommenderOutcome>,
+    forecaster: Option<&ForecasterOutcome>,
+    metrics: &mut BTreeMap<String, f64>,
+) -> Result<()> {
+    if let Some(r) = recommender {
+        writer.write_module(files::RECOMMENDER_WEIGHTS, r.model.clone())?;
+        save_config(writer, files::RECOMMENDER_CONFIG, &r.model_config)?;
+        save_config(writer, files::RECOMMENDER_TRAINING, &r.training_config)?;
+        writer.write_json(files::RECOMMENDER_ARTIFACTS, &r.artifacts)?;
+        writer.write_json(files::SEGMENTS, &r.artifacts.segment_profiles)?;
+        metrics.extend(r.metrics.clone());
+        metrics.insert("recommender.epochs_run".into(), r.epochs_run as f64);
+    }
+    if let Some(f) = forecaster {
+        writer.write_module(files::FORECASTER_WEIGHTS, f.model.clone())?;
+        save_config(writer, files::FORECASTER_CONFIG, &f.model_config)?;
+        save_config(writer, files::FORECASTER_TRAINING, &f.training_config)?;
+        writer.write_json(files::FORECASTER_ARTIFACTS, &f.artifacts)?;
+        metrics.extend(f.metrics.clone());
+    }
+    Ok(())
+}
+
+fn input_files(loaded: &LoadedConfig, config: &ShopConfig, rec: bool, fc: bool) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let (true, Some(r)) = (rec, &config.recommender) {
+        out.push(loaded.resolve(&r.data.events.path));
+        for t in [&r.data.customers, &r.data.products].into_iter().flatten() {
+            out.push(loaded.resolve(&t.file.path));
+        }
+    }
+    if let (true, Some(f)) = (fc, &config.forecaster) {
+        out.push(loaded.resolve(&f.data.sales.path));
+    }
+    out.dedup();
+    out
+}
+
+/// Prints the metric tables (model against baselines) to stdout.
+pub fn print_summary(metrics: &BTreeMap<String, f64>) {
+    let table = |title: &str, methods: &[(&str, &str)], keys: &[&str]| {
+        if !metrics.keys().any(|k| k.starts_with(methods[0].1)) {
+            return;
+        }
+        print!("\n{title:<22}");
+        for (name, _) in methods {
+            print!("{name:>16}");
+        }
+        println!();
+        for key in keys {
+            print!("{key:<22}");
+            for (_, prefix) in methods {
+                match metrics.get(&format!("{prefix}{key}")) {
+                    Some(v) => print!("{v:>16.4}"),
+                    None => print!("{:>16}", "-"),
+                }
+            }
+            println!();
+        }
+    };
+    table(
+        "recommender",
+        &[("model", "recommender."), ("popularity", "baseline.popularity."), ("item-kNN", "baseline.itemknn.")],
+        &["sampled.hr@10", "sampled.ndcg@10", "full.recall@10", "full.recall@20", "full.ndcg@10", "coverage@10"],
+    );
+    table(
+        "forecaster",
+        &[
+            ("model", "forecaster."),
+            ("seasonal naive", "baseline.seasonal_naive."),
+            ("moving average", "baseline.moving_average."),
+        ],
+        &["mase", "smape", "wql", "coverage_p10_p90", "bias"],
+    );
+}

@@ -1,0 +1,86 @@
+//! A small generated shop for tests: big enough for the hidden structure to show, small enough
+//! to train in seconds.
+
+use std::path::{Path, PathBuf};
+
+/// Writes a config for a small demo shop into `dir` (data generated into `dir/data`).
+pub fn small_shop_config(dir: &Path, name: &str) -> PathBuf {
+    let text = format!(
+        r#"
+[business]
+name = "{name}"
+seed = 7
+device = "flex"
+data_dir = "data"
+
+[demo]
+customers = 400
+products = 120
+categories = 8
+days = 400
+stores = 2
+series_products = 12
+format = "csv"
+
+[recommender.data]
+events = {{ path = "events.csv" }}
+customer_id = "customer_id"
+product_id = "product_id"
+timestamp = "timestamp"
+event_type = "event_type"
+target_event = "purchase"
+event_weights = {{ view = 0.1, cart = 0.4, purchase = 1.0 }}
+
+[recommender.data.customers]
+file = {{ path = "customers.csv" }}
+id = "customer_id"
+categorical = ["region", "age_band"]
+
+[recommender.data.products]
+file = {{ path = "products.csv" }}
+id = "product_id"
+name = "name"
+categorical = ["category", "brand"]
+multi_valued = [{{ column = "tags" }}]
+numeric_bands = [{{ column = "price", bands = 4 }}]
+
+[recommender.model]
+embedding_dim = 16
+segments = 4
+
+[recommender.training]
+epochs = 12
+batch_size = 256
+learning_rate = 0.01
+patience = 3
+
+[forecaster.data]
+sales = {{ path = "sales.csv" }}
+series_keys = ["store_id", "product_id"]
+date = "date"
+target = "units"
+known_covariates = ["price", "promo", "holiday"]
+past_covariates = ["temperature"]
+price = "price"
+
+[forecaster.model]
+context_length = 28
+horizon = 14
+hidden_size = 32
+season_length = 7
+
+[forecaster.training]
+epochs = 8
+batch_size = 128
+learning_rate = 0.005
+windows_per_series = 48
+patience = 3
+
+[forecaster.evaluation]
+backtest_folds = 2
+"#
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).expect("write test config");
+    path
+}

@@ -389,9 +389,9 @@ defaults! {
     d_embedding_dim: usize = 32;
     d_segments: usize = 6;
     d_min_word_count: usize = 5;
-    d_rec_epochs: usize = 20;
+    d_rec_epochs: usize = 60;
     d_rec_batch: usize = 1024;
-    d_rec_lr: f64 = 0.005;
+    d_rec_lr: f64 = 0.01;
     d_negatives: usize = 4;
     d_sampling: String = "uniform".into();
     d_loss: String = "bce".into();
@@ -408,7 +408,7 @@ defaults! {
     d_key_dim: usize = 8;
     d_quantiles: Vec<f64> = vec![0.1, 0.5, 0.9];
     d_season: usize = 7;
-    d_fc_epochs: usize = 12;
+    d_fc_epochs: usize = 15;
     d_fc_batch: usize = 256;
     d_fc_lr: f64 = 0.003;
     d_windows: usize = 32;

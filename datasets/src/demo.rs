@@ -152,9 +152,9 @@ fn generate_shop(files: &DemoFiles, demo: &DemoSection, start: NaiveDate, rng: &
     let mut item_vec = Vec::with_capacity(n_items);
     let mut cat = Vec::with_capacity(n_items);
     let mut brand = Vec::with_capacity(n_items);
-    let mut price = Vec::with_capacity(n_items);
+    let mut price: Vec<f64> = Vec::with_capacity(n_items);
     let mut tags = Vec::with_capacity(n_items);
-    let mut popularity = Vec::with_capacity(n_items);
+    let mut popularity: Vec<f64> = Vec::with_capacity(n_items);
     let mut launch = Vec::with_capacity(n_items);
     let pop_dist = LogNormal::new(0.0, 1.1).map_err(|e| DataError::TooLittleData(e.to_string()))?;
     for i in 0..n_items {
@@ -237,12 +237,13 @@ fn generate_shop(files: &DemoFiles, demo: &DemoSection, start: NaiveDate, rng: &
         add(&mut taste, &latent(rng, 0.3), 1.0);
         let sens = age_price_sensitivity[age];
         for i in 0..n_items {
-            affinity[i] = (0.9 * dot(&taste, &item_vec[i]) - sens * price[i].ln() + 0.8 * popularity[i].ln()).clamp(-30.0, 30.0);
+            affinity[i] = (0.9 * dot(&taste, &item_vec[i]) - sens * price[i].ln() + 0.8 * f64::ln(popularity[i])).clamp(-30.0, 30.0);
         }
         let max_a = affinity.iter().copied().fold(f64::MIN, f64::max);
         let weights = cumulative(affinity.iter().map(|a| (a - max_a).exp()));
         let join_day = if rng.random_bool(0.7) { 0 } else { rng.random_range(0..demo.days * 3 / 4) };
-        let sessions = poisson(rng, activity.sample(rng).min(150.0) * (demo.days - join_day) as f64 / demo.days as f64);
+        let rate = f64::min(activity.sample(rng), 150.0) * (demo.days - join_day) as f64 / demo.days as f64;
+        let sessions = poisson(rng, rate);
         let mut bought: Vec<usize> = Vec::new();
         let mut days: Vec<usize> = (0..sessions)
             .filter_map(|_| (0..20).map(|_| pick(rng, &day_cum)).find(|d| *d >= join_day))

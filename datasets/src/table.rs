@@ -27,6 +27,13 @@ pub struct FilterReport {
     pub dropped: usize,
 }
 
+fn check_columns(path: &Path, wanted: &[String], found: &[String]) -> Result<(), DataError> {
+    match wanted.iter().find(|c| !found.contains(c)) {
+        Some(c) => Err(DataError::MissingColumn { path: path.to_path_buf(), column: c.clone(), found: found.to_vec() }),
+        None => Ok(()),
+    }
+}
+
 fn polars_err(path: &Path, what: &str, e: PolarsError) -> DataError {
     DataError::file(path, format!("could not {what}: {e}"))
 }
@@ -45,72 +52,67 @@ impl Table {
         if meta.len() == 0 {
             return Err(DataError::file(path, "the file is empty"));
         }
-        let pl_path = PlRefPath::try_from_path(path).map_err(|e| polars_err(path, "use the path", e))?;
         let is_parquet = path
             .extension()
             .and_then(|e| e.to_str())
             .is_some_and(|e| e.eq_ignore_ascii_case("parquet") || e.eq_ignore_ascii_case("pq"));
-        let mut lf = if is_parquet {
-            LazyFrame::scan_parquet(pl_path, ScanArgsParquet::default())
-                .map_err(|e| polars_err(path, "open the Parquet file", e))?
+        let df = if is_parquet {
+            let file = std::fs::File::open(path).map_err(|e| DataError::Io {
+                path: path.to_path_buf(),
+                what: "open the Parquet file".into(),
+                source: e,
+            })?;
+            let mut reader = ParquetReader::new(file);
+            let schema = reader.schema().map_err(|e| polars_err(path, "read the Parquet schema (is the file complete?)", e))?;
+            let found: Vec<String> = schema.iter_names().map(|n| n.to_string()).collect();
+            check_columns(path, columns, &found)?;
+            reader
+                .with_columns(Some(columns.to_vec()))
+                .finish()
+                .map_err(|e| polars_err(path, "read the Parquet rows", e))?
         } else {
-            let sep = csv_separator(path, spec)?;
-            let mut reader = LazyCsvReader::new(pl_path)
-                .with_has_header(spec.has_header)
-                .with_separator(sep)
-                .with_infer_schema_length(Some(0));
             if !spec.has_header && spec.column_names.is_empty() {
                 return Err(DataError::file(
                     path,
                     "`has_header = false` needs `column_names` in the config to name the columns",
                 ));
             }
-            reader = reader.with_missing_is_null(true);
-            reader.finish().map_err(|e| polars_err(path, "open the CSV file", e))?
-        };
-        let schema = lf.collect_schema().map_err(|e| polars_err(path, "read the header", e))?;
-        let mut found: Vec<String> = schema.iter_names().map(|n| n.to_string()).collect();
-        let renames = if !is_parquet && !spec.has_header {
-            if spec.column_names.len() != found.len() {
+            let sep = csv_separator(path, spec)?;
+            // Every column is read as text; our own parsers report bad values by row.
+            let mut df = CsvReadOptions::default()
+                .with_has_header(spec.has_header)
+                .with_infer_schema_length(Some(0))
+                .map_parse_options(|o| o.with_separator(sep).with_missing_is_null(true))
+                .try_into_reader_with_file_path(Some(path.to_path_buf()))
+                .map_err(|e| polars_err(path, "open the CSV file", e))?
+                .finish()
+                .map_err(|e| polars_err(path, "read the CSV file (is it UTF-8 text with a consistent number of fields?)", e))?;
+            if !spec.has_header {
+                if spec.column_names.len() != df.width() {
+                    return Err(DataError::file(
+                        path,
+                        format!("the file has {} columns but `column_names` lists {}", df.width(), spec.column_names.len()),
+                    ));
+                }
+                df.set_column_names(&spec.column_names)
+                    .map_err(|e| polars_err(path, "name the columns", e))?;
+            }
+            let found: Vec<String> = df.get_column_names().iter().map(|n| n.to_string()).collect();
+            if found.len() == 1 && columns.len() > 1 {
                 return Err(DataError::file(
                     path,
                     format!(
-                        "the file has {} columns but `column_names` lists {}",
-                        found.len(),
-                        spec.column_names.len()
+                        "only one column {:?} was found with separator {:?}: is the separator right? (set `separator` in the config)",
+                        found[0], sep as char
                     ),
                 ));
             }
-            let old = std::mem::replace(&mut found, spec.column_names.clone());
-            Some(old)
-        } else {
-            None
+            check_columns(path, columns, &found)?;
+            df
         };
-        if !is_parquet && found.len() == 1 && columns.len() > 1 {
-            let sep = csv_separator(path, spec)? as char;
-            return Err(DataError::file(
-                path,
-                format!(
-                    "only one column {:?} was found with separator {:?}: is the separator right? (set `separator` in the config)",
-                    found[0], sep
-                ),
-            ));
-        }
-        let mut select = Vec::with_capacity(columns.len());
-        for c in columns {
-            let Some(pos) = found.iter().position(|f| f == c) else {
-                return Err(DataError::MissingColumn { path: path.to_path_buf(), column: c.clone(), found });
-            };
-            let source_name = match &renames {
-                Some(old) => old[pos].clone(),
-                None => c.clone(),
-            };
-            select.push(col(source_name.as_str()).alias(c.as_str()));
-        }
-        let df = lf
-            .select(select)
-            .collect()
-            .map_err(|e| polars_err(path, "read the rows", e))?;
+        let df = df
+            .select(columns.iter().map(String::as_str))
+            .map_err(|e| polars_err(path, "select the columns", e))?;
         let rows = (1..=df.height()).collect();
         Ok(Table { path: path.to_path_buf(), df, rows })
     }
@@ -149,7 +151,7 @@ impl Table {
             .cast(&DataType::String)
             .map_err(|e| polars_err(&self.path, &format!("read column {name:?} as text"), e))?;
         let ca = c.str().map_err(|e| polars_err(&self.path, &format!("read column {name:?} as text"), e))?;
-        Ok(ca.into_iter().map(|v| v.map(str::to_string)).collect())
+        Ok(ca.iter().map(|v| v.map(str::to_string)).collect())
     }
 
     /// A column of ids: text, trimmed, never null or empty.
@@ -171,7 +173,7 @@ impl Table {
         if c.dtype() == &DataType::String {
             let ca = c.str().map_err(|e| polars_err(&self.path, &format!("read column {name:?}"), e))?;
             let mut out = Vec::with_capacity(ca.len());
-            for (i, v) in ca.into_iter().enumerate() {
+            for (i, v) in ca.iter().enumerate() {
                 let v = v.map(str::trim).filter(|s| !s.is_empty());
                 match v {
                     None => out.push(None),
@@ -185,13 +187,13 @@ impl Table {
         }
         if c.dtype() == &DataType::Boolean {
             let ca = c.bool().map_err(|e| polars_err(&self.path, &format!("read column {name:?}"), e))?;
-            return Ok(ca.into_iter().map(|v| v.map(|b| if b { 1.0 } else { 0.0 })).collect());
+            return Ok(ca.iter().map(|v| v.map(|b| if b { 1.0 } else { 0.0 })).collect());
         }
         let c = c.cast(&DataType::Float64).map_err(|_| {
             DataError::file(&self.path, format!("column {name:?} has type {} where a number was expected", c.dtype()))
         })?;
         let ca = c.f64().map_err(|e| polars_err(&self.path, &format!("read column {name:?}"), e))?;
-        Ok(ca.into_iter().collect())
+        Ok(ca.iter().collect())
     }
 
     /// A numeric column that must be present and finite on every row.
@@ -217,7 +219,7 @@ impl Table {
             DataType::Date => {
                 let c = c.cast(&DataType::Int32).map_err(|e| polars_err(&self.path, "read dates", e))?;
                 let ca = c.i32().map_err(|e| polars_err(&self.path, "read dates", e))?;
-                ca.into_iter()
+                ca.iter()
                     .enumerate()
                     .map(|(i, v)| {
                         v.map(|d| d as i64 * 86_400)
@@ -233,7 +235,7 @@ impl Table {
                 };
                 let c = c.cast(&DataType::Int64).map_err(|e| polars_err(&self.path, "read timestamps", e))?;
                 let ca = c.i64().map_err(|e| polars_err(&self.path, "read timestamps", e))?;
-                ca.into_iter()
+                ca.iter()
                     .enumerate()
                     .map(|(i, v)| {
                         v.map(|t| t.div_euclid(per_second))

@@ -111,12 +111,12 @@ impl LoadedRecommender {
             let values = values
                 .into_data()
                 .convert::<f32>()
-                .into_vec::<f32>()
+                .try_into_vec::<f32>()
                 .map_err(|e| anyhow::anyhow!("reading scores from the device: {e:?}"))?;
             let indices = indices
                 .into_data()
                 .convert::<i64>()
-                .into_vec::<i64>()
+                .try_into_vec::<i64>()
                 .map_err(|e| anyhow::anyhow!("reading indices from the device: {e:?}"))?;
             for (row, &c) in chunk.iter().enumerate() {
                 for r in 0..k {
@@ -140,7 +140,7 @@ impl LoadedRecommender {
         let mut flat = v
             .into_data()
             .convert::<f32>()
-            .into_vec::<f32>()
+            .try_into_vec::<f32>()
             .map_err(|e| anyhow::anyhow!("reading product vectors: {e:?}"))?;
         for row in flat.chunks_mut(d) {
             let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);

@@ -36,8 +36,9 @@ pub enum BundleError {
     Version { dir: PathBuf, found: u32 },
 }
 
-fn io(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> BundleError + '_ {
-    move |source| BundleError::Io { path: path.to_path_buf(), what, source }
+fn io(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> BundleError {
+    let path = path.to_path_buf();
+    move |source| BundleError::Io { path, what, source }
 }
 
 /// `bundle.json`.

@@ -90,7 +90,13 @@ pub fn select_device(choice: DeviceChoice) -> Result<SelectedDevice, String> {
             Ok(SelectedDevice { device, backend: choice, note: None })
         }
         DeviceChoice::Auto => {
-            let has_gpu = std::panic::catch_unwind(|| !Device::enumerate_physical().is_empty()).unwrap_or(false);
+            // On Linux a GPU shows up as a device node; without one, skip initialising WGPU at all
+            // (its software fallback is slower than flex, and the probe is noisy).
+            let may_have_gpu = !cfg!(target_os = "linux")
+                || std::path::Path::new("/dev/dri").exists()
+                || std::path::Path::new("/dev/nvidia0").exists();
+            let has_gpu = may_have_gpu
+                && std::panic::catch_unwind(|| !Device::enumerate_physical().is_empty()).unwrap_or(false);
             if has_gpu {
                 let device = Device::wgpu(DeviceKind::DefaultDevice);
                 if probe(&device).is_ok() {

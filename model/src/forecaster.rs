@@ -165,7 +165,7 @@ impl DemandForecaster {
         let values = scaled
             .into_data()
             .convert::<f32>()
-            .into_vec::<f32>()
+            .try_into_vec::<f32>()
             .map_err(|e| format!("reading forecasts back from the device: {e:?}"))?;
         let per_window = h * q;
         Ok(values

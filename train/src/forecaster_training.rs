@@ -62,7 +62,7 @@ fn view<'a>(panel: &'a SalesPanel, s: usize) -> SeriesView<'a> {
     }
 }
 
-fn input_of(batch: WindowBatch, spec: &WindowSpec, device: &Device) -> (ForecastInput, Tensor<2>, Tensor<2>, Vec<f32>) {
+fn training_input(batch: WindowBatch, spec: &WindowSpec, device: &Device) -> (ForecastInput, Tensor<2>, Tensor<2>) {
     let b = batch.len;
     let target = Tensor::from_data(TensorData::new(batch.target, [b, spec.horizon]), device);
     let mask = Tensor::from_data(TensorData::new(batch.target_mask, [b, spec.horizon]), device);
@@ -76,7 +76,7 @@ fn input_of(batch: WindowBatch, spec: &WindowSpec, device: &Device) -> (Forecast
         spec.horizon,
         device,
     );
-    (input, target, mask, batch.scale)
+    (input, target, mask)
 }
 
 /// Forecasts (in units) of the windows at `origin` of the given series: `[series][h][q]`.
@@ -95,9 +95,17 @@ fn forecast_at(
         for &s in chunk {
             spec.push(&mut batch, &view(panel, s), origin, false);
         }
-        let scale = batch.scale.clone();
-        let (input, ..) = input_of(batch, spec, device);
-        let flat = model.predict(input, &scale).map_err(anyhow::Error::msg)?;
+        let input = ForecastInput::from_arrays(
+            batch.encoder,
+            batch.decoder,
+            batch.keys,
+            batch.baseline,
+            batch.len,
+            spec.context,
+            spec.horizon,
+            device,
+        );
+        let flat = model.predict(input, &batch.scale).map_err(anyhow::Error::msg)?;
         for w in flat.chunks(spec.horizon * n_quantiles) {
             out.push(w.chunks(n_quantiles).map(<[f32]>::to_vec).collect());
         }
@@ -204,7 +212,7 @@ pub fn train_forecaster(cfg: &LoadedConfig, sec: &ForecasterSection, device: &De
             for &(s, origin) in chunk {
                 spec.push(&mut batch, &view(&panel, s), origin, true);
             }
-            let (input, target, mask, _) = input_of(batch, &spec, &train_device);
+            let (input, target, mask) = training_input(batch, &spec, &train_device);
             let loss = pinball(model.forward(input), target, mask, &m.quantiles);
             if step % 10 == 0 {
                 loss_sum += loss.clone().into_scalar::<f32>() as f64;
@@ -223,7 +231,7 @@ pub fn train_forecaster(cfg: &LoadedConfig, sec: &ForecasterSection, device: &De
             for &s in chunk {
                 spec.push(&mut batch, &view(&panel, s), val_origin, true);
             }
-            let (input, target, mask, _) = input_of(batch, &spec, &plain);
+            let (input, target, mask) = training_input(batch, &spec, &plain);
             val_loss += pinball(snapshot.forward(input), target, mask, &m.quantiles).into_scalar::<f32>() as f64
                 * chunk.len() as f64;
         }

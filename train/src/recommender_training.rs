@@ -85,7 +85,7 @@ fn ids_tensor(ids: &[u32], device: &Device) -> Tensor<1, Int> {
 fn to_f32(t: Tensor<2>) -> Result<Vec<f32>> {
     t.into_data()
         .convert::<f32>()
-        .into_vec::<f32>()
+        .try_into_vec::<f32>()
         .map_err(|e| anyhow::anyhow!("reading scores back from the device: {e:?}"))
 }
 

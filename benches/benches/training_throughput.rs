@@ -9,7 +9,10 @@ use std::time::Instant;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 use shopcast_model::losses::{pinball, sampled_bce};
-use shopcast_model::{select_device, DeviceChoice, EntityFeatures, ForecastInput, ForecasterConfig, InteractionBatch, RecommenderConfig};
+use shopcast_model::{
+    select_device, DeviceChoice, EntityFeatures, ForecastInput, ForecasterConfig, InteractionBatch,
+    RecommenderConfig,
+};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -30,7 +33,9 @@ fn reference_matmul(device: &Device) -> f64 {
 }
 
 fn ids(n: usize, modulo: usize, salt: usize, device: &Device) -> Tensor<1, Int> {
-    let v: Vec<i64> = (0..n).map(|i| ((i * 7919 + salt * 104_729) % modulo) as i64).collect();
+    let v: Vec<i64> = (0..n)
+        .map(|i| ((i * 7919 + salt * 104_729) % modulo) as i64)
+        .collect();
     Tensor::from_data(TensorData::new(v, [n]), device)
 }
 
@@ -40,7 +45,8 @@ fn recommender_step_seconds(device: &Device) -> (f64, usize) {
     train_device.seed(1);
     let config = RecommenderConfig::new(n_c, n_p, tokens, tokens).with_embedding_dim(32);
     let mut model = config.init(&train_device);
-    let padded = |n: usize| -> Vec<i64> { (0..n * 4).map(|i| ((i * 31) % tokens) as i64 + 1).collect() };
+    let padded =
+        |n: usize| -> Vec<i64> { (0..n * 4).map(|i| ((i * 31) % tokens) as i64 + 1).collect() };
     let cf = EntityFeatures::new(padded(n_c), 4, device);
     let pf = EntityFeatures::new(padded(n_p), 4, device);
     let mut optim = AdamConfig::new().init();
@@ -58,7 +64,9 @@ fn recommender_step_seconds(device: &Device) -> (f64, usize) {
         let loss = sampled_bce(pos, neg, batch.weights);
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(1e-3, model, grads);
-        let _ = model.product_biases(ids(1, n_p, 0, &train_device)).into_data();
+        let _ = model
+            .product_biases(ids(1, n_p, 0, &train_device))
+            .into_data();
         if step >= 5 {
             times.push(t.elapsed().as_secs_f64());
         }
@@ -70,15 +78,34 @@ fn forecaster_step_seconds(device: &Device) -> (f64, usize) {
     let (b, context, horizon, enc_f, dec_f) = (256, 56, 28, 20, 18);
     let train_device = device.clone().autodiff();
     train_device.seed(1);
-    let config = ForecasterConfig::new(enc_f, dec_f, vec![3, 60], context, horizon, vec![0.1, 0.5, 0.9]);
+    let config = ForecasterConfig::new(
+        enc_f,
+        dec_f,
+        vec![3, 60],
+        context,
+        horizon,
+        vec![0.1, 0.5, 0.9],
+    );
     let mut model = config.init(&train_device);
     let mut optim = AdamConfig::new().init();
     let mut times = Vec::new();
     for step in 0..12 {
         let input = ForecastInput::from_arrays(
-            (0..b * context * enc_f).map(|i| ((i % 13) as f32) / 13.0).collect(),
-            (0..b * horizon * dec_f).map(|i| ((i % 7) as f32) / 7.0).collect(),
-            (0..b * 2).map(|i| if i % 2 == 0 { (i % 3) as i64 } else { (i % 60) as i64 }).collect(),
+            (0..b * context * enc_f)
+                .map(|i| ((i % 13) as f32) / 13.0)
+                .collect(),
+            (0..b * horizon * dec_f)
+                .map(|i| ((i % 7) as f32) / 7.0)
+                .collect(),
+            (0..b * 2)
+                .map(|i| {
+                    if i % 2 == 0 {
+                        (i % 3) as i64
+                    } else {
+                        (i % 60) as i64
+                    }
+                })
+                .collect(),
             vec![1.0; b * horizon],
             b,
             context,
@@ -118,7 +145,11 @@ fn main() {
     let device = selected.device;
     let reference = reference_matmul(&device);
     println!("device: {}", selected.backend);
-    println!("reference: [1024x256]x[256x1024] matmul {:.3} ms ({:.1} GFLOP/s)", reference * 1e3, 2.0 * 1024.0 * 256.0 * 1024.0 / reference / 1e9);
+    println!(
+        "reference: [1024x256]x[256x1024] matmul {:.3} ms ({:.1} GFLOP/s)",
+        reference * 1e3,
+        2.0 * 1024.0 * 256.0 * 1024.0 / reference / 1e9
+    );
     let (rec, b) = recommender_step_seconds(&device);
     println!(
         "recommender training (batch {b}, 4 negatives, d=32): {:.2} ms/step, {:.0} interactions/s, {:.1} reference matmuls per step",

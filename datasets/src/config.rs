@@ -418,7 +418,11 @@ defaults! {
 
 impl Default for RecommenderModelSection {
     fn default() -> Self {
-        Self { embedding_dim: d_embedding_dim(), segments: d_segments(), min_word_count: d_min_word_count() }
+        Self {
+            embedding_dim: d_embedding_dim(),
+            segments: d_segments(),
+            min_word_count: d_min_word_count(),
+        }
     }
 }
 impl Default for RecommenderTrainingSection {
@@ -437,7 +441,10 @@ impl Default for RecommenderTrainingSection {
 }
 impl Default for RecommenderEvaluationSection {
     fn default() -> Self {
-        Self { min_items_per_customer: d_min_items(), sampled_negatives: d_sampled_negatives() }
+        Self {
+            min_items_per_customer: d_min_items(),
+            sampled_negatives: d_sampled_negatives(),
+        }
     }
 }
 impl Default for ForecasterModelSection {
@@ -481,12 +488,21 @@ impl ShopConfig {
             what: "read the config file".into(),
             source: e,
         })?;
-        let config = Self::parse(&text).map_err(|msg| DataError::Config { path: path.to_path_buf(), msg })?;
-        config
-            .validate()
-            .map_err(|msg| DataError::Config { path: path.to_path_buf(), msg })?;
+        let config = Self::parse(&text).map_err(|msg| DataError::Config {
+            path: path.to_path_buf(),
+            msg,
+        })?;
+        config.validate().map_err(|msg| DataError::Config {
+            path: path.to_path_buf(),
+            msg,
+        })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Ok(LoadedConfig { config, config_path: path.to_path_buf(), config_dir: base, data_dir_override: None })
+        Ok(LoadedConfig {
+            config,
+            config_path: path.to_path_buf(),
+            config_dir: base,
+            data_dir_override: None,
+        })
     }
 
     /// Parses TOML text; the error message names the key (`recommender.training.epochs`).
@@ -549,16 +565,25 @@ impl ShopConfig {
             positive("demo.stores", demo.stores)?;
             positive("demo.series_products", demo.series_products)?;
             if demo.days < 120 {
-                return Err(format!("key `demo.days`: must be at least 120, got {}", demo.days));
+                return Err(format!(
+                    "key `demo.days`: must be at least 120, got {}",
+                    demo.days
+                ));
             }
             if demo.series_products > demo.products {
                 return Err("key `demo.series_products`: cannot exceed `demo.products`".into());
             }
             if chrono::NaiveDate::parse_from_str(&demo.start_date, "%Y-%m-%d").is_err() {
-                return Err(format!("key `demo.start_date`: expected YYYY-MM-DD, got {:?}", demo.start_date));
+                return Err(format!(
+                    "key `demo.start_date`: expected YYYY-MM-DD, got {:?}",
+                    demo.start_date
+                ));
             }
             if !["csv", "parquet"].contains(&demo.format.as_str()) {
-                return Err(format!("key `demo.format`: expected csv or parquet, got {:?}", demo.format));
+                return Err(format!(
+                    "key `demo.format`: expected csv or parquet, got {:?}",
+                    demo.format
+                ));
             }
         }
         if let Some(r) = &self.recommender {
@@ -570,7 +595,10 @@ impl ShopConfig {
             positive("recommender.training.negatives", t.negatives)?;
             rate("recommender.training.learning_rate", t.learning_rate)?;
             if !(t.l2.is_finite() && t.l2 >= 0.0) {
-                return Err(format!("key `recommender.training.l2`: must be >= 0, got {}", t.l2));
+                return Err(format!(
+                    "key `recommender.training.l2`: must be >= 0, got {}",
+                    t.l2
+                ));
             }
             if !["uniform", "popularity"].contains(&t.negative_sampling.as_str()) {
                 return Err(format!(
@@ -579,9 +607,15 @@ impl ShopConfig {
                 ));
             }
             if !["bce", "bpr"].contains(&t.loss.as_str()) {
-                return Err(format!("key `recommender.training.loss`: expected bce or bpr, got {:?}", t.loss));
+                return Err(format!(
+                    "key `recommender.training.loss`: expected bce or bpr, got {:?}",
+                    t.loss
+                ));
             }
-            positive("recommender.evaluation.sampled_negatives", r.evaluation.sampled_negatives)?;
+            positive(
+                "recommender.evaluation.sampled_negatives",
+                r.evaluation.sampled_negatives,
+            )?;
             if r.evaluation.min_items_per_customer < 3 {
                 return Err(format!(
                     "key `recommender.evaluation.min_items_per_customer`: must be at least 3 (train, validation and test items), got {}",
@@ -590,11 +624,16 @@ impl ShopConfig {
             }
             for (ty, w) in &r.data.event_weights {
                 if !(w.is_finite() && *w > 0.0) {
-                    return Err(format!("key `recommender.data.event_weights.{ty}`: must be > 0, got {w}"));
+                    return Err(format!(
+                        "key `recommender.data.event_weights.{ty}`: must be > 0, got {w}"
+                    ));
                 }
             }
             if r.data.event_type.is_some() && r.data.event_weights.is_empty() {
-                return Err("key `recommender.data.event_weights`: required when `event_type` is set".into());
+                return Err(
+                    "key `recommender.data.event_weights`: required when `event_type` is set"
+                        .into(),
+                );
             }
             if let Some(target) = &r.data.target_event {
                 if !r.data.event_weights.contains_key(target) {
@@ -604,7 +643,10 @@ impl ShopConfig {
                 }
             }
             check_filters("recommender.data.filters", &r.data.filters)?;
-            for (name, table) in [("customers", &r.data.customers), ("products", &r.data.products)] {
+            for (name, table) in [
+                ("customers", &r.data.customers),
+                ("products", &r.data.products),
+            ] {
                 if let Some(table) = table {
                     check_filters(&format!("recommender.data.{name}.filters"), &table.filters)?;
                     for b in &table.numeric_bands {
@@ -636,31 +678,51 @@ impl ShopConfig {
             }
             for q in &m.quantiles {
                 if !(q.is_finite() && *q > 0.0 && *q < 1.0) {
-                    return Err(format!("key `forecaster.model.quantiles`: each must be in (0, 1), got {q}"));
+                    return Err(format!(
+                        "key `forecaster.model.quantiles`: each must be in (0, 1), got {q}"
+                    ));
                 }
             }
             if m.quantiles.windows(2).any(|w| w[0] >= w[1]) {
                 return Err("key `forecaster.model.quantiles`: must be strictly increasing".into());
             }
             if !m.quantiles.iter().any(|q| (q - 0.5).abs() < 1e-9) {
-                return Err("key `forecaster.model.quantiles`: must include 0.5 (the point forecast)".into());
+                return Err(
+                    "key `forecaster.model.quantiles`: must include 0.5 (the point forecast)"
+                        .into(),
+                );
             }
             let t = &f.training;
             positive("forecaster.training.epochs", t.epochs)?;
             positive("forecaster.training.batch_size", t.batch_size)?;
-            positive("forecaster.training.windows_per_series", t.windows_per_series)?;
+            positive(
+                "forecaster.training.windows_per_series",
+                t.windows_per_series,
+            )?;
             rate("forecaster.training.learning_rate", t.learning_rate)?;
-            positive("forecaster.evaluation.backtest_folds", f.evaluation.backtest_folds)?;
-            positive("forecaster.evaluation.moving_average_window", f.evaluation.moving_average_window)?;
+            positive(
+                "forecaster.evaluation.backtest_folds",
+                f.evaluation.backtest_folds,
+            )?;
+            positive(
+                "forecaster.evaluation.moving_average_window",
+                f.evaluation.moving_average_window,
+            )?;
             let d = &f.data;
             if d.series_keys.is_empty() {
                 return Err("key `forecaster.data.series_keys`: name at least one column".into());
             }
             if !["daily", "weekly"].contains(&d.frequency.as_str()) {
-                return Err(format!("key `forecaster.data.frequency`: expected daily or weekly, got {:?}", d.frequency));
+                return Err(format!(
+                    "key `forecaster.data.frequency`: expected daily or weekly, got {:?}",
+                    d.frequency
+                ));
             }
             if !["zero", "missing"].contains(&d.fill_missing.as_str()) {
-                return Err(format!("key `forecaster.data.fill_missing`: expected zero or missing, got {:?}", d.fill_missing));
+                return Err(format!(
+                    "key `forecaster.data.fill_missing`: expected zero or missing, got {:?}",
+                    d.fill_missing
+                ));
             }
             if !["drop", "error"].contains(&d.negative_targets.as_str()) {
                 return Err(format!(
@@ -679,11 +741,17 @@ impl ShopConfig {
 
 fn check_filters(key: &str, filters: &[RowFilter]) -> Result<(), String> {
     for (i, f) in filters.iter().enumerate() {
-        let needs_number = matches!(f.op, FilterOp::Gt | FilterOp::Ge | FilterOp::Lt | FilterOp::Le);
+        let needs_number = matches!(
+            f.op,
+            FilterOp::Gt | FilterOp::Ge | FilterOp::Lt | FilterOp::Le
+        );
         let needs_list = matches!(f.op, FilterOp::In | FilterOp::NotIn);
         let needs_text = matches!(
             f.op,
-            FilterOp::StartsWith | FilterOp::NotStartsWith | FilterOp::Matches | FilterOp::NotMatches
+            FilterOp::StartsWith
+                | FilterOp::NotStartsWith
+                | FilterOp::Matches
+                | FilterOp::NotMatches
         );
         let ok = match (&f.value, f.op) {
             (_, FilterOp::NotNull) => f.value.is_none(),
@@ -713,7 +781,8 @@ fn check_filters(key: &str, filters: &[RowFilter]) -> Result<(), String> {
         }
         if matches!(f.op, FilterOp::Matches | FilterOp::NotMatches) {
             if let Some(FilterValue::Text(p)) = &f.value {
-                regex::Regex::new(p).map_err(|e| format!("key `{key}[{i}]`: invalid regular expression: {e}"))?;
+                regex::Regex::new(p)
+                    .map_err(|e| format!("key `{key}[{i}]`: invalid regular expression: {e}"))?;
             }
         }
     }

@@ -19,12 +19,39 @@ use crate::error::DataError;
 use crate::table::write_frame_atomic;
 
 const CATEGORY_NAMES: [&str; 15] = [
-    "kitchen", "garden", "toys", "books", "beauty", "sports", "electronics", "pets", "stationery",
-    "home decor", "clothing", "shoes", "food", "drinks", "crafts",
+    "kitchen",
+    "garden",
+    "toys",
+    "books",
+    "beauty",
+    "sports",
+    "electronics",
+    "pets",
+    "stationery",
+    "home decor",
+    "clothing",
+    "shoes",
+    "food",
+    "drinks",
+    "crafts",
 ];
 const TAGS: [&str; 16] = [
-    "eco", "gift", "premium", "budget", "handmade", "kids", "outdoor", "vintage", "organic", "compact",
-    "family", "travel", "classic", "limited", "bestseller", "seasonal",
+    "eco",
+    "gift",
+    "premium",
+    "budget",
+    "handmade",
+    "kids",
+    "outdoor",
+    "vintage",
+    "organic",
+    "compact",
+    "family",
+    "travel",
+    "classic",
+    "limited",
+    "bestseller",
+    "seasonal",
 ];
 const REGIONS: [&str; 5] = ["north", "south", "east", "west", "central"];
 const AGE_BANDS: [&str; 5] = ["18-24", "25-34", "35-44", "45-54", "55+"];
@@ -41,7 +68,11 @@ pub struct DemoFiles {
 
 impl DemoFiles {
     pub fn in_dir(dir: &Path, format: &str) -> Self {
-        let ext = if format == "parquet" { "parquet" } else { "csv" };
+        let ext = if format == "parquet" {
+            "parquet"
+        } else {
+            "csv"
+        };
         DemoFiles {
             customers: dir.join(format!("customers.{ext}")),
             products: dir.join(format!("products.{ext}")),
@@ -51,7 +82,9 @@ impl DemoFiles {
     }
 
     fn all_exist(&self) -> bool {
-        [&self.customers, &self.products, &self.events, &self.sales].iter().all(|p| p.exists())
+        [&self.customers, &self.products, &self.events, &self.sales]
+            .iter()
+            .all(|p| p.exists())
     }
 }
 
@@ -87,14 +120,18 @@ fn poisson(rng: &mut ChaCha8Rng, lambda: f64) -> u64 {
     if lambda <= 1e-9 {
         return 0;
     }
-    Poisson::new(lambda).map(|d| d.sample(rng) as u64).unwrap_or(0)
+    Poisson::new(lambda)
+        .map(|d| d.sample(rng) as u64)
+        .unwrap_or(0)
 }
 
 /// Samples an index from cumulative weights.
 fn pick(rng: &mut ChaCha8Rng, cumulative: &[f64]) -> usize {
     let total = cumulative.last().copied().unwrap_or(0.0);
     let r = rng.random::<f64>() * total;
-    cumulative.partition_point(|c| *c <= r).min(cumulative.len().saturating_sub(1))
+    cumulative
+        .partition_point(|c| *c <= r)
+        .min(cumulative.len().saturating_sub(1))
 }
 
 fn cumulative(weights: impl Iterator<Item = f64>) -> Vec<f64> {
@@ -117,24 +154,39 @@ struct Catalogue {
 /// Writes the four demo files into `dir`.
 pub fn generate(dir: &Path, demo: &DemoSection, seed: u64) -> Result<(), DataError> {
     let files = DemoFiles::in_dir(dir, &demo.format);
-    let start = NaiveDate::parse_from_str(&demo.start_date, "%Y-%m-%d")
-        .map_err(|_| DataError::Config { path: dir.to_path_buf(), msg: "key `demo.start_date`: expected YYYY-MM-DD".into() })?;
+    let start =
+        NaiveDate::parse_from_str(&demo.start_date, "%Y-%m-%d").map_err(|_| DataError::Config {
+            path: dir.to_path_buf(),
+            msg: "key `demo.start_date`: expected YYYY-MM-DD".into(),
+        })?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let catalogue = generate_shop(&files, demo, start, &mut rng)?;
     generate_sales(&files, demo, start, &catalogue, &mut rng)
 }
 
 fn category_name(c: usize) -> String {
-    CATEGORY_NAMES.get(c).map(|s| s.to_string()).unwrap_or_else(|| format!("category {}", c + 1))
+    CATEGORY_NAMES
+        .get(c)
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| format!("category {}", c + 1))
 }
 
-fn generate_shop(files: &DemoFiles, demo: &DemoSection, start: NaiveDate, rng: &mut ChaCha8Rng) -> Result<Catalogue, DataError> {
+fn generate_shop(
+    files: &DemoFiles,
+    demo: &DemoSection,
+    start: NaiveDate,
+    rng: &mut ChaCha8Rng,
+) -> Result<Catalogue, DataError> {
     let n_cat = demo.categories;
     let n_brands = (n_cat * 3).max(4);
     let cat_vec: Vec<[f64; LATENT]> = (0..n_cat).map(|_| latent(rng, 1.0)).collect();
-    let cat_price: Vec<f64> = (0..n_cat).map(|_| 5.0 * (rng.random::<f64>() * 3.0).exp()).collect();
+    let cat_price: Vec<f64> = (0..n_cat)
+        .map(|_| 5.0 * (rng.random::<f64>() * 3.0).exp())
+        .collect();
     let brand_vec: Vec<[f64; LATENT]> = (0..n_brands).map(|_| latent(rng, 0.6)).collect();
-    let brand_tier: Vec<f64> = (0..n_brands).map(|_| 0.6 + rng.random::<f64>() * 1.2).collect();
+    let brand_tier: Vec<f64> = (0..n_brands)
+        .map(|_| 0.6 + rng.random::<f64>() * 1.2)
+        .collect();
     let brand_cats: Vec<Vec<usize>> = (0..n_brands)
         .map(|b| {
             let mut v = vec![b % n_cat];
@@ -159,9 +211,19 @@ fn generate_shop(files: &DemoFiles, demo: &DemoSection, start: NaiveDate, rng: &
     let pop_dist = LogNormal::new(0.0, 1.1).map_err(|e| DataError::TooLittleData(e.to_string()))?;
     for i in 0..n_items {
         // The first categories each get a product first so that every category exists.
-        let c = if i < n_cat { i } else { pick(rng, &cat_weights) };
-        let brands_here: Vec<usize> = (0..n_brands).filter(|b| brand_cats[*b].contains(&c)).collect();
-        let b = if brands_here.is_empty() { c % n_brands } else { brands_here[rng.random_range(0..brands_here.len())] };
+        let c = if i < n_cat {
+            i
+        } else {
+            pick(rng, &cat_weights)
+        };
+        let brands_here: Vec<usize> = (0..n_brands)
+            .filter(|b| brand_cats[*b].contains(&c))
+            .collect();
+        let b = if brands_here.is_empty() {
+            c % n_brands
+        } else {
+            brands_here[rng.random_range(0..brands_here.len())]
+        };
         let p = cat_price[c] * brand_tier[b] * (normal(rng, 0.3)).exp();
         let mut t: Vec<usize> = Vec::new();
         if p > cat_price[c] * 1.3 {
@@ -211,8 +273,18 @@ fn generate_shop(files: &DemoFiles, demo: &DemoSection, start: NaiveDate, rng: &
     let day_weight: Vec<f64> = (0..demo.days)
         .map(|d| {
             let date = start + chrono::Days::new(d as u64);
-            let weekend = if date.weekday().number_from_monday() >= 6 { 1.25 } else { 1.0 };
-            let xmas = if date.month() == 12 && date.day() <= 24 { 1.7 } else if date.month() == 11 { 1.25 } else { 1.0 };
+            let weekend = if date.weekday().number_from_monday() >= 6 {
+                1.25
+            } else {
+                1.0
+            };
+            let xmas = if date.month() == 12 && date.day() <= 24 {
+                1.7
+            } else if date.month() == 11 {
+                1.25
+            } else {
+                1.0
+            };
             weekend * xmas
         })
         .collect();
@@ -237,16 +309,27 @@ fn generate_shop(files: &DemoFiles, demo: &DemoSection, start: NaiveDate, rng: &
         add(&mut taste, &latent(rng, 0.3), 1.0);
         let sens = age_price_sensitivity[age];
         for i in 0..n_items {
-            affinity[i] = (0.9 * dot(&taste, &item_vec[i]) - sens * price[i].ln() + 0.8 * f64::ln(popularity[i])).clamp(-30.0, 30.0);
+            affinity[i] = (0.9 * dot(&taste, &item_vec[i]) - sens * price[i].ln()
+                + 0.8 * f64::ln(popularity[i]))
+            .clamp(-30.0, 30.0);
         }
         let max_a = affinity.iter().copied().fold(f64::MIN, f64::max);
         let weights = cumulative(affinity.iter().map(|a| (a - max_a).exp()));
-        let join_day = if rng.random_bool(0.7) { 0 } else { rng.random_range(0..demo.days * 3 / 4) };
-        let rate = f64::min(activity.sample(rng), 150.0) * (demo.days - join_day) as f64 / demo.days as f64;
+        let join_day = if rng.random_bool(0.7) {
+            0
+        } else {
+            rng.random_range(0..demo.days * 3 / 4)
+        };
+        let rate = f64::min(activity.sample(rng), 150.0) * (demo.days - join_day) as f64
+            / demo.days as f64;
         let sessions = poisson(rng, rate);
         let mut bought: Vec<usize> = Vec::new();
         let mut days: Vec<usize> = (0..sessions)
-            .filter_map(|_| (0..20).map(|_| pick(rng, &day_cum)).find(|d| *d >= join_day))
+            .filter_map(|_| {
+                (0..20)
+                    .map(|_| pick(rng, &day_cum))
+                    .find(|d| *d >= join_day)
+            })
             .collect();
         days.sort_unstable();
         for day in days {
@@ -257,7 +340,13 @@ fn generate_shop(files: &DemoFiles, demo: &DemoSection, start: NaiveDate, rng: &
                 ev_c.push(cid.clone());
                 ev_p.push(item_ids[p].clone());
                 ev_t.push(kind.to_string());
-                ev_ts.push(format!("{} {:02}:{:02}:{:02}", date.format("%Y-%m-%d"), h, m, s));
+                ev_ts.push(format!(
+                    "{} {:02}:{:02}:{:02}",
+                    date.format("%Y-%m-%d"),
+                    h,
+                    m,
+                    s
+                ));
                 ev_q.push(q);
                 *second += rng_step(p, q);
             };
@@ -266,7 +355,10 @@ fn generate_shop(files: &DemoFiles, demo: &DemoSection, start: NaiveDate, rng: &
                 chosen.push(bought[rng.random_range(0..bought.len())]);
             } else {
                 for _ in 0..rng.random_range(1..4) {
-                    if let Some(p) = (0..10).map(|_| pick(rng, &weights)).find(|p| launch[*p] <= day) {
+                    if let Some(p) = (0..10)
+                        .map(|_| pick(rng, &weights))
+                        .find(|p| launch[*p] <= day)
+                    {
                         if !chosen.contains(&p) {
                             chosen.push(p);
                         }
@@ -299,25 +391,48 @@ fn generate_shop(files: &DemoFiles, demo: &DemoSection, start: NaiveDate, rng: &
         ],
     )
     .map_err(|e| DataError::file(&files.customers, e.to_string()))?;
-    let brand_names: Vec<String> = brand.iter().map(|b| format!("Brand {}", (b'A' + (*b % 26) as u8) as char) + &"*".repeat(b / 26)).collect();
+    let brand_names: Vec<String> = brand
+        .iter()
+        .map(|b| format!("Brand {}", (b'A' + (*b % 26) as u8) as char) + &"*".repeat(b / 26))
+        .collect();
     let names: Vec<String> = (0..n_items)
-        .map(|i| format!("{} {} {}", brand_names[i], TAGS[tags[i][0]], category_name(cat[i])))
+        .map(|i| {
+            format!(
+                "{} {} {} no. {}",
+                brand_names[i],
+                TAGS[tags[i][0]],
+                category_name(cat[i]),
+                i + 1
+            )
+        })
         .collect();
     let mut products = DataFrame::new(
         n_items,
         vec![
             Column::new("product_id".into(), item_ids.clone()),
             Column::new("name".into(), names),
-            Column::new("category".into(), cat.iter().map(|c| category_name(*c)).collect::<Vec<_>>()),
+            Column::new(
+                "category".into(),
+                cat.iter().map(|c| category_name(*c)).collect::<Vec<_>>(),
+            ),
             Column::new("brand".into(), brand_names),
             Column::new("price".into(), price.clone()),
             Column::new(
                 "tags".into(),
-                tags.iter().map(|t| t.iter().map(|x| TAGS[*x]).collect::<Vec<_>>().join("|")).collect::<Vec<_>>(),
+                tags.iter()
+                    .map(|t| t.iter().map(|x| TAGS[*x]).collect::<Vec<_>>().join("|"))
+                    .collect::<Vec<_>>(),
             ),
             Column::new(
                 "launch_date".into(),
-                launch.iter().map(|d| (start + chrono::Days::new(*d as u64)).format("%Y-%m-%d").to_string()).collect::<Vec<_>>(),
+                launch
+                    .iter()
+                    .map(|d| {
+                        (start + chrono::Days::new(*d as u64))
+                            .format("%Y-%m-%d")
+                            .to_string()
+                    })
+                    .collect::<Vec<_>>(),
             ),
         ],
     )
@@ -336,7 +451,12 @@ fn generate_shop(files: &DemoFiles, demo: &DemoSection, start: NaiveDate, rng: &
     write_frame_atomic(&mut customers, &files.customers)?;
     write_frame_atomic(&mut products, &files.products)?;
     write_frame_atomic(&mut events, &files.events)?;
-    Ok(Catalogue { ids: item_ids, category: cat, price, launch_day: launch })
+    Ok(Catalogue {
+        ids: item_ids,
+        category: cat,
+        price,
+        launch_day: launch,
+    })
 }
 
 /// Seconds between two events of a session (deterministic, so no extra RNG draws).
@@ -347,7 +467,10 @@ fn rng_step(p: usize, q: i64) -> i64 {
 /// Public holidays of the demo country for a year (fixed dates plus Easter Monday).
 fn is_holiday(date: NaiveDate) -> bool {
     let (m, d) = (date.month(), date.day());
-    if matches!((m, d), (1, 1) | (5, 1) | (12, 25) | (12, 26) | (12, 31) | (8, 15) | (10, 3)) {
+    if matches!(
+        (m, d),
+        (1, 1) | (5, 1) | (12, 25) | (12, 26) | (12, 31) | (8, 15) | (10, 3)
+    ) {
         return true;
     }
     easter_monday(date.year()) == Some(date)
@@ -381,7 +504,13 @@ fn generate_sales(
 ) -> Result<(), DataError> {
     let n_days = demo.days;
     let stores: Vec<(String, f64, f64)> = (0..demo.stores)
-        .map(|s| (format!("store_{}", s + 1), [1.0, 0.7, 1.4, 0.9, 1.2][s % 5], [0.0, 3.0, -2.5, 1.5, -1.0][s % 5]))
+        .map(|s| {
+            (
+                format!("store_{}", s + 1),
+                [1.0, 0.7, 1.4, 0.9, 1.2][s % 5],
+                [0.0, 3.0, -2.5, 1.5, -1.0][s % 5],
+            )
+        })
         .collect();
     // Products sold in stores: the first ones of the catalogue that exist from day 0.
     let products: Vec<usize> = (0..catalogue.ids.len())
@@ -397,13 +526,34 @@ fn generate_sales(
             std::array::from_fn(|d| {
                 let weekend = d >= 5;
                 let friday = d == 4;
-                1.0 + amp * if weekend == weekend_up { 1.0 } else { -0.4 } + if friday { 0.15 } else { 0.0 }
+                1.0 + amp * if weekend == weekend_up { 1.0 } else { -0.4 }
+                    + if friday { 0.15 } else { 0.0 }
             })
         })
         .collect();
-    let yearly: Vec<(f64, f64)> = (0..n_cat).map(|_| (0.1 + rng.random::<f64>() * 0.45, rng.random::<f64>() * 365.0)).collect();
-    let temp_effect: Vec<f64> = (0..n_cat).map(|c| [0.0, 0.03, 0.0, -0.01, 0.0, 0.02, 0.0, 0.0, 0.0, 0.0, -0.02, 0.0, 0.0, 0.04, 0.0][c % 15]).collect();
-    let gift: Vec<bool> = (0..n_cat).map(|c| [false, false, true, true, true, false, true, false, true, true, false, false, false, false, true][c % 15]).collect();
+    let yearly: Vec<(f64, f64)> = (0..n_cat)
+        .map(|_| {
+            (
+                0.1 + rng.random::<f64>() * 0.45,
+                rng.random::<f64>() * 365.0,
+            )
+        })
+        .collect();
+    let temp_effect: Vec<f64> = (0..n_cat)
+        .map(|c| {
+            [
+                0.0, 0.03, 0.0, -0.01, 0.0, 0.02, 0.0, 0.0, 0.0, 0.0, -0.02, 0.0, 0.0, 0.04, 0.0,
+            ][c % 15]
+        })
+        .collect();
+    let gift: Vec<bool> = (0..n_cat)
+        .map(|c| {
+            [
+                false, false, true, true, true, false, true, false, true, true, false, false,
+                false, false, true,
+            ][c % 15]
+        })
+        .collect();
 
     let temperature: Vec<Vec<f64>> = stores
         .iter()
@@ -413,12 +563,16 @@ fn generate_sales(
                 .map(|d| {
                     let doy = (start + chrono::Days::new(d as u64)).ordinal0() as f64;
                     ar = 0.7 * ar + normal(rng, 2.0);
-                    12.0 + offset + 10.0 * ((doy - 110.0) / 365.25 * std::f64::consts::TAU).sin() + ar
+                    12.0 + offset
+                        + 10.0 * ((doy - 110.0) / 365.25 * std::f64::consts::TAU).sin()
+                        + ar
                 })
                 .collect()
         })
         .collect();
-    let dates: Vec<NaiveDate> = (0..n_days).map(|d| start + chrono::Days::new(d as u64)).collect();
+    let dates: Vec<NaiveDate> = (0..n_days)
+        .map(|d| start + chrono::Days::new(d as u64))
+        .collect();
     let holiday: Vec<bool> = dates.iter().map(|d| is_holiday(*d)).collect();
 
     let rows = stores.len() * products.len() * n_days;
@@ -431,7 +585,10 @@ fn generate_sales(
     let mut c_promo = Vec::with_capacity(rows);
     let mut c_holiday = Vec::with_capacity(rows);
     let mut c_temp = Vec::with_capacity(rows);
-    let date_text: Vec<String> = dates.iter().map(|d| d.format("%Y-%m-%d").to_string()).collect();
+    let date_text: Vec<String> = dates
+        .iter()
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .collect();
     for (s, (store_id, size, _)) in stores.iter().enumerate() {
         for &p in &products {
             let c = catalogue.category[p] % n_cat;
@@ -471,7 +628,11 @@ fn generate_sales(
                     lambda *= 1.6;
                 }
                 if holiday[d] {
-                    lambda *= if date.month() == 12 && date.day() == 25 { 0.05 } else { 0.55 };
+                    lambda *= if date.month() == 12 && date.day() == 25 {
+                        0.05
+                    } else {
+                        0.55
+                    };
                 }
                 lambda *= (normal(rng, 0.15)).exp();
                 c_store.push(store_id.clone());

@@ -7,7 +7,12 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     #[error("{}: could not {what}: {source}", path.display())]
-    Io { path: PathBuf, what: String, #[source] source: std::io::Error },
+    Io {
+        path: PathBuf,
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
 
     #[error("config {}: {msg}", path.display())]
     Config { path: PathBuf, msg: String },
@@ -16,10 +21,19 @@ pub enum DataError {
     File { path: PathBuf, msg: String },
 
     #[error("{}: required column {column:?} is missing; columns found: {}", path.display(), found.join(", "))]
-    MissingColumn { path: PathBuf, column: String, found: Vec<String> },
+    MissingColumn {
+        path: PathBuf,
+        column: String,
+        found: Vec<String>,
+    },
 
     #[error("{}: row {row}, column {column:?}: {msg}", path.display())]
-    Value { path: PathBuf, row: usize, column: String, msg: String },
+    Value {
+        path: PathBuf,
+        row: usize,
+        column: String,
+        msg: String,
+    },
 
     #[error("{0}")]
     TooLittleData(String),
@@ -31,6 +45,9 @@ pub enum DataError {
 
 impl DataError {
     pub(crate) fn file(path: &std::path::Path, msg: impl Into<String>) -> Self {
-        DataError::File { path: path.to_path_buf(), msg: msg.into() }
+        DataError::File {
+            path: path.to_path_buf(),
+            msg: msg.into(),
+        }
     }
 }

@@ -45,7 +45,13 @@ impl FeatureSet {
 
     /// Token ids padded to the longest entity, as (ids + 1 with 0 for padding, width).
     pub fn padded(&self) -> (Vec<i64>, usize) {
-        let width = self.entity_tokens.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let width = self
+            .entity_tokens
+            .iter()
+            .map(Vec::len)
+            .max()
+            .unwrap_or(0)
+            .max(1);
         let mut out = vec![0i64; self.entity_tokens.len() * width];
         for (e, toks) in self.entity_tokens.iter().enumerate() {
             for (j, &t) in toks.iter().enumerate() {
@@ -117,7 +123,11 @@ struct RawEvents {
 fn load_events(cfg: &LoadedConfig, rec: &RecommenderSection) -> Result<RawEvents, DataError> {
     let d = &rec.data;
     let path = cfg.resolve(&d.events.path);
-    let mut columns = vec![d.customer_id.clone(), d.product_id.clone(), d.timestamp.clone()];
+    let mut columns = vec![
+        d.customer_id.clone(),
+        d.product_id.clone(),
+        d.timestamp.clone(),
+    ];
     columns.extend(d.event_type.iter().cloned());
     columns.extend(d.quantity.iter().cloned());
     for f in &d.filters {
@@ -126,10 +136,16 @@ fn load_events(cfg: &LoadedConfig, rec: &RecommenderSection) -> Result<RawEvents
         }
     }
     let mut table = Table::read(&path, &d.events, &columns)?;
-    let mut report = LoadReport { rows_read: table.len(), ..Default::default() };
+    let mut report = LoadReport {
+        rows_read: table.len(),
+        ..Default::default()
+    };
     report.filters = table.apply_filters(&d.filters)?;
     if table.is_empty() {
-        return Err(DataError::file(&path, "no rows are left after the configured filters"));
+        return Err(DataError::file(
+            &path,
+            "no rows are left after the configured filters",
+        ));
     }
     let customer = table.ids(&d.customer_id)?;
     let product = table.ids(&d.product_id)?;
@@ -153,53 +169,104 @@ fn load_events(cfg: &LoadedConfig, rec: &RecommenderSection) -> Result<RawEvents
             }
         }
     }
-    let pick = |v: Vec<String>| -> Vec<String> { v.into_iter().zip(&keep).filter(|(_, k)| **k).map(|(x, _)| x).collect() };
+    let pick = |v: Vec<String>| -> Vec<String> {
+        v.into_iter()
+            .zip(&keep)
+            .filter(|(_, k)| **k)
+            .map(|(x, _)| x)
+            .collect()
+    };
     let customer = pick(customer);
     let product = pick(product);
-    let ts: Vec<i64> = ts.into_iter().zip(&keep).filter(|(_, k)| **k).map(|(x, _)| x).collect();
-    let weight: Vec<f32> = weight.into_iter().zip(&keep).filter(|(_, k)| **k).map(|(x, _)| x).collect();
-    let is_target: Vec<bool> = is_target.into_iter().zip(&keep).filter(|(_, k)| **k).map(|(x, _)| x).collect();
+    let ts: Vec<i64> = ts
+        .into_iter()
+        .zip(&keep)
+        .filter(|(_, k)| **k)
+        .map(|(x, _)| x)
+        .collect();
+    let weight: Vec<f32> = weight
+        .into_iter()
+        .zip(&keep)
+        .filter(|(_, k)| **k)
+        .map(|(x, _)| x)
+        .collect();
+    let is_target: Vec<bool> = is_target
+        .into_iter()
+        .zip(&keep)
+        .filter(|(_, k)| **k)
+        .map(|(x, _)| x)
+        .collect();
     report.rows_used = customer.len();
     if customer.is_empty() {
         return Err(DataError::file(
             &path,
             format!(
                 "no row has an event type listed in `event_weights` ({})",
-                d.event_weights.keys().cloned().collect::<Vec<_>>().join(", ")
+                d.event_weights
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         ));
     }
-    Ok(RawEvents { customer, product, ts, weight, is_target, report })
+    Ok(RawEvents {
+        customer,
+        product,
+        ts,
+        weight,
+        is_target,
+        report,
+    })
 }
 
 /// Loads the interactions and attributes named in the config.
-pub fn load_recommender_data(cfg: &LoadedConfig, rec: &RecommenderSection) -> Result<RecommenderData, DataError> {
+pub fn load_recommender_data(
+    cfg: &LoadedConfig,
+    rec: &RecommenderSection,
+) -> Result<RecommenderData, DataError> {
     let events = load_events(cfg, rec)?;
-    let customer_attrs = rec.data.customers.as_ref().map(|t| load_attributes(cfg, t)).transpose()?;
-    let product_attrs = rec.data.products.as_ref().map(|t| load_attributes(cfg, t)).transpose()?;
+    let customer_attrs = rec
+        .data
+        .customers
+        .as_ref()
+        .map(|t| load_attributes(cfg, t))
+        .transpose()?;
+    let product_attrs = rec
+        .data
+        .products
+        .as_ref()
+        .map(|t| load_attributes(cfg, t))
+        .transpose()?;
 
     let customers = IdVocab::build(
-        events
-            .customer
-            .iter()
-            .map(String::as_str)
-            .chain(customer_attrs.iter().flat_map(|a| a.ids.iter().map(String::as_str))),
+        events.customer.iter().map(String::as_str).chain(
+            customer_attrs
+                .iter()
+                .flat_map(|a| a.ids.iter().map(String::as_str)),
+        ),
     );
     let products = IdVocab::build(
-        events
-            .product
-            .iter()
-            .map(String::as_str)
-            .chain(product_attrs.iter().flat_map(|a| a.ids.iter().map(String::as_str))),
+        events.product.iter().map(String::as_str).chain(
+            product_attrs
+                .iter()
+                .flat_map(|a| a.ids.iter().map(String::as_str)),
+        ),
     );
     let min_words = rec.model.min_word_count;
     let customer_features = match &customer_attrs {
         Some(a) => a.features(&customers, min_words),
-        None => FeatureSet { entity_tokens: vec![Vec::new(); customers.len()], ..Default::default() },
+        None => FeatureSet {
+            entity_tokens: vec![Vec::new(); customers.len()],
+            ..Default::default()
+        },
     };
     let product_features = match &product_attrs {
         Some(a) => a.features(&products, min_words),
-        None => FeatureSet { entity_tokens: vec![Vec::new(); products.len()], ..Default::default() },
+        None => FeatureSet {
+            entity_tokens: vec![Vec::new(); products.len()],
+            ..Default::default()
+        },
     };
     let mut product_names: Vec<String> = products.ids().to_vec();
     if let Some(a) = &product_attrs {
@@ -213,7 +280,10 @@ pub fn load_recommender_data(cfg: &LoadedConfig, rec: &RecommenderSection) -> Re
     // Deduplicate per customer-product pair: latest timestamp, largest weight.
     let mut by_pair: HashMap<(u32, u32), Pair> = HashMap::new();
     for i in 0..events.customer.len() {
-        let (Some(c), Some(p)) = (customers.get(&events.customer[i]), products.get(&events.product[i])) else {
+        let (Some(c), Some(p)) = (
+            customers.get(&events.customer[i]),
+            products.get(&events.product[i]),
+        ) else {
             continue;
         };
         let e = by_pair.entry((c, p)).or_insert(Pair {
@@ -276,7 +346,9 @@ impl RecommenderData {
                     }
                 }
             } else {
-                split.train.extend(pairs.iter().map(|p| (c, p.product, p.weight)));
+                split
+                    .train
+                    .extend(pairs.iter().map(|p| (c, p.product, p.weight)));
             }
             start = end;
         }
@@ -342,7 +414,9 @@ fn load_attributes(cfg: &LoadedConfig, t: &AttributeTable) -> Result<Attributes,
     let names = match &t.name {
         Some(c) => {
             let v = table.strings(c)?;
-            rows.iter().map(|&r| v[r].as_deref().map(str::trim).map(str::to_string)).collect()
+            rows.iter()
+                .map(|&r| v[r].as_deref().map(str::trim).map(str::to_string))
+                .collect()
         }
         None => vec![None; n],
     };
@@ -359,7 +433,11 @@ fn load_attributes(cfg: &LoadedConfig, t: &AttributeTable) -> Result<Attributes,
         let v = table.strings(&m.column)?;
         for (k, &r) in rows.iter().enumerate() {
             if let Some(s) = v[r].as_deref() {
-                for part in s.split(m.separator.as_str()).map(str::trim).filter(|p| !p.is_empty()) {
+                for part in s
+                    .split(m.separator.as_str())
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                {
                     raw_tokens[k].push(format!("{}={part}", m.column));
                     word_flags[k].push(false);
                 }
@@ -371,7 +449,10 @@ fn load_attributes(cfg: &LoadedConfig, t: &AttributeTable) -> Result<Attributes,
         for (k, &r) in rows.iter().enumerate() {
             if let Some(s) = v[r].as_deref() {
                 let lower = s.to_lowercase();
-                for w in lower.split(|ch: char| !ch.is_alphanumeric()).filter(|w| w.len() >= 3) {
+                for w in lower
+                    .split(|ch: char| !ch.is_alphanumeric())
+                    .filter(|w| w.len() >= 3)
+                {
                     let tok = format!("{c}~{w}");
                     if !raw_tokens[k].contains(&tok) {
                         raw_tokens[k].push(tok);
@@ -384,7 +465,11 @@ fn load_attributes(cfg: &LoadedConfig, t: &AttributeTable) -> Result<Attributes,
     let mut bands = Vec::new();
     for b in &t.numeric_bands {
         let v = table.numbers(&b.column)?;
-        let mut vals: Vec<f64> = rows.iter().filter_map(|&r| v[r]).filter(|x| x.is_finite()).collect();
+        let mut vals: Vec<f64> = rows
+            .iter()
+            .filter_map(|&r| v[r])
+            .filter(|x| x.is_finite())
+            .collect();
         vals.sort_by(f64::total_cmp);
         let cuts: Vec<f64> = (1..b.bands)
             .filter_map(|q| vals.get(q * vals.len() / b.bands).copied())
@@ -395,10 +480,20 @@ fn load_attributes(cfg: &LoadedConfig, t: &AttributeTable) -> Result<Attributes,
                 word_flags[k].push(false);
             }
         }
-        bands.push(BandCuts { column: b.column.clone(), cuts });
+        bands.push(BandCuts {
+            column: b.column.clone(),
+            cuts,
+        });
     }
     let ids = rows.iter().map(|&r| ids[r].clone()).collect();
-    Ok(Attributes { ids, names, raw_tokens, word_flags, bands, primary: t.categorical.first().cloned() })
+    Ok(Attributes {
+        ids,
+        names,
+        raw_tokens,
+        word_flags,
+        bands,
+        primary: t.categorical.first().cloned(),
+    })
 }
 
 /// The band index of a value given quantile cut points.
@@ -424,14 +519,26 @@ impl Attributes {
             .collect();
         // Words must be frequent enough to learn from; categorical values are always kept.
         names.retain(|n| !is_word[n] || counts[n] >= min_word_count);
-        let token_index: HashMap<&str, u32> = names.iter().enumerate().map(|(i, n)| (*n, i as u32)).collect();
+        let token_index: HashMap<&str, u32> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (*n, i as u32))
+            .collect();
         let mut entity_tokens = vec![Vec::new(); vocab.len()];
         for (k, id) in self.ids.iter().enumerate() {
             let Some(e) = vocab.get(id) else { continue };
-            let mut toks: Vec<u32> = self.raw_tokens[k].iter().filter_map(|t| token_index.get(t.as_str()).copied()).collect();
+            let mut toks: Vec<u32> = self.raw_tokens[k]
+                .iter()
+                .filter_map(|t| token_index.get(t.as_str()).copied())
+                .collect();
             if toks.len() > MAX_TOKENS_PER_ENTITY {
                 // Keep attributes, then the most frequent words.
-                toks.sort_by_key(|t| (is_word[names[*t as usize]], std::cmp::Reverse(counts[names[*t as usize]])));
+                toks.sort_by_key(|t| {
+                    (
+                        is_word[names[*t as usize]],
+                        std::cmp::Reverse(counts[names[*t as usize]]),
+                    )
+                });
                 toks.truncate(MAX_TOKENS_PER_ENTITY);
             }
             entity_tokens[e as usize] = toks;

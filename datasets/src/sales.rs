@@ -69,7 +69,10 @@ impl SalesPanel {
 }
 
 /// Loads the sales file into a panel.
-pub fn load_sales_panel(cfg: &LoadedConfig, fc: &ForecasterSection) -> Result<SalesPanel, DataError> {
+pub fn load_sales_panel(
+    cfg: &LoadedConfig,
+    fc: &ForecasterSection,
+) -> Result<SalesPanel, DataError> {
     let d = &fc.data;
     let path = cfg.resolve(&d.sales.path);
     let mut columns: Vec<String> = d.series_keys.clone();
@@ -81,17 +84,44 @@ pub fn load_sales_panel(cfg: &LoadedConfig, fc: &ForecasterSection) -> Result<Sa
     let mut seen = std::collections::HashSet::new();
     columns.retain(|c| seen.insert(c.clone()));
     let mut table = Table::read(&path, &d.sales, &columns)?;
-    let mut report = SalesReport { rows_read: table.len(), ..Default::default() };
+    let mut report = SalesReport {
+        rows_read: table.len(),
+        ..Default::default()
+    };
     report.filters = table.apply_filters(&d.filters)?;
     if table.is_empty() {
-        return Err(DataError::file(&path, "no rows are left after the configured filters"));
+        return Err(DataError::file(
+            &path,
+            "no rows are left after the configured filters",
+        ));
     }
-    let keys: Vec<Vec<String>> = d.series_keys.iter().map(|k| table.ids(k)).collect::<Result<_, _>>()?;
-    let days: Vec<i64> = table.timestamps(&d.date, d.date_format.as_deref())?.into_iter().map(day_of).collect();
+    let keys: Vec<Vec<String>> = d
+        .series_keys
+        .iter()
+        .map(|k| table.ids(k))
+        .collect::<Result<_, _>>()?;
+    let days: Vec<i64> = table
+        .timestamps(&d.date, d.date_format.as_deref())?
+        .into_iter()
+        .map(day_of)
+        .collect();
     let target = table.finite_numbers(&d.target)?;
-    let known: Vec<Vec<Option<f64>>> = d.known_covariates.iter().map(|c| table.numbers(c)).collect::<Result<_, _>>()?;
-    let past: Vec<Vec<Option<f64>>> = d.past_covariates.iter().map(|c| table.numbers(c)).collect::<Result<_, _>>()?;
-    for (name, cols) in d.known_covariates.iter().zip(&known).chain(d.past_covariates.iter().zip(&past)) {
+    let known: Vec<Vec<Option<f64>>> = d
+        .known_covariates
+        .iter()
+        .map(|c| table.numbers(c))
+        .collect::<Result<_, _>>()?;
+    let past: Vec<Vec<Option<f64>>> = d
+        .past_covariates
+        .iter()
+        .map(|c| table.numbers(c))
+        .collect::<Result<_, _>>()?;
+    for (name, cols) in d
+        .known_covariates
+        .iter()
+        .zip(&known)
+        .chain(d.past_covariates.iter().zip(&past))
+    {
         if let Some(i) = cols.iter().position(|v| v.is_some_and(|x| !x.is_finite())) {
             return Err(DataError::Value {
                 path: path.clone(),
@@ -150,23 +180,42 @@ pub fn load_sales_panel(cfg: &LoadedConfig, fc: &ForecasterSection) -> Result<Sa
     report.rows_used = keep.iter().filter(|k| **k).count();
     report.series_total = series_key_values.len();
     if series_key_values.is_empty() {
-        return Err(DataError::file(&path, "no usable rows: every target is negative"));
+        return Err(DataError::file(
+            &path,
+            "no usable rows: every target is negative",
+        ));
     }
 
     // Keep the largest series when asked; order series by key values for determinism.
     let mut order: Vec<usize> = (0..series_key_values.len()).collect();
     if let Some(top) = d.top_series {
         let total = |s: usize| -> f64 { rows_of[s].iter().map(|&i| target[i]).sum() };
-        order.sort_by(|&a, &b| total(b).total_cmp(&total(a)).then(series_key_values[a].cmp(&series_key_values[b])));
+        order.sort_by(|&a, &b| {
+            total(b)
+                .total_cmp(&total(a))
+                .then(series_key_values[a].cmp(&series_key_values[b]))
+        });
         order.truncate(top);
     }
     order.sort_by(|&a, &b| series_key_values[a].cmp(&series_key_values[b]));
     report.series_kept = order.len();
 
-    let first_period = order.iter().flat_map(|&s| rows_of[s].iter().map(|&i| period_of(days[i]))).min().unwrap_or(0);
-    let last_period = order.iter().flat_map(|&s| rows_of[s].iter().map(|&i| period_of(days[i]))).max().unwrap_or(0);
+    let first_period = order
+        .iter()
+        .flat_map(|&s| rows_of[s].iter().map(|&i| period_of(days[i])))
+        .min()
+        .unwrap_or(0);
+    let last_period = order
+        .iter()
+        .flat_map(|&s| rows_of[s].iter().map(|&i| period_of(days[i])))
+        .max()
+        .unwrap_or(0);
     let periods = (last_period - first_period + 1) as usize;
-    let first_day = if period_days == 7 { first_period * 7 + 4 } else { first_period };
+    let first_day = if period_days == 7 {
+        first_period * 7 + 4
+    } else {
+        first_period
+    };
 
     let key_vocabs: Vec<IdVocab> = (0..d.series_keys.len())
         .map(|k| IdVocab::build(order.iter().map(|&s| series_key_values[s][k].as_str())))
@@ -189,11 +238,15 @@ pub fn load_sales_panel(cfg: &LoadedConfig, fc: &ForecasterSection) -> Result<Sa
     };
     for &s in &order {
         let kv = &series_key_values[s];
-        panel
-            .series_keys
-            .push(kv.iter().zip(&panel.key_vocabs).map(|(v, voc)| voc.get(v).unwrap_or(0)).collect());
+        panel.series_keys.push(
+            kv.iter()
+                .zip(&panel.key_vocabs)
+                .map(|(v, voc)| voc.get(v).unwrap_or(0))
+                .collect(),
+        );
         let mut y = vec![f32::NAN; periods];
-        let mut cov_sum: Vec<BTreeMap<usize, (f64, usize)>> = vec![BTreeMap::new(); known.len() + past.len()];
+        let mut cov_sum: Vec<BTreeMap<usize, (f64, usize)>> =
+            vec![BTreeMap::new(); known.len() + past.len()];
         let mut seen_period: HashMap<usize, usize> = HashMap::new();
         for &i in &rows_of[s] {
             let t = (period_of(days[i]) - first_period) as usize;

@@ -29,7 +29,11 @@ pub struct FilterReport {
 
 fn check_columns(path: &Path, wanted: &[String], found: &[String]) -> Result<(), DataError> {
     match wanted.iter().find(|c| !found.contains(c)) {
-        Some(c) => Err(DataError::MissingColumn { path: path.to_path_buf(), column: c.clone(), found: found.to_vec() }),
+        Some(c) => Err(DataError::MissingColumn {
+            path: path.to_path_buf(),
+            column: c.clone(),
+            found: found.to_vec(),
+        }),
         None => Ok(()),
     }
 }
@@ -63,7 +67,9 @@ impl Table {
                 source: e,
             })?;
             let mut reader = ParquetReader::new(file);
-            let schema = reader.schema().map_err(|e| polars_err(path, "read the Parquet schema (is the file complete?)", e))?;
+            let schema = reader.schema().map_err(|e| {
+                polars_err(path, "read the Parquet schema (is the file complete?)", e)
+            })?;
             let found: Vec<String> = schema.iter_names().map(|n| n.to_string()).collect();
             check_columns(path, columns, &found)?;
             reader
@@ -86,18 +92,32 @@ impl Table {
                 .try_into_reader_with_file_path(Some(path.to_path_buf()))
                 .map_err(|e| polars_err(path, "open the CSV file", e))?
                 .finish()
-                .map_err(|e| polars_err(path, "read the CSV file (is it UTF-8 text with a consistent number of fields?)", e))?;
+                .map_err(|e| {
+                    polars_err(
+                        path,
+                        "read the CSV file (is it UTF-8 text with a consistent number of fields?)",
+                        e,
+                    )
+                })?;
             if !spec.has_header {
                 if spec.column_names.len() != df.width() {
                     return Err(DataError::file(
                         path,
-                        format!("the file has {} columns but `column_names` lists {}", df.width(), spec.column_names.len()),
+                        format!(
+                            "the file has {} columns but `column_names` lists {}",
+                            df.width(),
+                            spec.column_names.len()
+                        ),
                     ));
                 }
                 df.set_column_names(&spec.column_names)
                     .map_err(|e| polars_err(path, "name the columns", e))?;
             }
-            let found: Vec<String> = df.get_column_names().iter().map(|n| n.to_string()).collect();
+            let found: Vec<String> = df
+                .get_column_names()
+                .iter()
+                .map(|n| n.to_string())
+                .collect();
             if found.len() == 1 && columns.len() > 1 {
                 return Err(DataError::file(
                     path,
@@ -114,7 +134,11 @@ impl Table {
             .select(columns.iter().map(String::as_str))
             .map_err(|e| polars_err(path, "select the columns", e))?;
         let rows = (1..=df.height()).collect();
-        Ok(Table { path: path.to_path_buf(), df, rows })
+        Ok(Table {
+            path: path.to_path_buf(),
+            df,
+            rows,
+        })
     }
 
     /// The file this table came from.
@@ -137,11 +161,18 @@ impl Table {
     }
 
     fn column(&self, name: &str) -> Result<&Column, DataError> {
-        self.df.column(name).map_err(|e| polars_err(&self.path, &format!("find column {name:?}"), e))
+        self.df
+            .column(name)
+            .map_err(|e| polars_err(&self.path, &format!("find column {name:?}"), e))
     }
 
     fn value_error(&self, i: usize, column: &str, msg: String) -> DataError {
-        DataError::Value { path: self.path.clone(), row: self.rows[i], column: column.to_string(), msg }
+        DataError::Value {
+            path: self.path.clone(),
+            row: self.rows[i],
+            column: column.to_string(),
+            msg,
+        }
     }
 
     /// A column as text (numbers are formatted); null stays `None`.
@@ -150,7 +181,9 @@ impl Table {
         let c = c
             .cast(&DataType::String)
             .map_err(|e| polars_err(&self.path, &format!("read column {name:?} as text"), e))?;
-        let ca = c.str().map_err(|e| polars_err(&self.path, &format!("read column {name:?} as text"), e))?;
+        let ca = c
+            .str()
+            .map_err(|e| polars_err(&self.path, &format!("read column {name:?} as text"), e))?;
         Ok(ca.iter().map(|v| v.map(str::to_string)).collect())
     }
 
@@ -161,7 +194,13 @@ impl Table {
         for (i, v) in raw.into_iter().enumerate() {
             match v.as_deref().map(str::trim) {
                 Some(s) if !s.is_empty() => out.push(s.to_string()),
-                _ => return Err(self.value_error(i, name, "the id is empty; every row needs an id".into())),
+                _ => {
+                    return Err(self.value_error(
+                        i,
+                        name,
+                        "the id is empty; every row needs an id".into(),
+                    ))
+                }
             }
         }
         Ok(out)
@@ -171,7 +210,9 @@ impl Table {
     pub fn numbers(&self, name: &str) -> Result<Vec<Option<f64>>, DataError> {
         let c = self.column(name)?;
         if c.dtype() == &DataType::String {
-            let ca = c.str().map_err(|e| polars_err(&self.path, &format!("read column {name:?}"), e))?;
+            let ca = c
+                .str()
+                .map_err(|e| polars_err(&self.path, &format!("read column {name:?}"), e))?;
             let mut out = Vec::with_capacity(ca.len());
             for (i, v) in ca.iter().enumerate() {
                 let v = v.map(str::trim).filter(|s| !s.is_empty());
@@ -179,20 +220,39 @@ impl Table {
                     None => out.push(None),
                     Some(s) => match s.parse::<f64>() {
                         Ok(x) => out.push(Some(x)),
-                        Err(_) => return Err(self.value_error(i, name, format!("expected a number, got {s:?}"))),
+                        Err(_) => {
+                            return Err(self.value_error(
+                                i,
+                                name,
+                                format!("expected a number, got {s:?}"),
+                            ))
+                        }
                     },
                 }
             }
             return Ok(out);
         }
         if c.dtype() == &DataType::Boolean {
-            let ca = c.bool().map_err(|e| polars_err(&self.path, &format!("read column {name:?}"), e))?;
-            return Ok(ca.iter().map(|v| v.map(|b| if b { 1.0 } else { 0.0 })).collect());
+            let ca = c
+                .bool()
+                .map_err(|e| polars_err(&self.path, &format!("read column {name:?}"), e))?;
+            return Ok(ca
+                .iter()
+                .map(|v| v.map(|b| if b { 1.0 } else { 0.0 }))
+                .collect());
         }
         let c = c.cast(&DataType::Float64).map_err(|_| {
-            DataError::file(&self.path, format!("column {name:?} has type {} where a number was expected", c.dtype()))
+            DataError::file(
+                &self.path,
+                format!(
+                    "column {name:?} has type {} where a number was expected",
+                    c.dtype()
+                ),
+            )
         })?;
-        let ca = c.f64().map_err(|e| polars_err(&self.path, &format!("read column {name:?}"), e))?;
+        let ca = c
+            .f64()
+            .map_err(|e| polars_err(&self.path, &format!("read column {name:?}"), e))?;
         Ok(ca.iter().collect())
     }
 
@@ -203,8 +263,20 @@ impl Table {
         for (i, v) in raw.into_iter().enumerate() {
             match v {
                 Some(x) if x.is_finite() => out.push(x),
-                Some(x) => return Err(self.value_error(i, name, format!("expected a finite number, got {x}"))),
-                None => return Err(self.value_error(i, name, "the value is missing; expected a number".into())),
+                Some(x) => {
+                    return Err(self.value_error(
+                        i,
+                        name,
+                        format!("expected a finite number, got {x}"),
+                    ))
+                }
+                None => {
+                    return Err(self.value_error(
+                        i,
+                        name,
+                        "the value is missing; expected a number".into(),
+                    ))
+                }
             }
         }
         Ok(out)
@@ -217,8 +289,12 @@ impl Table {
         let c = self.column(name)?;
         match c.dtype() {
             DataType::Date => {
-                let c = c.cast(&DataType::Int32).map_err(|e| polars_err(&self.path, "read dates", e))?;
-                let ca = c.i32().map_err(|e| polars_err(&self.path, "read dates", e))?;
+                let c = c
+                    .cast(&DataType::Int32)
+                    .map_err(|e| polars_err(&self.path, "read dates", e))?;
+                let ca = c
+                    .i32()
+                    .map_err(|e| polars_err(&self.path, "read dates", e))?;
                 ca.iter()
                     .enumerate()
                     .map(|(i, v)| {
@@ -233,13 +309,18 @@ impl Table {
                     TimeUnit::Microseconds => 1_000_000,
                     TimeUnit::Milliseconds => 1_000,
                 };
-                let c = c.cast(&DataType::Int64).map_err(|e| polars_err(&self.path, "read timestamps", e))?;
-                let ca = c.i64().map_err(|e| polars_err(&self.path, "read timestamps", e))?;
+                let c = c
+                    .cast(&DataType::Int64)
+                    .map_err(|e| polars_err(&self.path, "read timestamps", e))?;
+                let ca = c
+                    .i64()
+                    .map_err(|e| polars_err(&self.path, "read timestamps", e))?;
                 ca.iter()
                     .enumerate()
                     .map(|(i, v)| {
-                        v.map(|t| t.div_euclid(per_second))
-                            .ok_or_else(|| self.value_error(i, name, "the timestamp is missing".into()))
+                        v.map(|t| t.div_euclid(per_second)).ok_or_else(|| {
+                            self.value_error(i, name, "the timestamp is missing".into())
+                        })
                     })
                     .collect()
             }
@@ -272,9 +353,21 @@ impl Table {
             let keep = self.filter_mask(f)?;
             let dropped = keep.iter().filter(|k| !**k).count();
             let mask = BooleanChunked::from_slice("keep".into(), &keep);
-            self.df = self.df.filter(&mask).map_err(|e| polars_err(&self.path, "filter rows", e))?;
-            self.rows = self.rows.iter().zip(&keep).filter(|(_, k)| **k).map(|(r, _)| *r).collect();
-            reports.push(FilterReport { filter: describe_filter(f), dropped });
+            self.df = self
+                .df
+                .filter(&mask)
+                .map_err(|e| polars_err(&self.path, "filter rows", e))?;
+            self.rows = self
+                .rows
+                .iter()
+                .zip(&keep)
+                .filter(|(_, k)| **k)
+                .map(|(r, _)| *r)
+                .collect();
+            reports.push(FilterReport {
+                filter: describe_filter(f),
+                dropped,
+            });
         }
         Ok(reports)
     }
@@ -289,7 +382,10 @@ impl Table {
                 .collect(),
             FilterOp::Gt | FilterOp::Ge | FilterOp::Lt | FilterOp::Le => {
                 let Some(FilterValue::Number(t)) = f.value else {
-                    return Err(DataError::file(&self.path, format!("filter on {name:?} needs a numeric value")));
+                    return Err(DataError::file(
+                        &self.path,
+                        format!("filter on {name:?} needs a numeric value"),
+                    ));
                 };
                 self.numbers(name)?
                     .into_iter()
@@ -316,12 +412,20 @@ impl Table {
                         .into_iter()
                         .map(|v| v.is_some_and(|s| (s.trim() == t) == want_eq))
                         .collect(),
-                    None => return Err(DataError::file(&self.path, format!("filter on {name:?} needs a value"))),
+                    None => {
+                        return Err(DataError::file(
+                            &self.path,
+                            format!("filter on {name:?} needs a value"),
+                        ))
+                    }
                 }
             }
             FilterOp::StartsWith | FilterOp::NotStartsWith => {
                 let Some(FilterValue::Text(p)) = &f.value else {
-                    return Err(DataError::file(&self.path, format!("filter on {name:?} needs a text value")));
+                    return Err(DataError::file(
+                        &self.path,
+                        format!("filter on {name:?} needs a text value"),
+                    ));
                 };
                 let want = f.op == FilterOp::StartsWith;
                 self.strings(name)?
@@ -331,7 +435,8 @@ impl Table {
             }
             FilterOp::In | FilterOp::NotIn => {
                 let want = f.op == FilterOp::In;
-                let set: std::collections::HashSet<&str> = f.values.iter().map(String::as_str).collect();
+                let set: std::collections::HashSet<&str> =
+                    f.values.iter().map(String::as_str).collect();
                 self.strings(name)?
                     .into_iter()
                     .map(|v| v.is_some_and(|s| set.contains(s.trim()) == want))
@@ -339,10 +444,14 @@ impl Table {
             }
             FilterOp::Matches | FilterOp::NotMatches => {
                 let Some(FilterValue::Text(p)) = &f.value else {
-                    return Err(DataError::file(&self.path, format!("filter on {name:?} needs a pattern")));
+                    return Err(DataError::file(
+                        &self.path,
+                        format!("filter on {name:?} needs a pattern"),
+                    ));
                 };
-                let re = regex::Regex::new(p)
-                    .map_err(|e| DataError::file(&self.path, format!("filter pattern {p:?} is invalid: {e}")))?;
+                let re = regex::Regex::new(p).map_err(|e| {
+                    DataError::file(&self.path, format!("filter pattern {p:?} is invalid: {e}"))
+                })?;
                 let want = f.op == FilterOp::Matches;
                 self.strings(name)?
                     .into_iter()
@@ -368,9 +477,15 @@ fn csv_separator(path: &Path, spec: &FileSpec) -> Result<u8, DataError> {
     match &spec.separator {
         Some(s) if s.len() == 1 => Ok(s.as_bytes()[0]),
         Some(s) if s == "\\t" || s == "tab" => Ok(b'\t'),
-        Some(s) => Err(DataError::file(path, format!("`separator` must be a single byte, got {s:?}"))),
+        Some(s) => Err(DataError::file(
+            path,
+            format!("`separator` must be a single byte, got {s:?}"),
+        )),
         None => {
-            let tsv = path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("tsv"));
+            let tsv = path
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| e.eq_ignore_ascii_case("tsv"));
             Ok(if tsv { b'\t' } else { b',' })
         }
     }
@@ -383,9 +498,18 @@ pub fn parse_timestamp(s: &str, format: Option<&str>) -> Option<i64> {
         if let Ok(dt) = NaiveDateTime::parse_from_str(s, f) {
             return Some(to_secs(dt));
         }
-        return NaiveDate::parse_from_str(s, f).ok().and_then(|d| d.and_hms_opt(0, 0, 0)).map(to_secs);
+        return NaiveDate::parse_from_str(s, f)
+            .ok()
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(to_secs);
     }
-    for f in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
+    for f in [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+    ] {
         if let Ok(dt) = NaiveDateTime::parse_from_str(s, f) {
             return Some(to_secs(dt));
         }
@@ -409,40 +533,52 @@ pub fn date_of_day(day: i64) -> NaiveDate {
 
 /// Writes a data frame as CSV or Parquet (by extension) through a temporary file and a rename.
 pub fn write_frame_atomic(df: &mut DataFrame, path: &Path) -> Result<(), DataError> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| DataError::Io {
         path: dir.to_path_buf(),
         what: "create the output directory".into(),
         source: e,
     })?;
-    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("output");
-    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-    let result = (|| -> Result<(), DataError> {
-        let mut file = std::fs::File::create(&tmp).map_err(|e| DataError::Io {
-            path: tmp.clone(),
+    let file_name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("output");
+    // A temporary file in the same directory, renamed over the destination when complete.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{file_name}."))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|e| DataError::Io {
+            path: dir.to_path_buf(),
             what: "create a temporary output file".into(),
             source: e,
         })?;
-        let is_parquet = path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
-        if is_parquet {
-            ParquetWriter::new(&mut file)
-                .finish(df)
-                .map_err(|e| polars_err(path, "write Parquet", e))?;
-        } else {
-            CsvWriter::new(&mut file)
-                .include_header(true)
-                .finish(df)
-                .map_err(|e| polars_err(path, "write CSV", e))?;
-        }
-        file.sync_all().map_err(|e| DataError::Io { path: tmp.clone(), what: "flush the output".into(), source: e })?;
-        std::fs::rename(&tmp, path).map_err(|e| DataError::Io {
-            path: path.to_path_buf(),
-            what: "move the finished output into place".into(),
-            source: e,
-        })
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    let is_parquet = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
+    if is_parquet {
+        ParquetWriter::new(tmp.as_file_mut())
+            .finish(df)
+            .map_err(|e| polars_err(path, "write Parquet", e))?;
+    } else {
+        CsvWriter::new(tmp.as_file_mut())
+            .include_header(true)
+            .finish(df)
+            .map_err(|e| polars_err(path, "write CSV", e))?;
     }
-    result
+    tmp.as_file().sync_all().map_err(|e| DataError::Io {
+        path: tmp.path().to_path_buf(),
+        what: "flush the output".into(),
+        source: e,
+    })?;
+    tmp.persist(path).map_err(|e| DataError::Io {
+        path: path.to_path_buf(),
+        what: "move the finished output into place".into(),
+        source: e.error,
+    })?;
+    Ok(())
 }

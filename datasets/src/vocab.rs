@@ -14,7 +14,11 @@ pub struct IdVocab {
 
 impl From<Vec<String>> for IdVocab {
     fn from(ids: Vec<String>) -> Self {
-        let index = ids.iter().enumerate().map(|(i, s)| (s.clone(), i as u32)).collect();
+        let index = ids
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.clone(), i as u32))
+            .collect();
         IdVocab { ids, index }
     }
 }

@@ -36,9 +36,18 @@ impl CovariateStats {
             binary &= v == 0.0 || v == 1.0;
         }
         let mean = if n > 0 { sum / n as f64 } else { 0.0 };
-        let var = if n > 0 { (sq / n as f64 - mean * mean).max(0.0) } else { 0.0 };
+        let var = if n > 0 {
+            (sq / n as f64 - mean * mean).max(0.0)
+        } else {
+            0.0
+        };
         let std = var.sqrt().max(1e-3);
-        CovariateStats { name: name.to_string(), mean: mean as f32, std: std as f32, binary }
+        CovariateStats {
+            name: name.to_string(),
+            mean: mean as f32,
+            std: std as f32,
+            binary,
+        }
     }
 }
 
@@ -109,10 +118,19 @@ fn calendar(day: i64, period_days: i64, out: &mut Vec<f32>) {
     let date = date_of_day(day);
     let dow = date.weekday().num_days_from_monday() as usize;
     for d in 0..7 {
-        out.push(if period_days == 1 && d == dow { 1.0 } else { 0.0 });
+        out.push(if period_days == 1 && d == dow {
+            1.0
+        } else {
+            0.0
+        });
     }
     let year_pos = (date.ordinal0() as f32 + 0.5) / 365.25 * std::f32::consts::TAU;
-    out.extend([year_pos.sin(), year_pos.cos(), (2.0 * year_pos).sin(), (2.0 * year_pos).cos()]);
+    out.extend([
+        year_pos.sin(),
+        year_pos.cos(),
+        (2.0 * year_pos).sin(),
+        (2.0 * year_pos).cos(),
+    ]);
 }
 
 fn push_covariate(stats: &CovariateStats, x: f32, context_mean: f32, out: &mut Vec<f32>) {
@@ -130,7 +148,10 @@ impl WindowSpec {
     pub fn baseline(&self, target: &[f32], origin: usize) -> (f32, Vec<f32>) {
         let lo = origin.saturating_sub(self.context);
         let ctx = &target[lo..origin];
-        let (sum, n) = ctx.iter().filter(|v| !v.is_nan()).fold((0f32, 0usize), |(s, n), v| (s + v, n + 1));
+        let (sum, n) = ctx
+            .iter()
+            .filter(|v| !v.is_nan())
+            .fold((0f32, 0usize), |(s, n), v| (s + v, n + 1));
         let mean = if n > 0 { sum / n as f32 } else { 0.0 };
         let scale = mean.max(1.0);
         let base = (0..self.horizon)
@@ -139,7 +160,9 @@ impl WindowSpec {
                 let first_k = h / self.season + 1;
                 let (mut s, mut c) = (0f32, 0usize);
                 for k in first_k..first_k + BASELINE_SEASONS {
-                    let Some(past) = t.checked_sub(k * self.season) else { break };
+                    let Some(past) = t.checked_sub(k * self.season) else {
+                        break;
+                    };
                     if past < lo {
                         break;
                     }
@@ -156,7 +179,13 @@ impl WindowSpec {
 
     /// Appends the window of `series` at `origin` to `batch`. With `with_target`, the horizon's
     /// actual values are added as training targets.
-    pub fn push(&self, batch: &mut WindowBatch, series: &SeriesView<'_>, origin: usize, with_target: bool) {
+    pub fn push(
+        &self,
+        batch: &mut WindowBatch,
+        series: &SeriesView<'_>,
+        origin: usize,
+        with_target: bool,
+    ) {
         let (scale, base) = self.baseline(series.target, origin);
         let ctx_start = origin as i64 - self.context as i64;
         let mean_of = |v: &[f32]| -> f32 {
@@ -181,21 +210,39 @@ impl WindowSpec {
             batch.encoder.push(missing);
             let tc = t.max(0) as usize;
             for (k, stats) in self.known.iter().enumerate() {
-                push_covariate(stats, series.known[k][tc], known_means[k], &mut batch.encoder);
+                push_covariate(
+                    stats,
+                    series.known[k][tc],
+                    known_means[k],
+                    &mut batch.encoder,
+                );
             }
             for (k, stats) in self.past.iter().enumerate() {
                 push_covariate(stats, series.past[k][tc], past_means[k], &mut batch.encoder);
             }
-            calendar(series.first_day + t * self.period_days, self.period_days, &mut batch.encoder);
+            calendar(
+                series.first_day + t * self.period_days,
+                self.period_days,
+                &mut batch.encoder,
+            );
         }
         for h in 0..self.horizon {
             let t = origin + h;
             batch.decoder.push(base[h]);
             batch.decoder.push(h as f32 / self.horizon as f32);
             for (k, stats) in self.known.iter().enumerate() {
-                push_covariate(stats, series.known[k][t], known_means[k], &mut batch.decoder);
+                push_covariate(
+                    stats,
+                    series.known[k][t],
+                    known_means[k],
+                    &mut batch.decoder,
+                );
             }
-            calendar(series.first_day + t as i64 * self.period_days, self.period_days, &mut batch.decoder);
+            calendar(
+                series.first_day + t as i64 * self.period_days,
+                self.period_days,
+                &mut batch.decoder,
+            );
             if with_target {
                 let y = series.target.get(t).copied().unwrap_or(f32::NAN);
                 batch.target.push(if y.is_nan() { 0.0 } else { y / scale });

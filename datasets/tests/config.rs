@@ -31,7 +31,8 @@ fn shipped_configs_load_and_round_trip() {
     for rel in ["configs/demo-shop.toml", "configs/online-retail.toml"] {
         let loaded = ShopConfig::load(&repo_file(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
         let text = loaded.config.to_toml().expect("serialise");
-        let again = ShopConfig::parse(&text).unwrap_or_else(|e| panic!("{rel} after a round trip: {e}\n{text}"));
+        let again = ShopConfig::parse(&text)
+            .unwrap_or_else(|e| panic!("{rel} after a round trip: {e}\n{text}"));
         assert_eq!(loaded.config, again, "{rel} changed in a round trip");
     }
 }
@@ -47,25 +48,36 @@ fn minimal_config_gets_defaults() {
 
 #[test]
 fn unknown_key_is_named() {
-    let e = parse_err(&MINIMAL.replace("target = \"units\"", "target = \"units\"\ntargte_column = 3"));
+    let e = parse_err(&MINIMAL.replace(
+        "target = \"units\"",
+        "target = \"units\"\ntargte_column = 3",
+    ));
     assert!(e.contains("targte_column"), "{e}");
     assert!(e.contains("forecaster.data"), "{e}");
 }
 
 #[test]
 fn wrong_type_is_named() {
-    let e = parse_err(&format!("{MINIMAL}\n[forecaster.training]\nepochs = \"ten\"\n"));
+    let e = parse_err(&format!(
+        "{MINIMAL}\n[forecaster.training]\nepochs = \"ten\"\n"
+    ));
     assert!(e.contains("forecaster.training.epochs"), "{e}");
     assert!(e.contains("string"), "{e}");
 }
 
 #[test]
 fn out_of_range_values_are_named() {
-    let e = parse_err(&format!("{MINIMAL}\n[forecaster.training]\nlearning_rate = -0.1\n"));
+    let e = parse_err(&format!(
+        "{MINIMAL}\n[forecaster.training]\nlearning_rate = -0.1\n"
+    ));
     assert!(e.contains("forecaster.training.learning_rate"), "{e}");
-    let e = parse_err(&format!("{MINIMAL}\n[forecaster.training]\nbatch_size = 0\n"));
+    let e = parse_err(&format!(
+        "{MINIMAL}\n[forecaster.training]\nbatch_size = 0\n"
+    ));
     assert!(e.contains("forecaster.training.batch_size"), "{e}");
-    let e = parse_err(&format!("{MINIMAL}\n[forecaster.model]\nquantiles = [0.1, 0.5, 1.2]\n"));
+    let e = parse_err(&format!(
+        "{MINIMAL}\n[forecaster.model]\nquantiles = [0.1, 0.5, 1.2]\n"
+    ));
     assert!(e.contains("forecaster.model.quantiles"), "{e}");
     let e = parse_err(&MINIMAL.replace("name = \"tiny\"", "name = \"tiny\"\ndevice = \"tpu\""));
     assert!(e.contains("business.device"), "{e}");
@@ -79,6 +91,8 @@ fn missing_required_key_is_named() {
 
 #[test]
 fn missing_config_file_names_the_path() {
-    let e = ShopConfig::load(Path::new("/nonexistent/shop.toml")).expect_err("missing file").to_string();
+    let e = ShopConfig::load(Path::new("/nonexistent/shop.toml"))
+        .expect_err("missing file")
+        .to_string();
     assert!(e.contains("/nonexistent/shop.toml"), "{e}");
 }

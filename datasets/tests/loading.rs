@@ -7,7 +7,12 @@ use shopcast_datasets::table::Table;
 use shopcast_datasets::DataError;
 
 fn spec(path: &Path) -> FileSpec {
-    FileSpec { path: path.to_path_buf(), separator: None, has_header: true, column_names: Vec::new() }
+    FileSpec {
+        path: path.to_path_buf(),
+        separator: None,
+        has_header: true,
+        column_names: Vec::new(),
+    }
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
@@ -24,7 +29,10 @@ fn cols(names: &[&str]) -> Vec<String> {
 fn missing_column_lists_what_was_found() {
     let dir = tempfile::tempdir().expect("tempdir");
     let p = write(dir.path(), "s.csv", "store,day,units\na,2024-01-01,3\n");
-    let e = Table::read(&p, &spec(&p), &cols(&["store", "date"])).err().expect("error").to_string();
+    let e = Table::read(&p, &spec(&p), &cols(&["store", "date"]))
+        .err()
+        .expect("error")
+        .to_string();
     assert!(e.contains("\"date\""), "{e}");
     assert!(e.contains("store, day, units"), "{e}");
     assert!(e.contains("s.csv"), "{e}");
@@ -46,7 +54,10 @@ fn bad_date_names_row_and_value() {
     let dir = tempfile::tempdir().expect("tempdir");
     let p = write(dir.path(), "s.csv", "date\n2024-01-01\n01/02/2024\n");
     let t = Table::read(&p, &spec(&p), &cols(&["date"])).expect("read");
-    let e = t.timestamps("date", None).expect_err("bad date").to_string();
+    let e = t
+        .timestamps("date", None)
+        .expect_err("bad date")
+        .to_string();
     assert!(e.contains("row 2") && e.contains("01/02/2024"), "{e}");
 }
 
@@ -54,10 +65,15 @@ fn bad_date_names_row_and_value() {
 fn empty_and_missing_files_are_named() {
     let dir = tempfile::tempdir().expect("tempdir");
     let p = write(dir.path(), "empty.csv", "");
-    let e = Table::read(&p, &spec(&p), &cols(&["a"])).err().expect("error").to_string();
+    let e = Table::read(&p, &spec(&p), &cols(&["a"]))
+        .err()
+        .expect("error")
+        .to_string();
     assert!(e.contains("empty.csv") && e.contains("empty"), "{e}");
     let missing = dir.path().join("nope.csv");
-    let e = Table::read(&missing, &spec(&missing), &cols(&["a"])).err().expect("error");
+    let e = Table::read(&missing, &spec(&missing), &cols(&["a"]))
+        .err()
+        .expect("error");
     assert!(matches!(e, DataError::Io { .. }));
     assert!(e.to_string().contains("nope.csv"));
 }
@@ -66,7 +82,10 @@ fn empty_and_missing_files_are_named() {
 fn wrong_delimiter_is_explained() {
     let dir = tempfile::tempdir().expect("tempdir");
     let p = write(dir.path(), "s.csv", "store;units\na;3\n");
-    let e = Table::read(&p, &spec(&p), &cols(&["store", "units"])).err().expect("error").to_string();
+    let e = Table::read(&p, &spec(&p), &cols(&["store", "units"]))
+        .err()
+        .expect("error")
+        .to_string();
     assert!(e.contains("separator"), "{e}");
 }
 
@@ -82,11 +101,25 @@ fn empty_id_is_an_error() {
 #[test]
 fn filters_drop_rows_and_keep_row_numbers() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let p = write(dir.path(), "t.csv", "inv,qty,code\nC1,5,10001\n2,-1,10002\n3,2,POST\n4,1,10004\n5,x,10005\n");
+    let p = write(
+        dir.path(),
+        "t.csv",
+        "inv,qty,code\nC1,5,10001\n2,-1,10002\n3,2,POST\n4,1,10004\n5,x,10005\n",
+    );
     let mut t = Table::read(&p, &spec(&p), &cols(&["inv", "qty", "code"])).expect("read");
     let filters = vec![
-        RowFilter { column: "inv".into(), op: FilterOp::NotStartsWith, value: Some(FilterValue::Text("C".into())), values: vec![] },
-        RowFilter { column: "code".into(), op: FilterOp::Matches, value: Some(FilterValue::Text("^[0-9]{5}".into())), values: vec![] },
+        RowFilter {
+            column: "inv".into(),
+            op: FilterOp::NotStartsWith,
+            value: Some(FilterValue::Text("C".into())),
+            values: vec![],
+        },
+        RowFilter {
+            column: "code".into(),
+            op: FilterOp::Matches,
+            value: Some(FilterValue::Text("^[0-9]{5}".into())),
+            values: vec![],
+        },
     ];
     let report = t.apply_filters(&filters).expect("filters");
     assert_eq!(report[0].dropped, 1);

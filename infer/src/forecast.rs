@@ -15,7 +15,10 @@ use shopcast_datasets::config::FileSpec;
 use shopcast_datasets::table::{date_of_day, day_of, Table};
 use shopcast_datasets::windows::{SeriesView, WindowBatch};
 use shopcast_datasets::DataError;
-use shopcast_model::{select_device, Bundle, BundleError, DemandForecaster, DeviceChoice, ForecastInput, ForecasterConfig};
+use shopcast_model::{
+    select_device, Bundle, BundleError, DemandForecaster, DeviceChoice, ForecastInput,
+    ForecasterConfig,
+};
 
 use crate::output::{check_output_path, write_output, JobManifest};
 
@@ -42,15 +45,29 @@ pub struct LoadedForecaster {
 /// Opens a bundle's forecaster on a device.
 pub fn load_forecaster(dir: &std::path::Path, device: &Device) -> Result<LoadedForecaster> {
     let bundle = Bundle::open(dir)?;
-    let invalid = |msg: String| -> anyhow::Error { BundleError::Invalid { dir: dir.to_path_buf(), msg }.into() };
+    let invalid = |msg: String| -> anyhow::Error {
+        BundleError::Invalid {
+            dir: dir.to_path_buf(),
+            msg,
+        }
+        .into()
+    };
     if !bundle.has("forecaster") {
-        return Err(invalid("the bundle holds no forecaster (train it with --only forecaster)".into()));
+        return Err(invalid(
+            "the bundle holds no forecaster (train it with --only forecaster)".into(),
+        ));
     }
     let config = ForecasterConfig::load(bundle.dir.join(files::FORECASTER_CONFIG))
         .map_err(|e| invalid(format!("{}: {e}", files::FORECASTER_CONFIG)))?;
     let artifacts: ForecasterArtifacts = bundle.read_json(files::FORECASTER_ARTIFACTS)?;
     let model = bundle.load_module(files::FORECASTER_WEIGHTS, config.init(device))?;
-    Ok(LoadedForecaster { bundle, model, config, artifacts, device: device.clone() })
+    Ok(LoadedForecaster {
+        bundle,
+        model,
+        config,
+        artifacts,
+        device: device.clone(),
+    })
 }
 
 /// One series' forecast: per step, the quantiles.
@@ -65,7 +82,11 @@ pub struct SeriesForecast {
 
 impl LoadedForecaster {
     /// Forecasts the given series; `future_known[s]` holds each known covariate over the horizon.
-    pub fn forecast(&self, series: &[usize], future_known: &[Vec<Vec<f32>>]) -> Result<Vec<SeriesForecast>> {
+    pub fn forecast(
+        &self,
+        series: &[usize],
+        future_known: &[Vec<Vec<f32>>],
+    ) -> Result<Vec<SeriesForecast>> {
         let spec = &self.artifacts.spec;
         let q = self.config.quantiles.len();
         let mut out = Vec::with_capacity(series.len());
@@ -75,13 +96,23 @@ impl LoadedForecaster {
             for &s in chunk {
                 let tail = &self.artifacts.series[s];
                 let target: Vec<f32> = tail.target.iter().map(|v| v.unwrap_or(f32::NAN)).collect();
-                let known: Vec<Vec<f32>> =
-                    tail.known.iter().zip(&future_known[s]).map(|(past, fut)| past.iter().chain(fut).copied().collect()).collect();
+                let known: Vec<Vec<f32>> = tail
+                    .known
+                    .iter()
+                    .zip(&future_known[s])
+                    .map(|(past, fut)| past.iter().chain(fut).copied().collect())
+                    .collect();
                 owned.push((target, known));
             }
             for (&s, (target, known)) in chunk.iter().zip(&owned) {
                 let tail = &self.artifacts.series[s];
-                let view = SeriesView { target, known, past: &tail.past, first_day: tail.first_day, keys: &tail.keys };
+                let view = SeriesView {
+                    target,
+                    known,
+                    past: &tail.past,
+                    first_day: tail.first_day,
+                    keys: &tail.keys,
+                };
                 spec.push(&mut batch, &view, target.len(), false);
             }
             let scale = batch.scale.clone();
@@ -96,13 +127,18 @@ impl LoadedForecaster {
                 spec.horizon,
                 &self.device,
             );
-            let flat = self.model.predict(input, &scale).map_err(anyhow::Error::msg)?;
+            let flat = self
+                .model
+                .predict(input, &scale)
+                .map_err(anyhow::Error::msg)?;
             for (&s, w) in chunk.iter().zip(flat.chunks(spec.horizon * q)) {
                 let tail = &self.artifacts.series[s];
                 let origin = tail.target.len() as i64;
                 out.push(SeriesForecast {
                     series: s,
-                    days: (0..spec.horizon as i64).map(|h| tail.first_day + (origin + h) * spec.period_days).collect(),
+                    days: (0..spec.horizon as i64)
+                        .map(|h| tail.first_day + (origin + h) * spec.period_days)
+                        .collect(),
                     quantiles: w.chunks(q).map(<[f32]>::to_vec).collect(),
                 });
             }
@@ -113,11 +149,20 @@ impl LoadedForecaster {
     /// The key values of a series, e.g. `["store_1", "P0042"]`.
     pub fn key_values(&self, s: usize) -> Vec<String> {
         let a = &self.artifacts;
-        a.series[s].keys.iter().zip(&a.key_vocabs).map(|(&k, v)| v.id(k).to_string()).collect()
+        a.series[s]
+            .keys
+            .iter()
+            .zip(&a.key_vocabs)
+            .map(|(&k, v)| v.id(k).to_string())
+            .collect()
     }
 
     /// Known covariates over the horizon: from the future file where given, else assumed.
-    pub fn future_covariates(&self, future: Option<&PathBuf>, assumptions: &mut Vec<String>) -> Result<Vec<Vec<Vec<f32>>>> {
+    pub fn future_covariates(
+        &self,
+        future: Option<&PathBuf>,
+        assumptions: &mut Vec<String>,
+    ) -> Result<Vec<Vec<Vec<f32>>>> {
         let a = &self.artifacts;
         let spec = &a.spec;
         let h = spec.horizon;
@@ -129,7 +174,16 @@ impl LoadedForecaster {
                 spec.known
                     .iter()
                     .zip(&tail.known)
-                    .map(|(stats, v)| vec![if stats.binary { 0.0 } else { v.last().copied().unwrap_or(stats.mean) }; h])
+                    .map(|(stats, v)| {
+                        vec![
+                            if stats.binary {
+                                0.0
+                            } else {
+                                v.last().copied().unwrap_or(stats.mean)
+                            };
+                            h
+                        ]
+                    })
                     .collect()
             })
             .collect();
@@ -139,9 +193,15 @@ impl LoadedForecaster {
         let Some(path) = future else {
             for stats in &spec.known {
                 assumptions.push(if stats.binary {
-                    format!("no --future file: {} assumed 0 over the horizon", stats.name)
+                    format!(
+                        "no --future file: {} assumed 0 over the horizon",
+                        stats.name
+                    )
                 } else {
-                    format!("no --future file: {} assumed to stay at its last value", stats.name)
+                    format!(
+                        "no --future file: {} assumed to stay at its last value",
+                        stats.name
+                    )
                 });
             }
             return Ok(out);
@@ -149,12 +209,31 @@ impl LoadedForecaster {
         let mut columns = a.key_names.clone();
         columns.push(a.date_column.clone());
         columns.extend(spec.known.iter().map(|s| s.name.clone()));
-        let file = FileSpec { path: path.clone(), separator: None, has_header: true, column_names: Vec::new() };
+        let file = FileSpec {
+            path: path.clone(),
+            separator: None,
+            has_header: true,
+            column_names: Vec::new(),
+        };
         let table = Table::read(path, &file, &columns)?;
-        let keys: Vec<Vec<String>> = a.key_names.iter().map(|k| table.ids(k)).collect::<Result<_, _>>()?;
-        let days: Vec<i64> = table.timestamps(&a.date_column, None)?.into_iter().map(day_of).collect();
-        let values: Vec<Vec<Option<f64>>> = spec.known.iter().map(|s| table.numbers(&s.name)).collect::<Result<_, _>>()?;
-        let index: HashMap<Vec<String>, usize> = (0..a.series.len()).map(|s| (self.key_values(s), s)).collect();
+        let keys: Vec<Vec<String>> = a
+            .key_names
+            .iter()
+            .map(|k| table.ids(k))
+            .collect::<Result<_, _>>()?;
+        let days: Vec<i64> = table
+            .timestamps(&a.date_column, None)?
+            .into_iter()
+            .map(day_of)
+            .collect();
+        let values: Vec<Vec<Option<f64>>> = spec
+            .known
+            .iter()
+            .map(|s| table.numbers(&s.name))
+            .collect::<Result<_, _>>()?;
+        let index: HashMap<Vec<String>, usize> = (0..a.series.len())
+            .map(|s| (self.key_values(s), s))
+            .collect();
         let mut filled = 0usize;
         for i in 0..table.len() {
             let key: Vec<String> = keys.iter().map(|k| k[i].clone()).collect();
@@ -208,10 +287,19 @@ pub fn forecast(opts: &ForecastOptions) -> Result<JobManifest> {
             a.spec.horizon
         )));
     }
-    let mut manifest = JobManifest::new("forecast", &opts.out, &loaded.bundle, &selected.backend.to_string(), opts.shard)?;
+    let mut manifest = JobManifest::new(
+        "forecast",
+        &opts.out,
+        &loaded.bundle,
+        &selected.backend.to_string(),
+        opts.shard,
+    )?;
     manifest.input_rows = a.series.len();
     let series: Vec<usize> = (0..a.series.len())
-        .filter(|&s| opts.shard.is_none_or(|(i, n)| shard_of(&loaded.key_values(s).join("\u{1f}"), n) == i))
+        .filter(|&s| {
+            opts.shard
+                .is_none_or(|(i, n)| shard_of(&loaded.key_values(s).join("\u{1f}"), n) == i)
+        })
         .collect();
     let mut assumptions = Vec::new();
     let future = loaded.future_covariates(opts.future.as_ref(), &mut assumptions)?;
@@ -236,10 +324,18 @@ pub fn forecast(opts: &ForecastOptions) -> Result<JobManifest> {
             }
         }
     }
-    let mut columns: Vec<Column> = a.key_names.iter().zip(key_cols).map(|(name, v)| Column::new(name.as_str().into(), v)).collect();
+    let mut columns: Vec<Column> = a
+        .key_names
+        .iter()
+        .zip(key_cols)
+        .map(|(name, v)| Column::new(name.as_str().into(), v))
+        .collect();
     columns.push(Column::new("date".into(), dates));
     for (q, v) in a.quantiles.iter().zip(q_cols) {
-        columns.push(Column::new(ForecasterArtifacts::quantile_column(*q).into(), v));
+        columns.push(Column::new(
+            ForecasterArtifacts::quantile_column(*q).into(),
+            v,
+        ));
     }
     let mut df = DataFrame::new(n, columns)?;
     manifest.assumptions = assumptions;

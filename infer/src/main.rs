@@ -83,12 +83,36 @@ enum Command {
 fn main() -> ExitCode {
     let args = Args::parse();
     let result = match args.command {
-        Command::Recommend { bundle, customers, top_k, out, shard, device } => {
-            infer::recommend(&RecommendOptions { bundle, customers, top_k, out, shard, device: device.into() })
-        }
-        Command::Forecast { bundle, future, horizon, out, shard, device } => {
-            infer::forecast(&ForecastOptions { bundle, future, horizon, out, shard, device: device.into() })
-        }
+        Command::Recommend {
+            bundle,
+            customers,
+            top_k,
+            out,
+            shard,
+            device,
+        } => infer::recommend(&RecommendOptions {
+            bundle,
+            customers,
+            top_k,
+            out,
+            shard,
+            device: device.into(),
+        }),
+        Command::Forecast {
+            bundle,
+            future,
+            horizon,
+            out,
+            shard,
+            device,
+        } => infer::forecast(&ForecastOptions {
+            bundle,
+            future,
+            horizon,
+            out,
+            shard,
+            device: device.into(),
+        }),
     };
     match result {
         Ok(_) => ExitCode::SUCCESS,

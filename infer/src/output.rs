@@ -33,7 +33,13 @@ pub struct JobManifest {
 }
 
 impl JobManifest {
-    pub fn new(job: &str, out: &Path, bundle: &Bundle, device: &str, shard: Option<(u32, u32)>) -> Result<Self> {
+    pub fn new(
+        job: &str,
+        out: &Path,
+        bundle: &Bundle,
+        device: &str,
+        shard: Option<(u32, u32)>,
+    ) -> Result<Self> {
         Ok(JobManifest {
             job: job.into(),
             output: out.display().to_string(),
@@ -54,14 +60,22 @@ impl JobManifest {
 
 /// Path of the manifest beside an output file.
 pub fn manifest_path(out: &Path) -> PathBuf {
-    let mut name = out.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = out
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".manifest.json");
     out.with_file_name(name)
 }
 
 /// Checks the output extension before any work is done.
 pub fn check_output_path(out: &Path) -> Result<()> {
-    match out.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+    match out
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         Some("csv") | Some("parquet") => Ok(()),
         _ => Err(shopcast_datasets::DataError::File {
             path: out.to_path_buf(),
@@ -72,23 +86,38 @@ pub fn check_output_path(out: &Path) -> Result<()> {
 }
 
 /// Writes the output, then the manifest.
-pub fn write_output(df: &mut DataFrame, out: &Path, manifest: &mut JobManifest, started: std::time::Instant) -> Result<()> {
+pub fn write_output(
+    df: &mut DataFrame,
+    out: &Path,
+    manifest: &mut JobManifest,
+    started: std::time::Instant,
+) -> Result<()> {
     write_frame_atomic(df, out)?;
     manifest.rows_written = df.height();
     manifest.duration_seconds = started.elapsed().as_secs_f64();
     manifest.finished_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let path = manifest_path(out);
     let tmp = path.with_extension(format!("json.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(manifest)?).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("moving the manifest into place at {}", path.display()))?;
+    std::fs::write(&tmp, serde_json::to_vec_pretty(manifest)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path)
+        .with_context(|| format!("moving the manifest into place at {}", path.display()))?;
     Ok(())
 }
 
 /// Parses `--shard I/N` (I counts from 0).
 pub fn parse_shard(s: &str) -> Result<(u32, u32), String> {
-    let (i, n) = s.split_once('/').ok_or_else(|| format!("--shard {s:?}: expected I/N, e.g. 0/4"))?;
-    let i: u32 = i.trim().parse().map_err(|_| format!("--shard {s:?}: I must be a number"))?;
-    let n: u32 = n.trim().parse().map_err(|_| format!("--shard {s:?}: N must be a number"))?;
+    let (i, n) = s
+        .split_once('/')
+        .ok_or_else(|| format!("--shard {s:?}: expected I/N, e.g. 0/4"))?;
+    let i: u32 = i
+        .trim()
+        .parse()
+        .map_err(|_| format!("--shard {s:?}: I must be a number"))?;
+    let n: u32 = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("--shard {s:?}: N must be a number"))?;
     if n == 0 || i >= n {
         return Err(format!("--shard {s:?}: need 0 <= I < N"));
     }

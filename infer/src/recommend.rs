@@ -16,7 +16,10 @@ use shopcast_datasets::artifacts::{files, shard_of, RecommenderArtifacts};
 use shopcast_datasets::config::FileSpec;
 use shopcast_datasets::table::Table;
 use shopcast_datasets::DataError;
-use shopcast_model::{select_device, Bundle, BundleError, DeviceChoice, EntityFeatures, Recommender, RecommenderConfig};
+use shopcast_model::{
+    select_device, Bundle, BundleError, DeviceChoice, EntityFeatures, Recommender,
+    RecommenderConfig,
+};
 
 use crate::output::{check_output_path, write_output, JobManifest};
 
@@ -47,20 +50,32 @@ pub struct LoadedRecommender {
 }
 
 fn bundle_invalid(bundle: &Bundle, msg: String) -> anyhow::Error {
-    BundleError::Invalid { dir: bundle.dir.clone(), msg }.into()
+    BundleError::Invalid {
+        dir: bundle.dir.clone(),
+        msg,
+    }
+    .into()
 }
 
 /// Opens a bundle's recommender on a device.
 pub fn load_recommender(dir: &std::path::Path, device: &Device) -> Result<LoadedRecommender> {
     let bundle = Bundle::open(dir)?;
     if !bundle.has("recommender") {
-        return Err(bundle_invalid(&bundle, "the bundle holds no recommender (train it with --only recommender)".into()));
+        return Err(bundle_invalid(
+            &bundle,
+            "the bundle holds no recommender (train it with --only recommender)".into(),
+        ));
     }
     let config = RecommenderConfig::load(bundle.dir.join(files::RECOMMENDER_CONFIG))
         .map_err(|e| bundle_invalid(&bundle, format!("{}: {e}", files::RECOMMENDER_CONFIG)))?;
     let artifacts: RecommenderArtifacts = bundle.read_json(files::RECOMMENDER_ARTIFACTS)?;
-    if artifacts.customers.len() != config.n_customers || artifacts.products.len() != config.n_products {
-        return Err(bundle_invalid(&bundle, "the vocabularies do not match the model's sizes".into()));
+    if artifacts.customers.len() != config.n_customers
+        || artifacts.products.len() != config.n_products
+    {
+        return Err(bundle_invalid(
+            &bundle,
+            "the vocabularies do not match the model's sizes".into(),
+        ));
     }
     let model = bundle.load_module(files::RECOMMENDER_WEIGHTS, config.init(device))?;
     let (ct, cw) = artifacts.customer_features.padded();
@@ -76,7 +91,13 @@ pub fn load_recommender(dir: &std::path::Path, device: &Device) -> Result<Loaded
 }
 
 fn ids_tensor(ids: &[u32], device: &Device) -> Tensor<1, Int> {
-    Tensor::from_data(TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [ids.len()]), device)
+    Tensor::from_data(
+        TensorData::new(
+            ids.iter().map(|&i| i as i64).collect::<Vec<_>>(),
+            [ids.len()],
+        ),
+        device,
+    )
 }
 
 /// One recommendation.
@@ -94,18 +115,26 @@ impl LoadedRecommender {
         let n_p = self.artifacts.products.len();
         let all: Vec<u32> = (0..n_p as u32).collect();
         let products = ids_tensor(&all, &self.device);
-        let item_matrix = self.model.product_vectors(products.clone(), &self.product_features).transpose();
+        let item_matrix = self
+            .model
+            .product_vectors(products.clone(), &self.product_features)
+            .transpose();
         let bias = self.model.product_biases(products).unsqueeze_dim::<2>(0);
         let mut out = Vec::with_capacity(customers.len() * k);
         for chunk in customers.chunks(CHUNK) {
-            let u = self.model.customer_vectors(ids_tensor(chunk, &self.device), &self.customer_features);
+            let u = self
+                .model
+                .customer_vectors(ids_tensor(chunk, &self.device), &self.customer_features);
             let mut mask = vec![false; chunk.len() * n_p];
             for (row, &c) in chunk.iter().enumerate() {
                 for &p in &self.artifacts.purchased[c as usize] {
                     mask[row * n_p + p as usize] = true;
                 }
             }
-            let mask = Tensor::<2, Bool>::from_data(TensorData::new(mask, [chunk.len(), n_p]), &self.device);
+            let mask = Tensor::<2, Bool>::from_data(
+                TensorData::new(mask, [chunk.len(), n_p]),
+                &self.device,
+            );
             let scores = (u.matmul(item_matrix.clone()) + bias.clone()).mask_fill(mask, -1.0e30);
             let (values, indices) = scores.topk_with_indices(k, 1);
             let values = values
@@ -124,7 +153,12 @@ impl LoadedRecommender {
                     if score <= -1.0e29 {
                         break; // fewer than k products left that the customer has not bought
                     }
-                    out.push(Recommendation { customer: c, rank: r + 1, product: indices[row * k + r] as u32, score });
+                    out.push(Recommendation {
+                        customer: c,
+                        rank: r + 1,
+                        product: indices[row * k + r] as u32,
+                        score,
+                    });
                 }
             }
         }
@@ -135,7 +169,9 @@ impl LoadedRecommender {
     pub fn unit_product_vectors(&self) -> Result<(Vec<f32>, usize)> {
         let n_p = self.artifacts.products.len();
         let all: Vec<u32> = (0..n_p as u32).collect();
-        let v = self.model.product_vectors(ids_tensor(&all, &self.device), &self.product_features);
+        let v = self
+            .model
+            .product_vectors(ids_tensor(&all, &self.device), &self.product_features);
         let d = v.dims()[1];
         let mut flat = v
             .into_data()
@@ -167,12 +203,21 @@ impl<'a> Explainer<'a> {
             .iter()
             .map(|p| p.top_products.iter().copied().collect())
             .collect();
-        Ok(Explainer { artifacts: &loaded.artifacts, unit, d, segment_top })
+        Ok(Explainer {
+            artifacts: &loaded.artifacts,
+            unit,
+            d,
+            segment_top,
+        })
     }
 
     fn cosine(&self, a: u32, b: u32) -> f32 {
         let (a, b) = (a as usize * self.d, b as usize * self.d);
-        self.unit[a..a + self.d].iter().zip(&self.unit[b..b + self.d]).map(|(x, y)| x * y).sum()
+        self.unit[a..a + self.d]
+            .iter()
+            .zip(&self.unit[b..b + self.d])
+            .map(|(x, y)| x * y)
+            .sum()
     }
 
     /// The reason for recommending `product` to `customer`.
@@ -192,12 +237,19 @@ impl<'a> Explainer<'a> {
             }
         }
         let segment = a.segments.get(c).copied().unwrap_or(0) as usize;
-        if self.segment_top.get(segment).is_some_and(|s| s.contains(&product)) {
+        if self
+            .segment_top
+            .get(segment)
+            .is_some_and(|s| s.contains(&product))
+        {
             return "popular with customers like you".into();
         }
         let features = &a.product_features;
         if let Some(category) = features.primary_value(product as usize) {
-            let buys_there = a.purchased[c].iter().chain(&a.browsed[c]).any(|&p| features.primary_value(p as usize) == Some(category));
+            let buys_there = a.purchased[c]
+                .iter()
+                .chain(&a.browsed[c])
+                .any(|&p| features.primary_value(p as usize) == Some(category));
             if buys_there {
                 if a.popularity[product as usize] == 0 {
                     return format!("new in a category you buy: {category}");
@@ -229,7 +281,13 @@ pub fn recommend(opts: &RecommendOptions) -> Result<JobManifest> {
             opts.top_k
         )));
     }
-    let mut manifest = JobManifest::new("recommend", &opts.out, &loaded.bundle, &selected.backend.to_string(), opts.shard)?;
+    let mut manifest = JobManifest::new(
+        "recommend",
+        &opts.out,
+        &loaded.bundle,
+        &selected.backend.to_string(),
+        opts.shard,
+    )?;
     let mut skipped: BTreeMap<String, usize> = BTreeMap::new();
     let requested: Vec<u32> = match &opts.customers {
         None => (0..a.customers.len() as u32).collect(),
@@ -243,7 +301,11 @@ pub fn recommend(opts: &RecommendOptions) -> Result<JobManifest> {
                 match a.customers.get(id) {
                     Some(c) if seen.insert(c) => list.push(c),
                     Some(_) => *skipped.entry("duplicate customer id".into()).or_default() += 1,
-                    None => *skipped.entry("customer not in the training data".into()).or_default() += 1,
+                    None => {
+                        *skipped
+                            .entry("customer not in the training data".into())
+                            .or_default() += 1
+                    }
                 }
             }
             list
@@ -253,14 +315,25 @@ pub fn recommend(opts: &RecommendOptions) -> Result<JobManifest> {
         manifest.input_rows = requested.len();
     }
     let customers: Vec<u32> = match opts.shard {
-        Some((i, n)) => requested.into_iter().filter(|&c| shard_of(a.customers.id(c), n) == i).collect(),
+        Some((i, n)) => requested
+            .into_iter()
+            .filter(|&c| shard_of(a.customers.id(c), n) == i)
+            .collect(),
         None => requested,
     };
-    let recs = loaded.top_k(&customers, opts.top_k).context("scoring customers")?;
+    let recs = loaded
+        .top_k(&customers, opts.top_k)
+        .context("scoring customers")?;
     let explainer = Explainer::new(&loaded)?;
     let n = recs.len();
-    let (mut c_id, mut c_rank, mut c_prod, mut c_score, mut c_reason, mut c_seg) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut c_id, mut c_rank, mut c_prod, mut c_score, mut c_reason, mut c_seg) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
     for r in &recs {
         c_id.push(a.customers.id(r.customer).to_string());
         c_rank.push(r.rank as i64);
@@ -294,7 +367,12 @@ pub fn recommend(opts: &RecommendOptions) -> Result<JobManifest> {
 
 /// Reads a customer list: the id column is the business's customer column or `customer_id`.
 fn read_customer_list(path: &std::path::Path, column: &str) -> Result<(Table, String), DataError> {
-    let spec = FileSpec { path: path.to_path_buf(), separator: None, has_header: true, column_names: Vec::new() };
+    let spec = FileSpec {
+        path: path.to_path_buf(),
+        separator: None,
+        has_header: true,
+        column_names: Vec::new(),
+    };
     match Table::read(path, &spec, &[column.to_string()]) {
         Ok(t) => Ok((t, column.to_string())),
         Err(first @ DataError::MissingColumn { .. }) if column != "customer_id" => {

@@ -10,14 +10,22 @@ use polars::prelude::*;
 fn bin(name: &str) -> PathBuf {
     let infer = PathBuf::from(env!("CARGO_BIN_EXE_infer"));
     let path = infer.with_file_name(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(path.exists(), "{} is not built: run the tests with `cargo test --release --workspace`", path.display());
+    assert!(
+        path.exists(),
+        "{} is not built: run the tests with `cargo test --release --workspace`",
+        path.display()
+    );
     path
 }
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().expect("spawn");
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(out.status.success(), "{cmd:?} failed ({:?}):\n{stderr}", out.status.code());
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({:?}):\n{stderr}",
+        out.status.code()
+    );
     stderr
 }
 
@@ -31,7 +39,14 @@ fn read_csv(path: &Path) -> DataFrame {
 }
 
 fn col_f64(df: &DataFrame, name: &str) -> Vec<f64> {
-    df.column(name).expect(name).cast(&DataType::Float64).expect("cast").f64().expect("f64").into_no_null_iter().collect()
+    df.column(name)
+        .expect(name)
+        .cast(&DataType::Float64)
+        .expect("cast")
+        .f64()
+        .expect("f64")
+        .into_no_null_iter()
+        .collect()
 }
 
 fn col_str(df: &DataFrame, name: &str) -> Vec<String> {
@@ -41,7 +56,7 @@ fn col_str(df: &DataFrame, name: &str) -> Vec<String> {
         .expect("cast")
         .str()
         .expect("str")
-        .into_iter()
+        .iter()
         .map(|s| s.unwrap_or_default().to_string())
         .collect()
 }
@@ -117,11 +132,21 @@ fn train_then_score_on_every_backend() {
     let config = dir.path().join("shop.toml");
     std::fs::write(&config, SHOP).expect("write config");
     let bundle = dir.path().join("bundle");
-    run(Command::new(bin("train")).arg("--config").arg(&config).arg("--out").arg(&bundle));
+    run(Command::new(bin("train"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--out")
+        .arg(&bundle));
     let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(bundle.join("bundle.json")).expect("bundle.json")).expect("json");
-    assert_eq!(manifest["models"], serde_json::json!(["recommender", "forecaster"]));
-    assert!(manifest["files"]["recommender.bpk"].as_str().is_some_and(|s| s.len() == 64));
+        serde_json::from_slice(&std::fs::read(bundle.join("bundle.json")).expect("bundle.json"))
+            .expect("json");
+    assert_eq!(
+        manifest["models"],
+        serde_json::json!(["recommender", "forecaster"])
+    );
+    assert!(manifest["files"]["recommender.bpk"]
+        .as_str()
+        .is_some_and(|s| s.len() == 64));
 
     let mut recs: HashMap<&str, DataFrame> = HashMap::new();
     let mut fcs: HashMap<&str, DataFrame> = HashMap::new();
@@ -134,14 +159,32 @@ fn train_then_score_on_every_backend() {
             .arg(&out));
         recs.insert(device, read_csv(&out));
         let out = dir.path().join(format!("forecast-{device}.csv"));
-        run(Command::new(bin("infer")).args(["forecast", "--device", device, "--bundle"]).arg(&bundle).arg("--out").arg(&out));
+        run(Command::new(bin("infer"))
+            .args(["forecast", "--device", device, "--bundle"])
+            .arg(&bundle)
+            .arg("--out")
+            .arg(&out));
         fcs.insert(device, read_csv(&out));
     }
 
     // Recommendations: the contract's columns, ranks 1..=5, and a reason on every row.
     let flex = &recs["flex"];
-    let names: Vec<String> = flex.get_column_names().iter().map(|s| s.to_string()).collect();
-    assert_eq!(names, ["customer_id", "rank", "product_id", "score", "reason", "segment"]);
+    let names: Vec<String> = flex
+        .get_column_names()
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "customer_id",
+            "rank",
+            "product_id",
+            "score",
+            "reason",
+            "segment"
+        ]
+    );
     assert_eq!(flex.height(), 300 * 5);
     assert!(col_str(flex, "reason").iter().all(|r| !r.is_empty()));
     let key = |df: &DataFrame| -> HashMap<(String, String), f64> {
@@ -158,32 +201,53 @@ fn train_then_score_on_every_backend() {
         for (pair, score) in &other {
             if let Some(r) = reference.get(pair) {
                 shared += 1;
-                assert!((r - score).abs() < 1e-4, "{device}: score of {pair:?} is {score}, flex gave {r}");
+                assert!(
+                    (r - score).abs() < 1e-4,
+                    "{device}: score of {pair:?} is {score}, flex gave {r}"
+                );
             }
         }
         // Near-ties may swap the last rank between backends; nearly all pairs must agree.
-        assert!(shared as f64 >= 0.98 * reference.len() as f64, "{device}: only {shared} of {} pairs match", reference.len());
+        assert!(
+            shared as f64 >= 0.98 * reference.len() as f64,
+            "{device}: only {shared} of {} pairs match",
+            reference.len()
+        );
     }
 
     // Forecasts: keys, date, quantiles; non-negative, non-crossing, equal across backends.
     let f = &fcs["flex"];
     let names: Vec<String> = f.get_column_names().iter().map(|s| s.to_string()).collect();
-    assert_eq!(names, ["store_id", "product_id", "date", "p10", "p50", "p90"]);
+    assert_eq!(
+        names,
+        ["store_id", "product_id", "date", "p10", "p50", "p90"]
+    );
     assert_eq!(f.height(), 2 * 6 * 7);
     let (p10, p50, p90) = (col_f64(f, "p10"), col_f64(f, "p50"), col_f64(f, "p90"));
     for i in 0..p50.len() {
-        assert!(p10[i] >= 0.0 && p10[i] <= p50[i] && p50[i] <= p90[i], "row {i}: {} {} {}", p10[i], p50[i], p90[i]);
+        assert!(
+            p10[i] >= 0.0 && p10[i] <= p50[i] && p50[i] <= p90[i],
+            "row {i}: {} {} {}",
+            p10[i],
+            p50[i],
+            p90[i]
+        );
     }
     for device in ["ndarray", "wgpu"] {
         let other = col_f64(&fcs[device], "p50");
         for (i, (a, b)) in p50.iter().zip(&other).enumerate() {
-            assert!((a - b).abs() < 1e-4 * a.abs().max(1.0), "{device}: p50 row {i} is {b}, flex gave {a}");
+            assert!(
+                (a - b).abs() < 1e-4 * a.abs().max(1.0),
+                "{device}: p50 row {i} is {b}, flex gave {a}"
+            );
         }
     }
 
     // Manifest beside the output.
-    let m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("recs-flex.csv.manifest.json")).expect("manifest")).expect("json");
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("recs-flex.csv.manifest.json")).expect("manifest"),
+    )
+    .expect("json");
     assert_eq!(m["rows_written"], 1500);
     assert_eq!(m["device"], "flex");
 
@@ -192,7 +256,16 @@ fn train_then_score_on_every_backend() {
     for i in 0..3 {
         let out = dir.path().join(format!("shard-{i}.csv"));
         run(Command::new(bin("infer"))
-            .args(["recommend", "--top-k", "5", "--device", "flex", "--shard", &format!("{i}/3"), "--bundle"])
+            .args([
+                "recommend",
+                "--top-k",
+                "5",
+                "--device",
+                "flex",
+                "--shard",
+                &format!("{i}/3"),
+                "--bundle",
+            ])
             .arg(&bundle)
             .arg("--out")
             .arg(&out));

@@ -26,7 +26,12 @@ pub const MANIFEST: &str = "bundle.json";
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
     #[error("{}: {what}: {source}", path.display())]
-    Io { path: PathBuf, what: &'static str, #[source] source: std::io::Error },
+    Io {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("bundle {}: {msg}", dir.display())]
     Invalid { dir: PathBuf, msg: String },
     #[error(
@@ -88,7 +93,10 @@ fn hex(bytes: &[u8]) -> String {
 pub fn fingerprint_files(paths: &[PathBuf]) -> Result<String, BundleError> {
     let mut hasher = Sha256::new();
     for p in paths {
-        let name = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
         hasher.update(name.as_bytes());
         hasher.update(sha256_file(p)?.as_bytes());
     }
@@ -103,7 +111,10 @@ pub struct BundleWriter {
 }
 
 fn sibling(dest: &Path, tag: &str) -> PathBuf {
-    let name = dest.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "bundle".into());
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "bundle".into());
     dest.with_file_name(format!(".{name}.{tag}-{}", std::process::id()))
 }
 
@@ -115,10 +126,15 @@ impl BundleWriter {
         }
         let scratch = sibling(dest, "partial");
         if scratch.exists() {
-            std::fs::remove_dir_all(&scratch).map_err(io(&scratch, "remove an old scratch directory"))?;
+            std::fs::remove_dir_all(&scratch)
+                .map_err(io(&scratch, "remove an old scratch directory"))?;
         }
         std::fs::create_dir_all(&scratch).map_err(io(&scratch, "create the scratch directory"))?;
-        Ok(BundleWriter { dest: dest.to_path_buf(), scratch, files: BTreeMap::new() })
+        Ok(BundleWriter {
+            dest: dest.to_path_buf(),
+            scratch,
+            files: BTreeMap::new(),
+        })
     }
 
     /// The scratch path of a file being written (for writers that take a path).
@@ -136,8 +152,10 @@ impl BundleWriter {
     /// Writes a JSON file.
     pub fn write_json<T: Serialize>(&mut self, name: &str, value: &T) -> Result<(), BundleError> {
         let path = self.scratch.join(name);
-        let text = serde_json::to_vec_pretty(value)
-            .map_err(|e| BundleError::Invalid { dir: self.dest.clone(), msg: format!("cannot encode {name}: {e}") })?;
+        let text = serde_json::to_vec_pretty(value).map_err(|e| BundleError::Invalid {
+            dir: self.dest.clone(),
+            msg: format!("cannot encode {name}: {e}"),
+        })?;
         std::fs::write(&path, text).map_err(io(&path, "write"))?;
         self.register(name)
     }
@@ -156,7 +174,12 @@ impl BundleWriter {
     /// when only one is retrained).
     pub fn carry_over(&mut self, previous: &Bundle, prefix: &str) -> Result<usize, BundleError> {
         let mut n = 0;
-        for name in previous.manifest.files.keys().filter(|n| n.starts_with(prefix)) {
+        for name in previous
+            .manifest
+            .files
+            .keys()
+            .filter(|n| n.starts_with(prefix))
+        {
             let from = previous.dir.join(name);
             let to = self.scratch.join(name);
             std::fs::copy(&from, &to).map_err(io(&from, "copy from the previous bundle"))?;
@@ -171,21 +194,27 @@ impl BundleWriter {
     pub fn finish(self, mut manifest: BundleManifest) -> Result<PathBuf, BundleError> {
         manifest.files = self.files.clone();
         let path = self.scratch.join(MANIFEST);
-        let text = serde_json::to_vec_pretty(&manifest)
-            .map_err(|e| BundleError::Invalid { dir: self.dest.clone(), msg: format!("cannot encode the manifest: {e}") })?;
+        let text = serde_json::to_vec_pretty(&manifest).map_err(|e| BundleError::Invalid {
+            dir: self.dest.clone(),
+            msg: format!("cannot encode the manifest: {e}"),
+        })?;
         std::fs::write(&path, text).map_err(io(&path, "write"))?;
         for name in self.files.keys().map(String::as_str).chain([MANIFEST]) {
             let p = self.scratch.join(name);
-            std::fs::File::open(&p).and_then(|f| f.sync_all()).map_err(io(&p, "flush"))?;
+            std::fs::File::open(&p)
+                .and_then(|f| f.sync_all())
+                .map_err(io(&p, "flush"))?;
         }
         let old = sibling(&self.dest, "previous");
         if self.dest.exists() {
             if old.exists() {
                 std::fs::remove_dir_all(&old).map_err(io(&old, "remove an old backup"))?;
             }
-            std::fs::rename(&self.dest, &old).map_err(io(&self.dest, "move the previous bundle aside"))?;
+            std::fs::rename(&self.dest, &old)
+                .map_err(io(&self.dest, "move the previous bundle aside"))?;
         }
-        std::fs::rename(&self.scratch, &self.dest).map_err(io(&self.dest, "move the new bundle into place"))?;
+        std::fs::rename(&self.scratch, &self.dest)
+            .map_err(io(&self.dest, "move the new bundle into place"))?;
         if old.exists() {
             let _ = std::fs::remove_dir_all(&old);
         }
@@ -208,13 +237,20 @@ pub struct Bundle {
 /// Finds a bundle set aside by an interrupted swap (`.<name>.previous-<pid>`), if the destination is gone.
 fn recover_interrupted_swap(dir: &Path) -> Option<PathBuf> {
     let name = dir.file_name()?.to_string_lossy().to_string();
-    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let prefix = format!(".{name}.previous-");
     std::fs::read_dir(parent)
         .ok()?
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&prefix)) && p.join(MANIFEST).exists())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+                && p.join(MANIFEST).exists()
+        })
 }
 
 impl Bundle {
@@ -228,25 +264,40 @@ impl Bundle {
         }
         let manifest_path = dir.join(MANIFEST);
         if !dir.is_dir() {
-            return Err(BundleError::Invalid { dir: dir.to_path_buf(), msg: "no such bundle directory".into() });
+            return Err(BundleError::Invalid {
+                dir: dir.to_path_buf(),
+                msg: "no such bundle directory".into(),
+            });
         }
-        let text = std::fs::read(&manifest_path).map_err(io(&manifest_path, "read the bundle manifest"))?;
-        let value: serde_json::Value = serde_json::from_slice(&text).map_err(|e| BundleError::Invalid {
-            dir: dir.to_path_buf(),
-            msg: format!("{MANIFEST} is not valid JSON: {e}"),
-        })?;
-        let found = value.get("format_version").and_then(|v| v.as_u64()).unwrap_or(0) as u32;
+        let text = std::fs::read(&manifest_path)
+            .map_err(io(&manifest_path, "read the bundle manifest"))?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&text).map_err(|e| BundleError::Invalid {
+                dir: dir.to_path_buf(),
+                msg: format!("{MANIFEST} is not valid JSON: {e}"),
+            })?;
+        let found = value
+            .get("format_version")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0) as u32;
         if found != FORMAT_VERSION {
-            return Err(BundleError::Version { dir: dir.to_path_buf(), found });
+            return Err(BundleError::Version {
+                dir: dir.to_path_buf(),
+                found,
+            });
         }
-        let manifest: BundleManifest = serde_json::from_value(value).map_err(|e| BundleError::Invalid {
-            dir: dir.to_path_buf(),
-            msg: format!("{MANIFEST} does not have the expected fields: {e}"),
-        })?;
+        let manifest: BundleManifest =
+            serde_json::from_value(value).map_err(|e| BundleError::Invalid {
+                dir: dir.to_path_buf(),
+                msg: format!("{MANIFEST} does not have the expected fields: {e}"),
+            })?;
         for (name, sum) in &manifest.files {
             let p = dir.join(name);
             if !p.exists() {
-                return Err(BundleError::Invalid { dir: dir.to_path_buf(), msg: format!("file {name} is missing") });
+                return Err(BundleError::Invalid {
+                    dir: dir.to_path_buf(),
+                    msg: format!("file {name} is missing"),
+                });
             }
             let actual = sha256_file(&p)?;
             if &actual != sum {
@@ -256,7 +307,10 @@ impl Bundle {
                 });
             }
         }
-        Ok(Bundle { dir: dir.to_path_buf(), manifest })
+        Ok(Bundle {
+            dir: dir.to_path_buf(),
+            manifest,
+        })
     }
 
     /// Whether the bundle holds a model (`recommender` or `forecaster`).
@@ -267,21 +321,32 @@ impl Bundle {
     /// Reads a JSON file of the bundle.
     pub fn read_json<T: DeserializeOwned>(&self, name: &str) -> Result<T, BundleError> {
         if !self.manifest.files.contains_key(name) {
-            return Err(BundleError::Invalid { dir: self.dir.clone(), msg: format!("file {name} is not in the bundle") });
+            return Err(BundleError::Invalid {
+                dir: self.dir.clone(),
+                msg: format!("file {name} is not in the bundle"),
+            });
         }
         let path = self.dir.join(name);
         let bytes = std::fs::read(&path).map_err(io(&path, "read"))?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| BundleError::Invalid { dir: self.dir.clone(), msg: format!("{name}: {e}") })
+        serde_json::from_slice(&bytes).map_err(|e| BundleError::Invalid {
+            dir: self.dir.clone(),
+            msg: format!("{name}: {e}"),
+        })
     }
 
     /// Loads weights into a freshly initialised module.
     pub fn load_module<M: Module>(&self, name: &str, module: M) -> Result<M, BundleError> {
         if !self.manifest.files.contains_key(name) {
-            return Err(BundleError::Invalid { dir: self.dir.clone(), msg: format!("weights {name} are not in the bundle") });
+            return Err(BundleError::Invalid {
+                dir: self.dir.clone(),
+                msg: format!("weights {name} are not in the bundle"),
+            });
         }
         module
             .try_load_file(self.dir.join(name))
-            .map_err(|e| BundleError::Invalid { dir: self.dir.clone(), msg: format!("cannot load weights {name}: {e:?}") })
+            .map_err(|e| BundleError::Invalid {
+                dir: self.dir.clone(),
+                msg: format!("cannot load weights {name}: {e:?}"),
+            })
     }
 }

@@ -24,7 +24,9 @@ impl std::str::FromStr for DeviceChoice {
             "flex" => Ok(Self::Flex),
             "ndarray" => Ok(Self::Ndarray),
             "wgpu" => Ok(Self::Wgpu),
-            _ => Err(format!("unknown device {s:?}: expected auto, flex, ndarray or wgpu")),
+            _ => Err(format!(
+                "unknown device {s:?}: expected auto, flex, ndarray or wgpu"
+            )),
         }
     }
 }
@@ -73,11 +75,19 @@ fn probe(device: &Device) -> Result<(), String> {
 /// Resolves a `--device` choice into a working device.
 pub fn select_device(choice: DeviceChoice) -> Result<SelectedDevice, String> {
     match choice {
-        DeviceChoice::Flex => Ok(SelectedDevice { device: Device::flex(), backend: choice, note: None }),
+        DeviceChoice::Flex => Ok(SelectedDevice {
+            device: Device::flex(),
+            backend: choice,
+            note: None,
+        }),
         DeviceChoice::Ndarray => {
             #[allow(deprecated)] // kept as a comparison backend; flex is the default
             let device = Device::ndarray();
-            Ok(SelectedDevice { device, backend: choice, note: None })
+            Ok(SelectedDevice {
+                device,
+                backend: choice,
+                note: None,
+            })
         }
         DeviceChoice::Wgpu => {
             let device = Device::wgpu(DeviceKind::DefaultDevice);
@@ -87,7 +97,11 @@ pub fn select_device(choice: DeviceChoice) -> Result<SelectedDevice, String> {
                      or Mesa's software driver (`apt-get install mesa-vulkan-drivers`), or use --device flex"
                 )
             })?;
-            Ok(SelectedDevice { device, backend: choice, note: None })
+            Ok(SelectedDevice {
+                device,
+                backend: choice,
+                note: None,
+            })
         }
         DeviceChoice::Auto => {
             // On Linux a GPU shows up as a device node; without one, skip initialising WGPU at all
@@ -96,17 +110,24 @@ pub fn select_device(choice: DeviceChoice) -> Result<SelectedDevice, String> {
                 || std::path::Path::new("/dev/dri").exists()
                 || std::path::Path::new("/dev/nvidia0").exists();
             let has_gpu = may_have_gpu
-                && std::panic::catch_unwind(|| !Device::enumerate_physical().is_empty()).unwrap_or(false);
+                && std::panic::catch_unwind(|| !Device::enumerate_physical().is_empty())
+                    .unwrap_or(false);
             if has_gpu {
                 let device = Device::wgpu(DeviceKind::DefaultDevice);
                 if probe(&device).is_ok() {
-                    return Ok(SelectedDevice { device, backend: DeviceChoice::Wgpu, note: None });
+                    return Ok(SelectedDevice {
+                        device,
+                        backend: DeviceChoice::Wgpu,
+                        note: None,
+                    });
                 }
             }
             Ok(SelectedDevice {
                 device: Device::flex(),
                 backend: DeviceChoice::Flex,
-                note: Some("--device auto: no GPU adapter found, using the flex CPU backend".into()),
+                note: Some(
+                    "--device auto: no GPU adapter found, using the flex CPU backend".into(),
+                ),
             })
         }
     }

@@ -94,7 +94,10 @@ impl ForecasterConfig {
             .iter()
             .map(|&n| {
                 EmbeddingConfig::new(n.max(1), self.key_embedding_dim)
-                    .with_initializer(Initializer::Normal { mean: 0.0, std: 0.1 })
+                    .with_initializer(Initializer::Normal {
+                        mean: 0.0,
+                        std: 0.1,
+                    })
                     .init(device)
             })
             .collect();
@@ -104,8 +107,10 @@ impl ForecasterConfig {
             .init(device);
         DemandForecaster {
             key_embeddings,
-            encoder: LstmConfig::new(self.encoder_features + static_dim, self.hidden_size, true).init(device),
-            decoder: LstmConfig::new(self.decoder_features + static_dim, self.hidden_size, true).init(device),
+            encoder: LstmConfig::new(self.encoder_features + static_dim, self.hidden_size, true)
+                .init(device),
+            decoder: LstmConfig::new(self.decoder_features + static_dim, self.hidden_size, true)
+                .init(device),
             head,
             median_index: self.median_index(),
         }

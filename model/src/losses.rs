@@ -22,7 +22,12 @@ pub fn bpr(pos: Tensor<1>, neg: Tensor<2>, weights: Tensor<1>) -> Tensor<1> {
 /// Mean pinball (quantile) loss over known targets.
 ///
 /// `forecast` is `[B, H, Q]`, `target` and `mask` are `[B, H]`.
-pub fn pinball(forecast: Tensor<3>, target: Tensor<2>, mask: Tensor<2>, quantiles: &[f64]) -> Tensor<1> {
+pub fn pinball(
+    forecast: Tensor<3>,
+    target: Tensor<2>,
+    mask: Tensor<2>,
+    quantiles: &[f64],
+) -> Tensor<1> {
     let [_, _, q] = forecast.dims();
     let device = forecast.device();
     let levels = Tensor::<1>::from_data(

@@ -52,7 +52,10 @@ impl EntityFeatures {
 
     /// The rows of the given entities.
     pub fn rows(&self, ids: Tensor<1, Int>) -> (Tensor<2, Int>, Tensor<2>) {
-        (self.tokens.clone().select(0, ids.clone()), self.weights.clone().select(0, ids))
+        (
+            self.tokens.clone().select(0, ids.clone()),
+            self.weights.clone().select(0, ids),
+        )
     }
 }
 
@@ -68,7 +71,10 @@ pub struct Recommender {
 }
 
 fn small_normal() -> Initializer {
-    Initializer::Normal { mean: 0.0, std: 0.05 }
+    Initializer::Normal {
+        mean: 0.0,
+        std: 0.05,
+    }
 }
 
 impl RecommenderConfig {
@@ -76,15 +82,21 @@ impl RecommenderConfig {
     pub fn init(&self, device: &Device) -> Recommender {
         let d = self.embedding_dim;
         Recommender {
-            customer_id: EmbeddingConfig::new(self.n_customers.max(1), d).with_initializer(small_normal()).init(device),
-            product_id: EmbeddingConfig::new(self.n_products.max(1), d).with_initializer(small_normal()).init(device),
+            customer_id: EmbeddingConfig::new(self.n_customers.max(1), d)
+                .with_initializer(small_normal())
+                .init(device),
+            product_id: EmbeddingConfig::new(self.n_products.max(1), d)
+                .with_initializer(small_normal())
+                .init(device),
             customer_attribute: EmbeddingConfig::new(self.n_customer_tokens + 1, d)
                 .with_initializer(small_normal())
                 .init(device),
             product_attribute: EmbeddingConfig::new(self.n_product_tokens + 1, d)
                 .with_initializer(small_normal())
                 .init(device),
-            product_bias: EmbeddingConfig::new(self.n_products.max(1), 1).with_initializer(Initializer::Zeros).init(device),
+            product_bias: EmbeddingConfig::new(self.n_products.max(1), 1)
+                .with_initializer(Initializer::Zeros)
+                .init(device),
         }
     }
 }
@@ -92,7 +104,9 @@ impl RecommenderConfig {
 /// Mean of attribute embeddings: `[B, W]` tokens weighted by `[B, W]` weights -> `[B, d]`.
 fn attribute_mean(table: &Embedding, tokens: Tensor<2, Int>, weights: Tensor<2>) -> Tensor<2> {
     let emb = table.forward(tokens); // [B, W, d]
-    (emb * weights.unsqueeze_dim::<3>(2)).sum_dim(1).squeeze_dim::<2>(1)
+    (emb * weights.unsqueeze_dim::<3>(2))
+        .sum_dim(1)
+        .squeeze_dim::<2>(1)
 }
 
 fn id_rows(table: &Embedding, ids: Tensor<1, Int>) -> Tensor<2> {
@@ -129,12 +143,20 @@ impl Recommender {
     }
 
     /// Vectors of entities with no id embedding (cold start): attributes only.
-    pub fn customer_vectors_from_attributes(&self, tokens: Tensor<2, Int>, weights: Tensor<2>) -> Tensor<2> {
+    pub fn customer_vectors_from_attributes(
+        &self,
+        tokens: Tensor<2, Int>,
+        weights: Tensor<2>,
+    ) -> Tensor<2> {
         attribute_mean(&self.customer_attribute, tokens, weights)
     }
 
     /// Product vectors from attributes only (new products).
-    pub fn product_vectors_from_attributes(&self, tokens: Tensor<2, Int>, weights: Tensor<2>) -> Tensor<2> {
+    pub fn product_vectors_from_attributes(
+        &self,
+        tokens: Tensor<2, Int>,
+        weights: Tensor<2>,
+    ) -> Tensor<2> {
         attribute_mean(&self.product_attribute, tokens, weights)
     }
 
@@ -149,9 +171,14 @@ impl Recommender {
         let u = self.customer_vectors(batch.customers.clone(), customer_features); // [B, d]
         let [b, d] = u.dims();
         let p = self.product_vectors(batch.positives.clone(), product_features); // [B, d]
-        let n = self.product_vectors(batch.negatives.clone(), product_features).reshape([b, k, d]);
-        let pos = (u.clone() * p.clone()).sum_dim(1).squeeze_dim::<1>(1) + self.product_biases(batch.positives.clone());
-        let neg = (n.clone() * u.clone().unsqueeze_dim::<3>(1)).sum_dim(2).squeeze_dim::<2>(2)
+        let n = self
+            .product_vectors(batch.negatives.clone(), product_features)
+            .reshape([b, k, d]);
+        let pos = (u.clone() * p.clone()).sum_dim(1).squeeze_dim::<1>(1)
+            + self.product_biases(batch.positives.clone());
+        let neg = (n.clone() * u.clone().unsqueeze_dim::<3>(1))
+            .sum_dim(2)
+            .squeeze_dim::<2>(2)
             + self.product_biases(batch.negatives.clone()).reshape([b, k]);
         let norms = u.powf_scalar(2.0).sum() + p.powf_scalar(2.0).sum() + n.powf_scalar(2.0).sum();
         (pos, neg, norms)

@@ -35,7 +35,10 @@ pub struct ForecastScore {
 
 impl ForecastScore {
     pub fn new(levels: &[f64]) -> Self {
-        let median = levels.iter().position(|q| (q - 0.5).abs() < 1e-9).unwrap_or(levels.len() / 2);
+        let median = levels
+            .iter()
+            .position(|q| (q - 0.5).abs() < 1e-9)
+            .unwrap_or(levels.len() / 2);
         ForecastScore {
             levels: levels.to_vec(),
             median,
@@ -64,7 +67,11 @@ impl ForecastScore {
             let f = q[self.median] as f64;
             abs_err += (y - f).abs();
             n += 1;
-            self.smape_sum += if y.abs() + f.abs() > 0.0 { 2.0 * (y - f).abs() / (y.abs() + f.abs()) } else { 0.0 };
+            self.smape_sum += if y.abs() + f.abs() > 0.0 {
+                2.0 * (y - f).abs() / (y.abs() + f.abs())
+            } else {
+                0.0
+            };
             self.points += 1;
             for (j, level) in self.levels.iter().enumerate() {
                 let e = y - q[j] as f64;
@@ -89,10 +96,21 @@ impl ForecastScore {
         let mut m = BTreeMap::new();
         m.insert("mase".into(), self.mase_sum / self.mase_n.max(1) as f64);
         m.insert("smape".into(), self.smape_sum / self.points.max(1) as f64);
-        let wql = self.pinball.iter().map(|p| 2.0 * p / self.abs_actual.max(1e-9)).sum::<f64>() / self.levels.len() as f64;
+        let wql = self
+            .pinball
+            .iter()
+            .map(|p| 2.0 * p / self.abs_actual.max(1e-9))
+            .sum::<f64>()
+            / self.levels.len() as f64;
         m.insert("wql".into(), wql);
-        m.insert("coverage_p10_p90".into(), self.inside as f64 / self.points.max(1) as f64);
-        m.insert("bias".into(), (self.sum_forecast - self.sum_actual) / self.sum_actual.abs().max(1e-9));
+        m.insert(
+            "coverage_p10_p90".into(),
+            self.inside as f64 / self.points.max(1) as f64,
+        );
+        m.insert(
+            "bias".into(),
+            (self.sum_forecast - self.sum_actual) / self.sum_actual.abs().max(1e-9),
+        );
         m
     }
 }
@@ -125,13 +143,19 @@ fn with_residual_bands(point: Vec<f32>, residuals: &mut [f32], levels: &[f64]) -
             }
         })
         .collect();
-    let median_level = levels.iter().position(|q| (q - 0.5).abs() < 1e-9).unwrap_or(levels.len() / 2);
+    let median_level = levels
+        .iter()
+        .position(|q| (q - 0.5).abs() < 1e-9)
+        .unwrap_or(levels.len() / 2);
     point
         .iter()
         .map(|&f| {
             // Centre the band on the point forecast itself.
             let centre = offsets[median_level];
-            offsets.iter().map(|o| (f + o - centre).max(0.0)).collect::<Vec<f32>>()
+            offsets
+                .iter()
+                .map(|o| (f + o - centre).max(0.0))
+                .collect::<Vec<f32>>()
         })
         .map(|mut q| {
             for j in 1..q.len() {
@@ -157,12 +181,21 @@ fn last_valid(history: &[f32], t: usize, season: usize) -> f32 {
 }
 
 /// Seasonal naive: the value one season before (repeated over the horizon).
-pub fn seasonal_naive(history: &[f32], horizon: usize, season: usize, levels: &[f64]) -> Vec<Vec<f32>> {
+pub fn seasonal_naive(
+    history: &[f32],
+    horizon: usize,
+    season: usize,
+    levels: &[f64],
+) -> Vec<Vec<f32>> {
     let n = history.len();
     let point: Vec<f32> = (0..horizon)
         .map(|h| {
             let back = season * (h / season + 1);
-            if n + h >= back { last_valid(history, n + h - back, season) } else { 0.0 }
+            if n + h >= back {
+                last_valid(history, n + h - back, season)
+            } else {
+                0.0
+            }
         })
         .collect();
     let mut residuals: Vec<f32> = (season..n)
@@ -173,10 +206,19 @@ pub fn seasonal_naive(history: &[f32], horizon: usize, season: usize, levels: &[
 }
 
 /// Moving average of the last `window` values.
-pub fn moving_average(history: &[f32], horizon: usize, window: usize, levels: &[f64]) -> Vec<Vec<f32>> {
+pub fn moving_average(
+    history: &[f32],
+    horizon: usize,
+    window: usize,
+    levels: &[f64],
+) -> Vec<Vec<f32>> {
     let mean_at = |end: usize| -> f32 {
         let lo = end.saturating_sub(window);
-        let vals: Vec<f32> = history[lo..end].iter().copied().filter(|v| !v.is_nan()).collect();
+        let vals: Vec<f32> = history[lo..end]
+            .iter()
+            .copied()
+            .filter(|v| !v.is_nan())
+            .collect();
         if vals.is_empty() {
             0.0
         } else {

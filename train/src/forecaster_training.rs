@@ -62,10 +62,17 @@ fn view<'a>(panel: &'a SalesPanel, s: usize) -> SeriesView<'a> {
     }
 }
 
-fn training_input(batch: WindowBatch, spec: &WindowSpec, device: &Device) -> (ForecastInput, Tensor<2>, Tensor<2>) {
+fn training_input(
+    batch: WindowBatch,
+    spec: &WindowSpec,
+    device: &Device,
+) -> (ForecastInput, Tensor<2>, Tensor<2>) {
     let b = batch.len;
     let target = Tensor::from_data(TensorData::new(batch.target, [b, spec.horizon]), device);
-    let mask = Tensor::from_data(TensorData::new(batch.target_mask, [b, spec.horizon]), device);
+    let mask = Tensor::from_data(
+        TensorData::new(batch.target_mask, [b, spec.horizon]),
+        device,
+    );
     let input = ForecastInput::from_arrays(
         batch.encoder,
         batch.decoder,
@@ -105,7 +112,9 @@ fn forecast_at(
             spec.horizon,
             device,
         );
-        let flat = model.predict(input, &batch.scale).map_err(anyhow::Error::msg)?;
+        let flat = model
+            .predict(input, &batch.scale)
+            .map_err(anyhow::Error::msg)?;
         for w in flat.chunks(spec.horizon * n_quantiles) {
             out.push(w.chunks(n_quantiles).map(<[f32]>::to_vec).collect());
         }
@@ -114,7 +123,12 @@ fn forecast_at(
 }
 
 /// Trains, backtests and packages the forecaster.
-pub fn train_forecaster(cfg: &LoadedConfig, sec: &ForecasterSection, device: &Device, seed: u64) -> Result<ForecasterOutcome> {
+pub fn train_forecaster(
+    cfg: &LoadedConfig,
+    sec: &ForecasterSection,
+    device: &Device,
+    seed: u64,
+) -> Result<ForecasterOutcome> {
     let panel = load_sales_panel(cfg, sec)?;
     let m = &sec.model;
     let tc = ForecasterTrainingConfig::new(
@@ -158,24 +172,41 @@ pub fn train_forecaster(cfg: &LoadedConfig, sec: &ForecasterSection, device: &De
             .iter()
             .enumerate()
             .map(|(k, n)| {
-                CovariateStats::fit(n, (0..panel.len()).flat_map(|s| values[s][k][panel.start[s].min(val_origin)..val_origin].iter().copied()))
+                CovariateStats::fit(
+                    n,
+                    (0..panel.len()).flat_map(|s| {
+                        values[s][k][panel.start[s].min(val_origin)..val_origin]
+                            .iter()
+                            .copied()
+                    }),
+                )
             })
             .collect()
     };
     let known = fit(&panel.known_names, &panel.known);
     let past = fit(&panel.past_names, &panel.past);
-    let spec = WindowSpec { context: m.context_length, horizon: h, season: m.season_length, period_days: panel.period_days, known, past };
+    let spec = WindowSpec {
+        context: m.context_length,
+        horizon: h,
+        season: m.season_length,
+        period_days: panel.period_days,
+        known,
+        past,
+    };
 
     // Series with a training window that ends before the validation period.
-    let trainable: Vec<usize> =
-        (0..panel.len()).filter(|&s| spec.min_origin(panel.start[s]) + h <= val_origin).collect();
+    let trainable: Vec<usize> = (0..panel.len())
+        .filter(|&s| spec.min_origin(panel.start[s]) + h <= val_origin)
+        .collect();
     if trainable.is_empty() {
         anyhow::bail!(DataError::TooLittleData(format!(
             "forecaster: no series has enough history before the validation period (day {}) for a training window",
             shopcast_datasets::table::date_of_day(panel.day_of_period(val_origin))
         )));
     }
-    let val_series: Vec<usize> = (0..panel.len()).filter(|&s| val_origin >= spec.min_origin(panel.start[s])).collect();
+    let val_series: Vec<usize> = (0..panel.len())
+        .filter(|&s| val_origin >= spec.min_origin(panel.start[s]))
+        .collect();
 
     let model_config = ForecasterConfig::new(
         spec.encoder_features(),
@@ -196,7 +227,8 @@ pub fn train_forecaster(cfg: &LoadedConfig, sec: &ForecasterSection, device: &De
     let windows_per_epoch = trainable.len() * tc.windows_per_series;
     let steps_per_epoch = windows_per_epoch.div_ceil(tc.batch_size);
     let mut progress = Progress::new("forecaster", (steps_per_epoch * tc.epochs) as u64);
-    let (mut best, mut best_loss, mut best_epoch, mut since_best) = (model.valid(), f64::INFINITY, 0, 0);
+    let (mut best, mut best_loss, mut best_epoch, mut since_best) =
+        (model.valid(), f64::INFINITY, 0, 0);
     for epoch in 1..=tc.epochs {
         let mut samples: Vec<(usize, usize)> = Vec::with_capacity(windows_per_epoch);
         for &s in &trainable {
@@ -232,11 +264,15 @@ pub fn train_forecaster(cfg: &LoadedConfig, sec: &ForecasterSection, device: &De
                 spec.push(&mut batch, &view(&panel, s), val_origin, true);
             }
             let (input, target, mask) = training_input(batch, &spec, &plain);
-            val_loss += pinball(snapshot.forward(input), target, mask, &m.quantiles).into_scalar::<f32>() as f64
+            val_loss += pinball(snapshot.forward(input), target, mask, &m.quantiles)
+                .into_scalar::<f32>() as f64
                 * chunk.len() as f64;
         }
         val_loss /= val_series.len().max(1) as f64;
-        progress.log(&format!("epoch {epoch}: train loss {:.4}, validation loss {val_loss:.4}", loss_sum / loss_n.max(1) as f64));
+        progress.log(&format!(
+            "epoch {epoch}: train loss {:.4}, validation loss {val_loss:.4}",
+            loss_sum / loss_n.max(1) as f64
+        ));
         if val_loss < best_loss {
             best_loss = val_loss;
             best = snapshot;
@@ -245,12 +281,17 @@ pub fn train_forecaster(cfg: &LoadedConfig, sec: &ForecasterSection, device: &De
         } else {
             since_best += 1;
             if since_best >= tc.patience {
-                progress.log(&format!("no improvement for {} epochs: stopping, keeping epoch {best_epoch}", tc.patience));
+                progress.log(&format!(
+                    "no improvement for {} epochs: stopping, keeping epoch {best_epoch}",
+                    tc.patience
+                ));
                 break;
             }
         }
     }
-    progress.finish(&format!("best validation loss {best_loss:.4} at epoch {best_epoch}"));
+    progress.finish(&format!(
+        "best validation loss {best_loss:.4} at epoch {best_epoch}"
+    ));
 
     // Rolling-origin backtest on the folds.
     let q = m.quantiles.len();
@@ -258,19 +299,36 @@ pub fn train_forecaster(cfg: &LoadedConfig, sec: &ForecasterSection, device: &De
     let mut naive_score = ForecastScore::new(&m.quantiles);
     let mut ma_score = ForecastScore::new(&m.quantiles);
     for &origin in &fold_origins {
-        let series: Vec<usize> = (0..panel.len()).filter(|&s| origin >= spec.min_origin(panel.start[s])).collect();
-        let forecasts = forecast_at(&best, &panel, &spec, &series, origin, q, &plain).context("backtest forecast")?;
+        let series: Vec<usize> = (0..panel.len())
+            .filter(|&s| origin >= spec.min_origin(panel.start[s]))
+            .collect();
+        let forecasts = forecast_at(&best, &panel, &spec, &series, origin, q, &plain)
+            .context("backtest forecast")?;
         for (&s, f) in series.iter().zip(&forecasts) {
             let y = &panel.target[s];
             let history = &y[panel.start[s]..origin];
             let actual = &y[origin..origin + h];
             model_score.add(history, actual, f, spec.season);
-            naive_score.add(history, actual, &seasonal_naive(history, h, spec.season, &m.quantiles), spec.season);
-            ma_score.add(history, actual, &moving_average(history, h, tc.moving_average_window, &m.quantiles), spec.season);
+            naive_score.add(
+                history,
+                actual,
+                &seasonal_naive(history, h, spec.season, &m.quantiles),
+                spec.season,
+            );
+            ma_score.add(
+                history,
+                actual,
+                &moving_average(history, h, tc.moving_average_window, &m.quantiles),
+                spec.season,
+            );
         }
     }
     let mut metrics = BTreeMap::new();
-    for (prefix, score) in [("forecaster.", &model_score), ("baseline.seasonal_naive.", &naive_score), ("baseline.moving_average.", &ma_score)] {
+    for (prefix, score) in [
+        ("forecaster.", &model_score),
+        ("baseline.seasonal_naive.", &naive_score),
+        ("baseline.moving_average.", &ma_score),
+    ] {
         for (k, v) in score.metrics() {
             metrics.insert(format!("{prefix}{k}"), v);
         }
@@ -281,7 +339,10 @@ pub fn train_forecaster(cfg: &LoadedConfig, sec: &ForecasterSection, device: &De
     metrics.insert("forecaster.backtest_folds".into(), folds as f64);
 
     let mut gate_failures = Vec::new();
-    let (model_mase, naive_mase) = (metrics["forecaster.mase"], metrics["baseline.seasonal_naive.mase"]);
+    let (model_mase, naive_mase) = (
+        metrics["forecaster.mase"],
+        metrics["baseline.seasonal_naive.mase"],
+    );
     if model_mase > naive_mase {
         gate_failures.push(format!(
             "forecaster MASE {model_mase:.4} is worse than seasonal naive {naive_mase:.4} on the backtest"
@@ -289,17 +350,32 @@ pub fn train_forecaster(cfg: &LoadedConfig, sec: &ForecasterSection, device: &De
     }
 
     let artifacts = build_artifacts(sec, &panel, &spec);
-    Ok(ForecasterOutcome { model: best, model_config, training_config: tc, artifacts, metrics, gate_failures, best_epoch })
+    Ok(ForecasterOutcome {
+        model: best,
+        model_config,
+        training_config: tc,
+        artifacts,
+        metrics,
+        gate_failures,
+        best_epoch,
+    })
 }
 
-fn build_artifacts(sec: &ForecasterSection, panel: &SalesPanel, spec: &WindowSpec) -> ForecasterArtifacts {
+fn build_artifacts(
+    sec: &ForecasterSection,
+    panel: &SalesPanel,
+    spec: &WindowSpec,
+) -> ForecasterArtifacts {
     let t_all = panel.periods;
     let from = t_all.saturating_sub(spec.context);
     let series = (0..panel.len())
         .map(|s| SeriesTail {
             keys: panel.series_keys[s].clone(),
             first_day: panel.day_of_period(from),
-            target: panel.target[s][from..].iter().map(|v| (!v.is_nan()).then_some(*v)).collect(),
+            target: panel.target[s][from..]
+                .iter()
+                .map(|v| (!v.is_nan()).then_some(*v))
+                .collect(),
             known: panel.known[s].iter().map(|v| v[from..].to_vec()).collect(),
             past: panel.past[s].iter().map(|v| v[from..].to_vec()).collect(),
         })
@@ -310,7 +386,11 @@ fn build_artifacts(sec: &ForecasterSection, panel: &SalesPanel, spec: &WindowSpe
         key_vocabs: panel.key_vocabs.clone(),
         date_column: sec.data.date.clone(),
         quantiles: sec.model.quantiles.clone(),
-        price_covariate: sec.data.price.as_ref().and_then(|p| panel.known_names.iter().position(|n| n == p)),
+        price_covariate: sec
+            .data
+            .price
+            .as_ref()
+            .and_then(|p| panel.known_names.iter().position(|n| n == p)),
         series,
     }
 }

@@ -21,14 +21,23 @@ impl Progress {
     pub fn new(label: &str, total: u64) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new(total);
-            let style = ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {msg} (ETA {eta})")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> ");
+            let style = ProgressStyle::with_template(
+                "{prefix:>12} [{bar:30}] {pos}/{len} {msg} (ETA {eta})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
             bar.set_style(style);
             bar.set_prefix(label.to_string());
             bar
         });
-        Progress { bar, label: label.to_string(), total, done: 0, started: Instant::now(), last_line: Instant::now() }
+        Progress {
+            bar,
+            label: label.to_string(),
+            total,
+            done: 0,
+            started: Instant::now(),
+            last_line: Instant::now(),
+        }
     }
 
     /// One step done; `msg` says the epoch and loss.
@@ -43,7 +52,14 @@ impl Progress {
             self.last_line = Instant::now();
             let elapsed = self.started.elapsed().as_secs_f64();
             let eta = elapsed / self.done as f64 * (self.total.saturating_sub(self.done)) as f64;
-            eprintln!("{}: {}/{} steps, {} (ETA {:.0}s)", self.label, self.done, self.total, msg(), eta);
+            eprintln!(
+                "{}: {}/{} steps, {} (ETA {:.0}s)",
+                self.label,
+                self.done,
+                self.total,
+                msg(),
+                eta
+            );
         }
     }
 
@@ -62,7 +78,11 @@ impl Progress {
                 bar.set_length(self.done);
                 bar.finish_with_message(msg.to_string());
             }
-            None => eprintln!("{}: {msg} ({:.1}s)", self.label, self.started.elapsed().as_secs_f64()),
+            None => eprintln!(
+                "{}: {msg} ({:.1}s)",
+                self.label,
+                self.started.elapsed().as_secs_f64()
+            ),
         }
     }
 }

@@ -49,10 +49,19 @@ pub fn build_cases(
                     negatives.push(p);
                 }
             }
-            let mut k: Vec<u32> = known[c as usize].iter().copied().filter(|p| *p != item).collect();
+            let mut k: Vec<u32> = known[c as usize]
+                .iter()
+                .copied()
+                .filter(|p| *p != item)
+                .collect();
             k.sort_unstable();
             k.dedup();
-            Case { customer: c, item, known: k, negatives }
+            Case {
+                customer: c,
+                item,
+                known: k,
+                negatives,
+            }
         })
         .collect()
 }
@@ -94,7 +103,14 @@ pub fn evaluate(scorer: &dyn Scorer, cases: &[Case], n_products: usize) -> Metri
         for &p in &case.known {
             scores[p as usize] = f32::NEG_INFINITY;
         }
-        let full_rank = rank_of(s, scores.iter().enumerate().filter(|(p, _)| *p != case.item as usize).map(|(_, v)| *v));
+        let full_rank = rank_of(
+            s,
+            scores
+                .iter()
+                .enumerate()
+                .filter(|(p, _)| *p != case.item as usize)
+                .map(|(_, v)| *v),
+        );
         r10 += (full_rank < 10) as u8 as f64;
         r20 += (full_rank < 20) as u8 as f64;
         fndcg += ndcg(full_rank, 10);
@@ -109,7 +125,10 @@ pub fn evaluate(scorer: &dyn Scorer, cases: &[Case], n_products: usize) -> Metri
     m.insert("full.recall@10".into(), r10 / n);
     m.insert("full.recall@20".into(), r20 / n);
     m.insert("full.ndcg@10".into(), fndcg / n);
-    m.insert("coverage@10".into(), covered.iter().filter(|c| **c).count() as f64 / n_products.max(1) as f64);
+    m.insert(
+        "coverage@10".into(),
+        covered.iter().filter(|c| **c).count() as f64 / n_products.max(1) as f64,
+    );
     m
 }
 
@@ -124,7 +143,11 @@ pub fn full_ndcg(scorer: &dyn Scorer, cases: &[Case], n_products: usize) -> f64 
         let known: HashSet<u32> = case.known.iter().copied().collect();
         let rank = rank_of(
             s,
-            scores.iter().enumerate().filter(|(p, _)| *p != case.item as usize && !known.contains(&(*p as u32))).map(|(_, v)| *v),
+            scores
+                .iter()
+                .enumerate()
+                .filter(|(p, _)| *p != case.item as usize && !known.contains(&(*p as u32)))
+                .map(|(_, v)| *v),
         );
         total += ndcg(rank, 10);
     }
@@ -133,12 +156,16 @@ pub fn full_ndcg(scorer: &dyn Scorer, cases: &[Case], n_products: usize) -> f64 
 
 /// Indices of the `k` highest scores, best first (ties by lower index).
 pub fn top_k(scores: &[f32], k: usize) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..scores.len()).filter(|&i| scores[i] > f32::NEG_INFINITY).collect();
+    let mut idx: Vec<usize> = (0..scores.len())
+        .filter(|&i| scores[i] > f32::NEG_INFINITY)
+        .collect();
     let k = k.min(idx.len());
     if k == 0 {
         return Vec::new();
     }
-    idx.select_nth_unstable_by(k - 1, |&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    idx.select_nth_unstable_by(k - 1, |&a, &b| {
+        scores[b].total_cmp(&scores[a]).then(a.cmp(&b))
+    });
     idx.truncate(k);
     idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
     idx
@@ -222,7 +249,11 @@ impl ItemKnn {
                 list
             })
             .collect();
-        ItemKnn { neighbours, history, n_products }
+        ItemKnn {
+            neighbours,
+            history,
+            n_products,
+        }
     }
 }
 
@@ -271,8 +302,18 @@ mod tests {
             vec![0.0, 9.0, 9.0, 1.0, 2.0, 0.5], // item 5 ranks 3rd after masking 1, 2 (4 and 3 beat it)
         ]);
         let cases = vec![
-            Case { customer: 0, item: 2, known: vec![0], negatives: vec![3, 4] },
-            Case { customer: 1, item: 5, known: vec![1, 2], negatives: vec![0, 3] },
+            Case {
+                customer: 0,
+                item: 2,
+                known: vec![0],
+                negatives: vec![3, 4],
+            },
+            Case {
+                customer: 1,
+                item: 5,
+                known: vec![1, 2],
+                negatives: vec![0, 3],
+            },
         ];
         let m = evaluate(&scores, &cases, 6);
         // Sampled: case 0 rank 1 (3 beats it), case 1 rank 1 (3 beats it; 0 does not).
@@ -290,7 +331,12 @@ mod tests {
     #[test]
     fn ties_count_against_the_held_out_item() {
         let scores = Fixed(vec![vec![1.0; 12]]);
-        let cases = vec![Case { customer: 0, item: 0, known: vec![], negatives: (1..12).collect() }];
+        let cases = vec![Case {
+            customer: 0,
+            item: 0,
+            known: vec![],
+            negatives: (1..12).collect(),
+        }];
         let m = evaluate(&scores, &cases, 12);
         assert_eq!(m["sampled.hr@10"], 0.0);
         assert_eq!(m["full.recall@10"], 0.0);

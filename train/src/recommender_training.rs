@@ -72,14 +72,27 @@ pub struct RecommenderOutcome {
 }
 
 /// Feature lookups of both towers on a device.
-pub fn feature_lookups(customers: &FeatureSet, products: &FeatureSet, device: &Device) -> (EntityFeatures, EntityFeatures) {
+pub fn feature_lookups(
+    customers: &FeatureSet,
+    products: &FeatureSet,
+    device: &Device,
+) -> (EntityFeatures, EntityFeatures) {
     let (ct, cw) = customers.padded();
     let (pt, pw) = products.padded();
-    (EntityFeatures::new(ct, cw, device), EntityFeatures::new(pt, pw, device))
+    (
+        EntityFeatures::new(ct, cw, device),
+        EntityFeatures::new(pt, pw, device),
+    )
 }
 
 fn ids_tensor(ids: &[u32], device: &Device) -> Tensor<1, Int> {
-    Tensor::from_data(TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [ids.len()]), device)
+    Tensor::from_data(
+        TensorData::new(
+            ids.iter().map(|&i| i as i64).collect::<Vec<_>>(),
+            [ids.len()],
+        ),
+        device,
+    )
 }
 
 fn to_f32(t: Tensor<2>) -> Result<Vec<f32>> {
@@ -100,7 +113,9 @@ pub fn score_rows(
 ) -> Result<Vec<Vec<f32>>> {
     let all: Vec<u32> = (0..n_products as u32).collect();
     let products = ids_tensor(&all, device);
-    let v = model.product_vectors(products.clone(), product_features).transpose(); // [d, P]
+    let v = model
+        .product_vectors(products.clone(), product_features)
+        .transpose(); // [d, P]
     let bias = model.product_biases(products).unsqueeze_dim::<2>(0); // [1, P]
     let mut rows = Vec::with_capacity(customers.len());
     for chunk in customers.chunks(1024) {
@@ -111,12 +126,20 @@ pub fn score_rows(
     Ok(rows)
 }
 
-fn dense_for(rows: Vec<Vec<f32>>, customers: &[u32], n_customers: usize, n_products: usize) -> DenseScores {
+fn dense_for(
+    rows: Vec<Vec<f32>>,
+    customers: &[u32],
+    n_customers: usize,
+    n_products: usize,
+) -> DenseScores {
     let mut all = vec![Vec::new(); n_customers];
     for (c, row) in customers.iter().zip(rows) {
         all[*c as usize] = row;
     }
-    DenseScores { n_products, rows: all }
+    DenseScores {
+        n_products,
+        rows: all,
+    }
 }
 
 /// Negative sampler: uniform, or proportional to popularity^0.75.
@@ -141,7 +164,10 @@ impl NegativeSampler {
                 })
                 .collect()
         });
-        NegativeSampler { cumulative, n_products: n_products as u32 }
+        NegativeSampler {
+            cumulative,
+            n_products: n_products as u32,
+        }
     }
 
     fn sample(&self, rng: &mut ChaCha8Rng, avoid: u32) -> u32 {
@@ -182,7 +208,10 @@ pub fn train_recommender(
         split.test.len()
     );
     for f in &data.report.filters {
-        eprintln!("recommender: filter {} dropped {} rows", f.filter, f.dropped);
+        eprintln!(
+            "recommender: filter {} dropped {} rows",
+            f.filter, f.dropped
+        );
     }
     if n_p < 11 {
         anyhow::bail!(shopcast_datasets::DataError::TooLittleData(format!(
@@ -204,13 +233,25 @@ pub fn train_recommender(
     val_pairs.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x7a11d));
     val_pairs.truncate(MAX_VALIDATION_CUSTOMERS);
     let val_cases = build_cases(&val_pairs, &val_known, &history, n_p, 0, seed);
-    let test_cases = build_cases(&split.test, &test_known, &history, n_p, tc.sampled_negatives, seed);
+    let test_cases = build_cases(
+        &split.test,
+        &test_known,
+        &history,
+        n_p,
+        tc.sampled_negatives,
+        seed,
+    );
 
     let plain = device.clone();
     let train_device = device.clone().autodiff();
     let (cf, pf) = feature_lookups(&data.customer_features, &data.product_features, &plain);
-    let model_config = RecommenderConfig::new(n_c, n_p, data.customer_features.tokens.len(), data.product_features.tokens.len())
-        .with_embedding_dim(sec.model.embedding_dim);
+    let model_config = RecommenderConfig::new(
+        n_c,
+        n_p,
+        data.customer_features.tokens.len(),
+        data.product_features.tokens.len(),
+    )
+    .with_embedding_dim(sec.model.embedding_dim);
     train_device.seed(seed);
     let mut model = model_config.init(&train_device);
     let mut optim = AdamConfig::new().init();
@@ -219,7 +260,8 @@ pub fn train_recommender(
     let mut order: Vec<usize> = (0..split.train.len()).collect();
     let steps_per_epoch = split.train.len().div_ceil(tc.batch_size);
     let mut progress = Progress::new("recommender", (steps_per_epoch * tc.epochs) as u64);
-    let (mut best, mut best_ndcg, mut best_epoch, mut since_best) = (model.valid(), f64::NEG_INFINITY, 0, 0);
+    let (mut best, mut best_ndcg, mut best_epoch, mut since_best) =
+        (model.valid(), f64::NEG_INFINITY, 0, 0);
     let mut epochs_run = 0;
     for epoch in 1..=tc.epochs {
         epochs_run = epoch;
@@ -248,7 +290,11 @@ pub fn train_recommender(
                 negatives_per_positive: tc.negatives,
             };
             let (pos, neg, norms) = model.batch_logits(&batch, &cf, &pf);
-            let ranking_loss = if tc.loss == "bpr" { bpr(pos, neg, batch.weights) } else { sampled_bce(pos, neg, batch.weights) };
+            let ranking_loss = if tc.loss == "bpr" {
+                bpr(pos, neg, batch.weights)
+            } else {
+                sampled_bce(pos, neg, batch.weights)
+            };
             let loss = ranking_loss + norms * (tc.l2 / b as f64);
             // Reading the loss forces a device sync: do it every 20 steps only.
             if step % 20 == 0 {
@@ -276,25 +322,42 @@ pub fn train_recommender(
         } else {
             since_best += 1;
             if since_best >= tc.patience {
-                progress.log(&format!("no improvement for {} epochs: stopping, keeping epoch {best_epoch}", tc.patience));
+                progress.log(&format!(
+                    "no improvement for {} epochs: stopping, keeping epoch {best_epoch}",
+                    tc.patience
+                ));
                 break;
             }
         }
     }
-    progress.finish(&format!("best validation NDCG@10 {best_ndcg:.4} at epoch {best_epoch}"));
+    progress.finish(&format!(
+        "best validation NDCG@10 {best_ndcg:.4} at epoch {best_epoch}"
+    ));
 
     let mut metrics = BTreeMap::new();
     let test_customers: Vec<u32> = test_cases.iter().map(|c| c.customer).collect();
     let rows = score_rows(&best, &cf, &pf, &test_customers, n_p, &plain)?;
     let model_scores = dense_for(rows, &test_customers, n_c, n_p);
-    insert_prefixed(&mut metrics, "recommender.", evaluate(&model_scores, &test_cases, n_p));
+    insert_prefixed(
+        &mut metrics,
+        "recommender.",
+        evaluate(&model_scores, &test_cases, n_p),
+    );
     metrics.insert("recommender.validation.ndcg@10".into(), best_ndcg);
     metrics.insert("recommender.best_epoch".into(), best_epoch as f64);
     metrics.insert("recommender.test_customers".into(), test_cases.len() as f64);
     let popularity = Popularity::fit(&split.train, n_p);
-    insert_prefixed(&mut metrics, "baseline.popularity.", evaluate(&popularity, &test_cases, n_p));
+    insert_prefixed(
+        &mut metrics,
+        "baseline.popularity.",
+        evaluate(&popularity, &test_cases, n_p),
+    );
     let knn = ItemKnn::fit(&split.train, n_c, n_p);
-    insert_prefixed(&mut metrics, "baseline.itemknn.", evaluate(&knn, &test_cases, n_p));
+    insert_prefixed(
+        &mut metrics,
+        "baseline.itemknn.",
+        evaluate(&knn, &test_cases, n_p),
+    );
 
     let artifacts = build_artifacts(sec, &data, &best, &cf, &plain, seed)?;
     Ok(RecommenderOutcome {
@@ -315,7 +378,12 @@ fn insert_prefixed(out: &mut BTreeMap<String, f64>, prefix: &str, m: BTreeMap<St
 }
 
 /// Customer vectors of every known customer, `[n, d]` row-major.
-pub fn customer_matrix(model: &Recommender, cf: &EntityFeatures, n_customers: usize, device: &Device) -> Result<(Vec<f32>, usize)> {
+pub fn customer_matrix(
+    model: &Recommender,
+    cf: &EntityFeatures,
+    n_customers: usize,
+    device: &Device,
+) -> Result<(Vec<f32>, usize)> {
     let ids: Vec<u32> = (0..n_customers as u32).collect();
     let mut out = Vec::new();
     let mut d = 0;
@@ -352,7 +420,8 @@ fn build_artifacts(
         v.sort_unstable();
         v.dedup();
     }
-    let (vectors, d) = customer_matrix(model, cf, n_c, device).context("computing customer vectors for segments")?;
+    let (vectors, d) = customer_matrix(model, cf, n_c, device)
+        .context("computing customer vectors for segments")?;
     let segments = kmeans(&vectors, d, sec.model.segments, seed, 30);
     let k = segments.iter().map(|s| *s as usize + 1).max().unwrap_or(0);
     let mut segment_profiles = Vec::with_capacity(k);
@@ -362,7 +431,11 @@ fn build_artifacts(
         let mut product_counts: HashMap<u32, usize> = HashMap::new();
         let mut n_items = 0usize;
         for &c in &members {
-            let items = if purchased[c].is_empty() { &browsed[c] } else { &purchased[c] };
+            let items = if purchased[c].is_empty() {
+                &browsed[c]
+            } else {
+                &purchased[c]
+            };
             n_items += items.len();
             for &p in items {
                 *product_counts.entry(p).or_default() += 1;
@@ -379,7 +452,11 @@ fn build_artifacts(
         segment_profiles.push(SegmentProfile {
             segment: s,
             customers: members.len(),
-            top_categories: cats.into_iter().take(3).map(|(c, n)| (c, n as f64 / cat_total.max(1) as f64)).collect(),
+            top_categories: cats
+                .into_iter()
+                .take(3)
+                .map(|(c, n)| (c, n as f64 / cat_total.max(1) as f64))
+                .collect(),
             mean_products: n_items as f64 / members.len().max(1) as f64,
             top_products: prods.into_iter().take(20).map(|(p, _)| p).collect(),
         });

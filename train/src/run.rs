@@ -10,7 +10,9 @@ use shopcast_datasets::artifacts::files;
 use shopcast_datasets::config::ShopConfig;
 use shopcast_datasets::demo::generate_if_missing;
 use shopcast_datasets::{DataError, LoadedConfig};
-use shopcast_model::bundle::{fingerprint_files, BundleManifest, BundleWriter, BURN_VERSION, FORMAT_VERSION};
+use shopcast_model::bundle::{
+    fingerprint_files, BundleManifest, BundleWriter, BURN_VERSION, FORMAT_VERSION,
+};
 use shopcast_model::{select_device, Bundle, DeviceChoice};
 
 use crate::forecaster_training::{train_forecaster, ForecasterOutcome};
@@ -46,8 +48,14 @@ pub struct TrainSummary {
     pub metrics: BTreeMap<String, f64>,
 }
 
-const RECOMMENDER_PREFIXES: [&str; 3] = ["recommender.", "baseline.popularity.", "baseline.itemknn."];
-const FORECASTER_PREFIXES: [&str; 4] = ["forecaster.", "baseline.seasonal_naive.", "baseline.moving_average.", "baseline.ets."];
+const RECOMMENDER_PREFIXES: [&str; 3] =
+    ["recommender.", "baseline.popularity.", "baseline.itemknn."];
+const FORECASTER_PREFIXES: [&str; 4] = [
+    "forecaster.",
+    "baseline.seasonal_naive.",
+    "baseline.moving_average.",
+    "baseline.ets.",
+];
 
 /// Runs the whole training job.
 pub fn run(opts: &TrainOptions) -> Result<TrainSummary> {
@@ -57,16 +65,26 @@ pub fn run(opts: &TrainOptions) -> Result<TrainSummary> {
     let seed = opts.seed.unwrap_or(config.business.seed);
     let choice = match opts.device {
         Some(d) => d,
-        None => config.business.device.parse().map_err(|e: String| DataError::Config {
-            path: opts.config.clone(),
-            msg: format!("key `business.device`: {e}"),
-        })?,
+        None => config
+            .business
+            .device
+            .parse()
+            .map_err(|e: String| DataError::Config {
+                path: opts.config.clone(),
+                msg: format!("key `business.device`: {e}"),
+            })?,
     };
-    let selected = select_device(choice).map_err(|e| DataError::Config { path: opts.config.clone(), msg: e })?;
+    let selected = select_device(choice).map_err(|e| DataError::Config {
+        path: opts.config.clone(),
+        msg: e,
+    })?;
     if let Some(note) = &selected.note {
         eprintln!("warning: {note}");
     }
-    eprintln!("train: business {:?}, device {}, seed {seed}", config.business.name, selected.backend);
+    eprintln!(
+        "train: business {:?}, device {}, seed {seed}",
+        config.business.name, selected.backend
+    );
     config.business.seed = seed;
     config.business.device = selected.backend.to_string();
 
@@ -74,37 +92,64 @@ pub fn run(opts: &TrainOptions) -> Result<TrainSummary> {
         let dir = loaded.data_dir();
         let started = Instant::now();
         if generate_if_missing(&dir, demo, seed)? {
-            eprintln!("train: generated the demo shop into {} ({:.1}s)", dir.display(), started.elapsed().as_secs_f64());
+            eprintln!(
+                "train: generated the demo shop into {} ({:.1}s)",
+                dir.display(),
+                started.elapsed().as_secs_f64()
+            );
         }
     }
 
     let want_rec = opts.only.is_none_or(|o| o == Only::Recommender);
     let want_fc = opts.only.is_none_or(|o| o == Only::Forecaster);
     if opts.only == Some(Only::Recommender) && config.recommender.is_none() {
-        anyhow::bail!(DataError::Config { path: opts.config.clone(), msg: "--only recommender, but the config has no [recommender] section".into() });
+        anyhow::bail!(DataError::Config {
+            path: opts.config.clone(),
+            msg: "--only recommender, but the config has no [recommender] section".into()
+        });
     }
     if opts.only == Some(Only::Forecaster) && config.forecaster.is_none() {
-        anyhow::bail!(DataError::Config { path: opts.config.clone(), msg: "--only forecaster, but the config has no [forecaster] section".into() });
+        anyhow::bail!(DataError::Config {
+            path: opts.config.clone(),
+            msg: "--only forecaster, but the config has no [forecaster] section".into()
+        });
     }
-    let out = opts.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&config.business.name));
+    let out = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(&config.business.name));
     let previous = Bundle::open(&out).ok();
 
     let device = selected.device.clone();
     let recommender = match (&config.recommender, want_rec) {
-        (Some(sec), true) => Some(train_recommender(&loaded, sec, &device, seed).context("training the recommender")?),
+        (Some(sec), true) => Some(
+            train_recommender(&loaded, sec, &device, seed).context("training the recommender")?,
+        ),
         _ => None,
     };
     let forecaster = match (&config.forecaster, want_fc) {
-        (Some(sec), true) => Some(train_forecaster(&loaded, sec, &device, seed).context("training the forecaster")?),
+        (Some(sec), true) => {
+            Some(train_forecaster(&loaded, sec, &device, seed).context("training the forecaster")?)
+        }
         _ => None,
     };
 
-    let mut inputs = input_files(&loaded, &config, recommender.is_some(), forecaster.is_some());
+    let mut inputs = input_files(
+        &loaded,
+        &config,
+        recommender.is_some(),
+        forecaster.is_some(),
+    );
     inputs.sort();
     let fingerprint = fingerprint_files(&inputs)?;
     let mut metrics: BTreeMap<String, f64> = BTreeMap::new();
     let mut writer = BundleWriter::create(&out)?;
-    let written = write_models(&mut writer, recommender.as_ref(), forecaster.as_ref(), &mut metrics);
+    let written = write_models(
+        &mut writer,
+        recommender.as_ref(),
+        forecaster.as_ref(),
+        &mut metrics,
+    );
     if let Err(e) = written {
         writer.abandon();
         return Err(e);
@@ -118,15 +163,23 @@ pub fn run(opts: &TrainOptions) -> Result<TrainSummary> {
     }
     // Keep the model that was not retrained from the previous bundle.
     if let Some(prev) = &previous {
-        let prev_metrics: BTreeMap<String, f64> = prev.read_json(files::METRICS).unwrap_or_default();
+        let prev_metrics: BTreeMap<String, f64> =
+            prev.read_json(files::METRICS).unwrap_or_default();
         for (name, retrained, prefixes) in [
-            ("recommender", recommender.is_some(), &RECOMMENDER_PREFIXES[..]),
+            (
+                "recommender",
+                recommender.is_some(),
+                &RECOMMENDER_PREFIXES[..],
+            ),
             ("forecaster", forecaster.is_some(), &FORECASTER_PREFIXES[..]),
         ] {
             if !retrained && prev.has(name) {
                 writer.carry_over(prev, name)?;
                 models.push(name.into());
-                for (k, v) in prev_metrics.iter().filter(|(k, _)| prefixes.iter().any(|p| k.starts_with(p))) {
+                for (k, v) in prev_metrics
+                    .iter()
+                    .filter(|(k, _)| prefixes.iter().any(|p| k.starts_with(p)))
+                {
                     metrics.insert(k.clone(), *v);
                 }
                 eprintln!("train: kept the {name} of the previous bundle");
@@ -135,25 +188,41 @@ pub fn run(opts: &TrainOptions) -> Result<TrainSummary> {
     }
     writer.write_json(files::METRICS, &metrics)?;
 
-    let gate = forecaster.as_ref().map(|f| f.gate_failures.clone()).unwrap_or_default();
-    let allow = config.forecaster.as_ref().is_some_and(|f| f.evaluation.allow_worse_than_baseline);
+    let gate = forecaster
+        .as_ref()
+        .map(|f| f.gate_failures.clone())
+        .unwrap_or_default();
+    let allow = config
+        .forecaster
+        .as_ref()
+        .is_some_and(|f| f.evaluation.allow_worse_than_baseline);
     let manifest = BundleManifest {
         format_version: FORMAT_VERSION,
         crate_version: env!("CARGO_PKG_VERSION").to_string(),
         burn_version: BURN_VERSION.to_string(),
         created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        config: config.to_toml().map_err(|e| anyhow::anyhow!("encoding the config: {e}"))?,
+        config: config
+            .to_toml()
+            .map_err(|e| anyhow::anyhow!("encoding the config: {e}"))?,
         data_fingerprint: fingerprint,
         models,
         trained_on: selected.backend.to_string(),
         seed,
-        status: if gate.is_empty() { "ok".into() } else { "failing".into() },
+        status: if gate.is_empty() {
+            "ok".into()
+        } else {
+            "failing".into()
+        },
         quality_gate: gate.clone(),
         files: BTreeMap::new(),
     };
     let bundle = writer.finish(manifest)?;
     print_summary(&metrics);
-    eprintln!("train: wrote {} in {:.1}s", bundle.display(), started.elapsed().as_secs_f64());
+    eprintln!(
+        "train: wrote {} in {:.1}s",
+        bundle.display(),
+        started.elapsed().as_secs_f64()
+    );
     if !gate.is_empty() {
         if allow {
             eprintln!("warning: quality gate failed, allowed by `forecaster.evaluation.allow_worse_than_baseline`: {}", gate.join("; "));
@@ -165,7 +234,9 @@ pub fn run(opts: &TrainOptions) -> Result<TrainSummary> {
 }
 
 fn save_config<C: Config>(writer: &mut BundleWriter, name: &str, config: &C) -> Result<()> {
-    config.save(writer.path_of(name)).with_context(|| format!("writing {name}"))?;
+    config
+        .save(writer.path_of(name))
+        .with_context(|| format!("writing {name}"))?;
     writer.register(name)?;
     Ok(())
 }
@@ -234,8 +305,19 @@ pub fn print_summary(metrics: &BTreeMap<String, f64>) {
     };
     table(
         "recommender",
-        &[("model", "recommender."), ("popularity", "baseline.popularity."), ("item-kNN", "baseline.itemknn.")],
-        &["sampled.hr@10", "sampled.ndcg@10", "full.recall@10", "full.recall@20", "full.ndcg@10", "coverage@10"],
+        &[
+            ("model", "recommender."),
+            ("popularity", "baseline.popularity."),
+            ("item-kNN", "baseline.itemknn."),
+        ],
+        &[
+            "sampled.hr@10",
+            "sampled.ndcg@10",
+            "full.recall@10",
+            "full.recall@20",
+            "full.ndcg@10",
+            "coverage@10",
+        ],
     );
     table(
         "forecaster",

@@ -8,25 +8,47 @@ use std::collections::BTreeMap;
 use shopcast_model::DeviceChoice;
 use train::{Only, TrainOptions};
 
-fn options(config: std::path::PathBuf, out: std::path::PathBuf, only: Option<Only>) -> TrainOptions {
-    TrainOptions { config, device: Some(DeviceChoice::Flex), only, out: Some(out), seed: None, data_dir: None }
+fn options(
+    config: std::path::PathBuf,
+    out: std::path::PathBuf,
+    only: Option<Only>,
+) -> TrainOptions {
+    TrainOptions {
+        config,
+        device: Some(DeviceChoice::Flex),
+        only,
+        out: Some(out),
+        seed: None,
+        data_dir: None,
+    }
 }
 
 #[test]
 fn both_models_beat_their_baselines() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = common::small_shop_config(dir.path(), "beats");
-    let summary = train::run(&options(config, dir.path().join("bundle"), None)).expect("training succeeds");
+    let summary =
+        train::run(&options(config, dir.path().join("bundle"), None)).expect("training succeeds");
     let m = &summary.metrics;
+    eprintln!("{m:#?}");
     for key in ["sampled.hr@10", "full.recall@10"] {
         let model = m[&format!("recommender.{key}")];
         let popularity = m[&format!("baseline.popularity.{key}")];
-        assert!(model > popularity, "recommender {key} {model:.4} does not beat popularity {popularity:.4}");
+        assert!(
+            model > popularity,
+            "recommender {key} {model:.4} does not beat popularity {popularity:.4}"
+        );
     }
     let (mase, naive) = (m["forecaster.mase"], m["baseline.seasonal_naive.mase"]);
-    assert!(mase < naive, "forecaster MASE {mase:.4} does not beat seasonal naive {naive:.4}");
+    assert!(
+        mase < naive,
+        "forecaster MASE {mase:.4} does not beat seasonal naive {naive:.4}"
+    );
     let (wql, ma_wql) = (m["forecaster.wql"], m["baseline.moving_average.wql"]);
-    assert!(wql < ma_wql, "forecaster WQL {wql:.4} does not beat the moving average {ma_wql:.4}");
+    assert!(
+        wql < ma_wql,
+        "forecaster WQL {wql:.4} does not beat the moving average {ma_wql:.4}"
+    );
     // Every contract key is present.
     for key in [
         "recommender.sampled.hr@10",
@@ -44,7 +66,14 @@ fn both_models_beat_their_baselines() {
         assert!(m.contains_key(key), "metrics.json lacks {key}");
     }
     let bundle = dir.path().join("bundle");
-    for f in ["bundle.json", "metrics.json", "recommender.bpk", "forecaster.bpk", "recommender.vocab.json", "forecaster.series.json"] {
+    for f in [
+        "bundle.json",
+        "metrics.json",
+        "recommender.bpk",
+        "forecaster.bpk",
+        "recommender.vocab.json",
+        "forecaster.series.json",
+    ] {
         assert!(bundle.join(f).exists(), "bundle lacks {f}");
     }
 }
@@ -55,7 +84,12 @@ fn same_seed_same_model() {
     let config = common::small_shop_config(dir.path(), "seeded");
     let run = |out: &str| -> BTreeMap<String, f64> {
         let out = dir.path().join(out);
-        train::run(&options(config.clone(), out.clone(), Some(Only::Recommender))).expect("training succeeds");
+        train::run(&options(
+            config.clone(),
+            out.clone(),
+            Some(Only::Recommender),
+        ))
+        .expect("training succeeds");
         let text = std::fs::read(out.join("metrics.json")).expect("metrics.json");
         serde_json::from_slice(&text).expect("metrics.json is a map of numbers")
     };

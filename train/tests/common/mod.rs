@@ -70,10 +70,10 @@ hidden_size = 32
 season_length = 7
 
 [forecaster.training]
-epochs = 8
+epochs = 15
 batch_size = 128
 learning_rate = 0.005
-windows_per_series = 48
+windows_per_series = 96
 patience = 3
 
 [forecaster.evaluation]

@@ -120,6 +120,16 @@ struct RawEvents {
     report: LoadReport,
 }
 
+/// The values whose `keep` flag is set.
+fn keep_rows<T>(values: Vec<T>, keep: &[bool]) -> Vec<T> {
+    values
+        .into_iter()
+        .zip(keep)
+        .filter(|(_, k)| **k)
+        .map(|(v, _)| v)
+        .collect()
+}
+
 fn load_events(cfg: &LoadedConfig, rec: &RecommenderSection) -> Result<RawEvents, DataError> {
     let d = &rec.data;
     let path = cfg.resolve(&d.events.path);
@@ -169,33 +179,11 @@ fn load_events(cfg: &LoadedConfig, rec: &RecommenderSection) -> Result<RawEvents
             }
         }
     }
-    let pick = |v: Vec<String>| -> Vec<String> {
-        v.into_iter()
-            .zip(&keep)
-            .filter(|(_, k)| **k)
-            .map(|(x, _)| x)
-            .collect()
-    };
-    let customer = pick(customer);
-    let product = pick(product);
-    let ts: Vec<i64> = ts
-        .into_iter()
-        .zip(&keep)
-        .filter(|(_, k)| **k)
-        .map(|(x, _)| x)
-        .collect();
-    let weight: Vec<f32> = weight
-        .into_iter()
-        .zip(&keep)
-        .filter(|(_, k)| **k)
-        .map(|(x, _)| x)
-        .collect();
-    let is_target: Vec<bool> = is_target
-        .into_iter()
-        .zip(&keep)
-        .filter(|(_, k)| **k)
-        .map(|(x, _)| x)
-        .collect();
+    let customer = keep_rows(customer, &keep);
+    let product = keep_rows(product, &keep);
+    let ts = keep_rows(ts, &keep);
+    let weight = keep_rows(weight, &keep);
+    let is_target = keep_rows(is_target, &keep);
     report.rows_used = customer.len();
     if customer.is_empty() {
         return Err(DataError::file(

@@ -101,8 +101,18 @@ fn missing_config_file_names_the_path() {
 fn data_paths_resolve_against_the_config_file_or_the_override() {
     let loaded = ShopConfig::load(&repo_file("configs/demo-shop.toml")).expect("demo config");
     let events = loaded.resolve(Path::new("events.csv"));
-    assert!(events.starts_with(repo_file("configs").join("../data/demo-shop")), "{}", events.display());
+    assert!(
+        events.starts_with(repo_file("configs").join("../data/demo-shop")),
+        "{}",
+        events.display()
+    );
     let moved = loaded.with_data_dir_override(Some(PathBuf::from("/srv/shop")));
-    assert_eq!(moved.resolve(Path::new("events.csv")), PathBuf::from("/srv/shop/events.csv"));
-    assert_eq!(moved.resolve(Path::new("/abs/events.csv")), PathBuf::from("/abs/events.csv"));
+    assert_eq!(
+        moved.resolve(Path::new("events.csv")),
+        PathBuf::from("/srv/shop/events.csv")
+    );
+    assert_eq!(
+        moved.resolve(Path::new("/abs/events.csv")),
+        PathBuf::from("/abs/events.csv")
+    );
 }

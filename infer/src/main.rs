@@ -7,30 +7,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use infer::output::parse_shard;
 use infer::{ForecastOptions, RecommendOptions};
 use shopcast_datasets::DataError;
 use shopcast_model::{BundleError, DeviceChoice};
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum DeviceArg {
-    Auto,
-    Flex,
-    Ndarray,
-    Wgpu,
-}
-
-impl From<DeviceArg> for DeviceChoice {
-    fn from(d: DeviceArg) -> Self {
-        match d {
-            DeviceArg::Auto => DeviceChoice::Auto,
-            DeviceArg::Flex => DeviceChoice::Flex,
-            DeviceArg::Ndarray => DeviceChoice::Ndarray,
-            DeviceArg::Wgpu => DeviceChoice::Wgpu,
-        }
-    }
-}
 
 /// Score customers and forecast demand from a trained shopcast bundle.
 #[derive(Debug, Parser)]
@@ -57,8 +38,8 @@ enum Command {
         /// Score only shard I of N (by a stable hash of the customer id).
         #[arg(long, value_parser = parse_shard)]
         shard: Option<(u32, u32)>,
-        #[arg(long, value_enum, default_value = "auto")]
-        device: DeviceArg,
+        #[arg(long, value_parser = parse_device, default_value = "auto")]
+        device: DeviceChoice,
     },
     /// Quantile forecasts per series and date for the next horizon.
     Forecast {
@@ -75,9 +56,14 @@ enum Command {
         /// Forecast only shard I of N (by a stable hash of the series keys).
         #[arg(long, value_parser = parse_shard)]
         shard: Option<(u32, u32)>,
-        #[arg(long, value_enum, default_value = "auto")]
-        device: DeviceArg,
+        #[arg(long, value_parser = parse_device, default_value = "auto")]
+        device: DeviceChoice,
     },
+}
+
+/// `auto`, `flex`, `ndarray` or `wgpu`.
+fn parse_device(s: &str) -> Result<DeviceChoice, String> {
+    s.parse()
 }
 
 fn main() -> ExitCode {
@@ -96,7 +82,7 @@ fn main() -> ExitCode {
             top_k,
             out,
             shard,
-            device: device.into(),
+            device,
         }),
         Command::Forecast {
             bundle,
@@ -111,7 +97,7 @@ fn main() -> ExitCode {
             horizon,
             out,
             shard,
-            device: device.into(),
+            device,
         }),
     };
     match result {

@@ -21,6 +21,8 @@ use shopcast_model::{
     RecommenderConfig,
 };
 
+use shopcast_model::recommender::ids_tensor;
+
 use crate::output::{check_output_path, write_output, JobManifest};
 
 /// Customers scored per matrix product.
@@ -88,16 +90,6 @@ pub fn load_recommender(dir: &std::path::Path, device: &Device) -> Result<Loaded
         artifacts,
         device: device.clone(),
     })
-}
-
-fn ids_tensor(ids: &[u32], device: &Device) -> Tensor<1, Int> {
-    Tensor::from_data(
-        TensorData::new(
-            ids.iter().map(|&i| i as i64).collect::<Vec<_>>(),
-            [ids.len()],
-        ),
-        device,
-    )
 }
 
 /// One recommendation.

@@ -70,6 +70,17 @@ pub struct Recommender {
     product_bias: Embedding,
 }
 
+/// Entity indices as an `Int` tensor on a device.
+pub fn ids_tensor(ids: &[u32], device: &Device) -> Tensor<1, Int> {
+    Tensor::from_data(
+        TensorData::new(
+            ids.iter().map(|&i| i as i64).collect::<Vec<_>>(),
+            [ids.len()],
+        ),
+        device,
+    )
+}
+
 fn small_normal() -> Initializer {
     Initializer::Normal {
         mean: 0.0,

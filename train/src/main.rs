@@ -13,14 +13,6 @@ use shopcast_model::{BundleError, DeviceChoice};
 use train::{Only, QualityGateFailed, TrainOptions};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-enum DeviceArg {
-    Auto,
-    Flex,
-    Ndarray,
-    Wgpu,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
 enum OnlyArg {
     Recommender,
     Forecaster,
@@ -34,8 +26,8 @@ struct Args {
     #[arg(long)]
     config: PathBuf,
     /// Compute device; overrides `business.device` in the config.
-    #[arg(long, value_enum)]
-    device: Option<DeviceArg>,
+    #[arg(long, value_parser = parse_device)]
+    device: Option<DeviceChoice>,
     /// Train only one model (the other is kept from the previous bundle, if any).
     #[arg(long, value_enum)]
     only: Option<OnlyArg>,
@@ -50,16 +42,16 @@ struct Args {
     data_dir: Option<PathBuf>,
 }
 
+/// `auto`, `flex`, `ndarray` or `wgpu`.
+fn parse_device(s: &str) -> Result<DeviceChoice, String> {
+    s.parse()
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let opts = TrainOptions {
         config: args.config,
-        device: args.device.map(|d| match d {
-            DeviceArg::Auto => DeviceChoice::Auto,
-            DeviceArg::Flex => DeviceChoice::Flex,
-            DeviceArg::Ndarray => DeviceChoice::Ndarray,
-            DeviceArg::Wgpu => DeviceChoice::Wgpu,
-        }),
+        device: args.device,
         only: args.only.map(|o| match o {
             OnlyArg::Recommender => Only::Recommender,
             OnlyArg::Forecaster => Only::Forecaster,

@@ -99,18 +99,7 @@ pub fn evaluate(scorer: &dyn Scorer, cases: &[Case], n_products: usize) -> Metri
         let sampled_rank = rank_of(s, case.negatives.iter().map(|&p| scores[p as usize]));
         hr += (sampled_rank < 10) as u8 as f64;
         sndcg += ndcg(sampled_rank, 10);
-        // Full ranking: mask the history.
-        for &p in &case.known {
-            scores[p as usize] = f32::NEG_INFINITY;
-        }
-        let full_rank = rank_of(
-            s,
-            scores
-                .iter()
-                .enumerate()
-                .filter(|(p, _)| *p != case.item as usize)
-                .map(|(_, v)| *v),
-        );
+        let full_rank = full_rank(scorer, case, &mut scores);
         r10 += (full_rank < 10) as u8 as f64;
         r20 += (full_rank < 20) as u8 as f64;
         fndcg += ndcg(full_rank, 10);
@@ -135,23 +124,30 @@ pub fn evaluate(scorer: &dyn Scorer, cases: &[Case], n_products: usize) -> Metri
 /// Full-ranking NDCG@10 only (validation during training).
 pub fn full_ndcg(scorer: &dyn Scorer, cases: &[Case], n_products: usize) -> f64 {
     let mut scores = Vec::with_capacity(n_products);
-    let mut total = 0.0;
-    for case in cases {
-        scores.clear();
-        scorer.scores(case.customer, &mut scores);
-        let s = scores[case.item as usize];
-        let known: HashSet<u32> = case.known.iter().copied().collect();
-        let rank = rank_of(
-            s,
-            scores
-                .iter()
-                .enumerate()
-                .filter(|(p, _)| *p != case.item as usize && !known.contains(&(*p as u32)))
-                .map(|(_, v)| *v),
-        );
-        total += ndcg(rank, 10);
-    }
+    let total: f64 = cases
+        .iter()
+        .map(|case| ndcg(full_rank(scorer, case, &mut scores), 10))
+        .sum();
     total / cases.len().max(1) as f64
+}
+
+/// Rank of the held-out item among all products with the customer's history masked; `scores`
+/// is left holding the masked scores.
+fn full_rank(scorer: &dyn Scorer, case: &Case, scores: &mut Vec<f32>) -> usize {
+    scores.clear();
+    scorer.scores(case.customer, scores);
+    for &p in &case.known {
+        scores[p as usize] = f32::NEG_INFINITY;
+    }
+    let s = scores[case.item as usize];
+    rank_of(
+        s,
+        scores
+            .iter()
+            .enumerate()
+            .filter(|(p, _)| *p != case.item as usize)
+            .map(|(_, v)| *v),
+    )
 }
 
 /// Indices of the `k` highest scores, best first (ties by lower index).

@@ -14,6 +14,7 @@ use shopcast_datasets::config::RecommenderSection;
 use shopcast_datasets::interactions::{load_recommender_data, FeatureSet, RecommenderData};
 use shopcast_datasets::LoadedConfig;
 use shopcast_model::losses::{bpr, sampled_bce};
+use shopcast_model::recommender::ids_tensor;
 use shopcast_model::{EntityFeatures, InteractionBatch, Recommender, RecommenderConfig};
 
 use crate::progress::Progress;
@@ -82,16 +83,6 @@ pub fn feature_lookups(
     (
         EntityFeatures::new(ct, cw, device),
         EntityFeatures::new(pt, pw, device),
-    )
-}
-
-fn ids_tensor(ids: &[u32], device: &Device) -> Tensor<1, Int> {
-    Tensor::from_data(
-        TensorData::new(
-            ids.iter().map(|&i| i as i64).collect::<Vec<_>>(),
-            [ids.len()],
-        ),
-        device,
     )
 }
 

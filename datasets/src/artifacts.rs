@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::AttributeTable;
 use crate::interactions::FeatureSet;
 use crate::vocab::IdVocab;
 use crate::windows::WindowSpec;
@@ -31,8 +32,15 @@ pub struct SegmentProfile {
     pub top_categories: Vec<(String, f64)>,
     /// Mean number of distinct products per customer.
     pub mean_products: f64,
+    /// Mean total value of a member's purchases (when the data has a value or unit price).
+    #[serde(default)]
+    pub average_spend: Option<f64>,
     /// Most popular products in the segment (product indices).
     pub top_products: Vec<u32>,
+}
+
+fn product_id_column() -> String {
+    "product_id".into()
 }
 
 /// Everything `infer recommend` needs besides the weights.
@@ -40,6 +48,15 @@ pub struct SegmentProfile {
 pub struct RecommenderArtifacts {
     /// Column name of the customer id in the business's files (for customer lists).
     pub customer_column: String,
+    /// Column name of the product id (for files of new products).
+    #[serde(default = "product_id_column")]
+    pub product_column: String,
+    /// How customer and product attributes were read, so that new customers and products can be
+    /// encoded the same way at scoring time.
+    #[serde(default)]
+    pub customer_attributes: Option<AttributeTable>,
+    #[serde(default)]
+    pub product_attributes: Option<AttributeTable>,
     pub customers: IdVocab,
     pub products: IdVocab,
     pub customer_features: FeatureSet,
@@ -53,6 +70,9 @@ pub struct RecommenderArtifacts {
     pub popularity: Vec<u32>,
     /// Segment of each customer.
     pub segments: Vec<u32>,
+    /// Centre of each segment in the customer-vector space (to place new customers).
+    #[serde(default)]
+    pub segment_centroids: Vec<Vec<f32>>,
     pub segment_profiles: Vec<SegmentProfile>,
 }
 

@@ -74,7 +74,8 @@ pub struct DemoSection {
 pub struct FileSpec {
     /// CSV (`.csv`, `.tsv`, `.txt`, `.dat`) or Parquet (`.parquet`), relative to `data_dir`.
     pub path: PathBuf,
-    /// Field separator for CSV; one byte (default `,`, or tab for `.tsv`).
+    /// Field separator for CSV (default `,`, or tab for `.tsv`); `tab` or `\\t` for a tab. A
+    /// separator of several bytes, such as MovieLens' `::`, is also accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub separator: Option<String>,
     #[serde(default = "yes")]
@@ -194,6 +195,18 @@ pub struct InteractionData {
     pub event_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantity: Option<String>,
+    /// Monetary value of a row (e.g. line total), for segment spend. Alternatively `unit_price`,
+    /// multiplied by `quantity` (or 1 without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit_price: Option<String>,
+    /// Explicit rating column (MovieLens, reviews): read as implicit feedback, keeping rows with
+    /// `rating >= rating_threshold` (the others are dropped and counted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rating: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rating_threshold: Option<f64>,
     /// Weight of each event type; types not listed are dropped (and counted).
     #[serde(default)]
     pub event_weights: BTreeMap<String, f64>,
@@ -220,6 +233,13 @@ pub struct RecommenderModelSection {
     /// Minimum count for a text word to become a feature.
     #[serde(default = "d_min_word_count")]
     pub min_word_count: usize,
+    /// `two_tower` (dot product of hybrid vectors, the default) or `neumf` (GMF + MLP over the
+    /// same hybrid vectors).
+    #[serde(default = "d_architecture")]
+    pub architecture: String,
+    /// Hidden layer sizes of the NeuMF MLP tower.
+    #[serde(default = "d_mlp_layers")]
+    pub mlp_layers: Vec<usize>,
 }
 
 /// Recommender training hyperparameters.
@@ -247,6 +267,11 @@ pub struct RecommenderTrainingSection {
     /// Epochs without validation NDCG@10 improvement before stopping.
     #[serde(default = "d_patience")]
     pub patience: usize,
+    /// After early stopping, retrain from scratch for the best number of epochs on the training
+    /// and validation items together, so the saved model has seen each customer's latest
+    /// purchases but one (the test item). Doubles training time.
+    #[serde(default)]
+    pub refit: bool,
 }
 
 /// Recommender evaluation protocol settings.
@@ -389,6 +414,8 @@ defaults! {
     d_embedding_dim: usize = 32;
     d_segments: usize = 6;
     d_min_word_count: usize = 5;
+    d_architecture: String = "two_tower".into();
+    d_mlp_layers: Vec<usize> = vec![64, 32];
     d_rec_epochs: usize = 60;
     d_rec_batch: usize = 1024;
     d_rec_lr: f64 = 0.01;
@@ -422,6 +449,8 @@ impl Default for RecommenderModelSection {
             embedding_dim: d_embedding_dim(),
             segments: d_segments(),
             min_word_count: d_min_word_count(),
+            architecture: d_architecture(),
+            mlp_layers: d_mlp_layers(),
         }
     }
 }
@@ -436,6 +465,7 @@ impl Default for RecommenderTrainingSection {
             loss: d_loss(),
             l2: d_l2(),
             patience: d_patience(),
+            refit: false,
         }
     }
 }
@@ -605,6 +635,28 @@ impl ShopConfig {
                     "key `recommender.training.negative_sampling`: expected uniform or popularity, got {:?}",
                     t.negative_sampling
                 ));
+            }
+            if !["two_tower", "neumf"].contains(&r.model.architecture.as_str()) {
+                return Err(format!(
+                    "key `recommender.model.architecture`: expected two_tower or neumf, got {:?}",
+                    r.model.architecture
+                ));
+            }
+            if r.model.mlp_layers.contains(&0) {
+                return Err(
+                    "key `recommender.model.mlp_layers`: every layer needs at least 1 unit".into(),
+                );
+            }
+            if r.data.rating_threshold.is_some() && r.data.rating.is_none() {
+                return Err(
+                    "key `recommender.data.rating_threshold`: needs `rating` (the rating column)"
+                        .into(),
+                );
+            }
+            if r.data.value.is_some() && r.data.unit_price.is_some() {
+                return Err(
+                    "keys `recommender.data.value` and `unit_price`: set one, not both".into(),
+                );
             }
             if !["bce", "bpr"].contains(&t.loss.as_str()) {
                 return Err(format!(

@@ -268,6 +268,7 @@ fn generate_shop(
     let mut ev_t: Vec<String> = Vec::new();
     let mut ev_ts: Vec<String> = Vec::new();
     let mut ev_q: Vec<i64> = Vec::new();
+    let mut ev_price: Vec<f64> = Vec::new();
     let item_ids: Vec<String> = (0..n_items).map(|i| format!("P{:04}", i + 1)).collect();
     // Day weights: weekends and the run-up to Christmas are busier.
     let day_weight: Vec<f64> = (0..demo.days)
@@ -348,6 +349,7 @@ fn generate_shop(
                     s
                 ));
                 ev_q.push(q);
+                ev_price.push(price[p]);
                 *second += rng_step(p, q);
             };
             let mut chosen: Vec<usize> = Vec::new();
@@ -445,6 +447,7 @@ fn generate_shop(
             Column::new("event_type".into(), ev_t),
             Column::new("timestamp".into(), ev_ts),
             Column::new("quantity".into(), ev_q),
+            Column::new("unit_price".into(), ev_price),
         ],
     )
     .map_err(|e| DataError::file(&files.events, e.to_string()))?;

@@ -91,6 +91,8 @@ pub struct LoadReport {
     pub rows_read: usize,
     pub filters: Vec<FilterReport>,
     pub unknown_event_types: BTreeMap<String, usize>,
+    /// Rows dropped because their rating was below `rating_threshold`.
+    pub below_rating_threshold: usize,
     pub rows_used: usize,
     pub pairs: usize,
 }
@@ -105,6 +107,9 @@ pub struct RecommenderData {
     /// Display name per product (the id when no name column is configured).
     pub product_names: Vec<String>,
     pub pairs: Vec<Pair>,
+    /// Total value of each customer's target events (purchases), when a value or unit price
+    /// column is configured.
+    pub spend: Option<Vec<f64>>,
     pub report: LoadReport,
     /// Range of the interaction timestamps (seconds).
     pub first_ts: i64,
@@ -117,6 +122,7 @@ struct RawEvents {
     ts: Vec<i64>,
     weight: Vec<f32>,
     is_target: Vec<bool>,
+    value: Option<Vec<f64>>,
     report: LoadReport,
 }
 
@@ -140,11 +146,12 @@ fn load_events(cfg: &LoadedConfig, rec: &RecommenderSection) -> Result<RawEvents
     ];
     columns.extend(d.event_type.iter().cloned());
     columns.extend(d.quantity.iter().cloned());
-    for f in &d.filters {
-        if !columns.contains(&f.column) {
-            columns.push(f.column.clone());
-        }
-    }
+    columns.extend(d.value.iter().cloned());
+    columns.extend(d.unit_price.iter().cloned());
+    columns.extend(d.rating.iter().cloned());
+    columns.extend(d.filters.iter().map(|f| f.column.clone()));
+    let mut seen = std::collections::HashSet::new();
+    columns.retain(|c| seen.insert(c.clone()));
     let mut table = Table::read(&path, &d.events, &columns)?;
     let mut report = LoadReport {
         rows_read: table.len(),
@@ -179,12 +186,44 @@ fn load_events(cfg: &LoadedConfig, rec: &RecommenderSection) -> Result<RawEvents
             }
         }
     }
+    if let Some(col) = &d.rating {
+        let ratings = table.finite_numbers(col)?;
+        let threshold = d.rating_threshold.unwrap_or(f64::NEG_INFINITY);
+        for (i, r) in ratings.iter().enumerate() {
+            if keep[i] && *r < threshold {
+                keep[i] = false;
+                report.below_rating_threshold += 1;
+            }
+        }
+    }
+    let value = match (&d.value, &d.unit_price) {
+        (Some(col), _) => Some(table.finite_numbers(col)?),
+        (None, Some(col)) => {
+            let price = table.finite_numbers(col)?;
+            let quantity = match &d.quantity {
+                Some(q) => table.finite_numbers(q)?,
+                None => vec![1.0; n],
+            };
+            Some(price.iter().zip(&quantity).map(|(p, q)| p * q).collect())
+        }
+        (None, None) => None,
+    };
+    let value = value.map(|v| keep_rows(v, &keep));
     let customer = keep_rows(customer, &keep);
     let product = keep_rows(product, &keep);
     let ts = keep_rows(ts, &keep);
     let weight = keep_rows(weight, &keep);
     let is_target = keep_rows(is_target, &keep);
     report.rows_used = customer.len();
+    if customer.is_empty() && report.below_rating_threshold > 0 {
+        return Err(DataError::file(
+            &path,
+            format!(
+                "every row's rating is below `rating_threshold` ({})",
+                d.rating_threshold.unwrap_or_default()
+            ),
+        ));
+    }
     if customer.is_empty() {
         return Err(DataError::file(
             &path,
@@ -204,6 +243,7 @@ fn load_events(cfg: &LoadedConfig, rec: &RecommenderSection) -> Result<RawEvents
         ts,
         weight,
         is_target,
+        value,
         report,
     })
 }
@@ -285,6 +325,15 @@ pub fn load_recommender_data(
         e.weight = e.weight.max(events.weight[i]);
         e.is_target |= events.is_target[i];
     }
+    let spend = events.value.as_ref().map(|value| {
+        let mut spend = vec![0.0; customers.len()];
+        for (i, v) in value.iter().enumerate() {
+            if let (true, Some(c)) = (events.is_target[i], customers.get(&events.customer[i])) {
+                spend[c as usize] += v;
+            }
+        }
+        spend
+    });
     let mut pairs: Vec<Pair> = by_pair.into_values().collect();
     pairs.sort_by_key(|p| (p.customer, p.ts, p.product));
     let mut report = events.report;
@@ -298,6 +347,7 @@ pub fn load_recommender_data(
         product_features,
         product_names,
         pairs,
+        spend,
         report,
         first_ts,
         last_ts,
@@ -396,9 +446,6 @@ fn load_attributes(cfg: &LoadedConfig, t: &AttributeTable) -> Result<Attributes,
     }
     let mut rows: Vec<usize> = first_row.into_values().collect();
     rows.sort_unstable();
-    let n = rows.len();
-    let mut raw_tokens = vec![Vec::new(); n];
-    let mut word_flags = vec![Vec::new(); n];
     let names = match &t.name {
         Some(c) => {
             let v = table.strings(c)?;
@@ -406,18 +453,51 @@ fn load_attributes(cfg: &LoadedConfig, t: &AttributeTable) -> Result<Attributes,
                 .map(|&r| v[r].as_deref().map(str::trim).map(str::to_string))
                 .collect()
         }
-        None => vec![None; n],
+        None => vec![None; rows.len()],
     };
-    for c in &t.categorical {
+    let tokens = row_tokens(&table, t, &rows, None)?;
+    let ids = rows.iter().map(|&r| ids[r].clone()).collect();
+    Ok(Attributes {
+        ids,
+        names,
+        raw_tokens: tokens.raw,
+        word_flags: tokens.word_flags,
+        bands: tokens.bands,
+        primary: t.categorical.first().cloned(),
+    })
+}
+
+/// Attribute tokens of table rows before vocabulary building.
+struct RowTokens {
+    raw: Vec<Vec<String>>,
+    /// Which tokens are words (subject to the minimum count).
+    word_flags: Vec<Vec<bool>>,
+    bands: Vec<BandCuts>,
+}
+
+/// Turns the configured attribute columns of `rows` into tokens. With `known_bands` (new entities
+/// at scoring time) the training cut points are reused and columns the file lacks are skipped;
+/// without, cut points are computed from the rows.
+fn row_tokens(
+    table: &Table,
+    t: &AttributeTable,
+    rows: &[usize],
+    known_bands: Option<&[BandCuts]>,
+) -> Result<RowTokens, DataError> {
+    let n = rows.len();
+    let mut raw = vec![Vec::<String>::new(); n];
+    let mut word_flags = vec![Vec::<bool>::new(); n];
+    let present = |c: &str| known_bands.is_none() || table.has_column(c);
+    for c in t.categorical.iter().filter(|c| present(c)) {
         let v = table.strings(c)?;
         for (k, &r) in rows.iter().enumerate() {
             if let Some(s) = v[r].as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-                raw_tokens[k].push(format!("{c}={s}"));
+                raw[k].push(format!("{c}={s}"));
                 word_flags[k].push(false);
             }
         }
     }
-    for m in &t.multi_valued {
+    for m in t.multi_valued.iter().filter(|m| present(&m.column)) {
         let v = table.strings(&m.column)?;
         for (k, &r) in rows.iter().enumerate() {
             if let Some(s) = v[r].as_deref() {
@@ -426,13 +506,13 @@ fn load_attributes(cfg: &LoadedConfig, t: &AttributeTable) -> Result<Attributes,
                     .map(str::trim)
                     .filter(|p| !p.is_empty())
                 {
-                    raw_tokens[k].push(format!("{}={part}", m.column));
+                    raw[k].push(format!("{}={part}", m.column));
                     word_flags[k].push(false);
                 }
             }
         }
     }
-    for c in &t.text {
+    for c in t.text.iter().filter(|c| present(c)) {
         let v = table.strings(c)?;
         for (k, &r) in rows.iter().enumerate() {
             if let Some(s) = v[r].as_deref() {
@@ -442,8 +522,8 @@ fn load_attributes(cfg: &LoadedConfig, t: &AttributeTable) -> Result<Attributes,
                     .filter(|w| w.len() >= 3)
                 {
                     let tok = format!("{c}~{w}");
-                    if !raw_tokens[k].contains(&tok) {
-                        raw_tokens[k].push(tok);
+                    if !raw[k].contains(&tok) {
+                        raw[k].push(tok);
                         word_flags[k].push(true);
                     }
                 }
@@ -451,20 +531,28 @@ fn load_attributes(cfg: &LoadedConfig, t: &AttributeTable) -> Result<Attributes,
         }
     }
     let mut bands = Vec::new();
-    for b in &t.numeric_bands {
+    for b in t.numeric_bands.iter().filter(|b| present(&b.column)) {
         let v = table.numbers(&b.column)?;
-        let mut vals: Vec<f64> = rows
-            .iter()
-            .filter_map(|&r| v[r])
-            .filter(|x| x.is_finite())
-            .collect();
-        vals.sort_by(f64::total_cmp);
-        let cuts: Vec<f64> = (1..b.bands)
-            .filter_map(|q| vals.get(q * vals.len() / b.bands).copied())
-            .collect();
+        let cuts: Vec<f64> = match known_bands {
+            Some(known) => match known.iter().find(|k| k.column == b.column) {
+                Some(k) => k.cuts.clone(),
+                None => continue,
+            },
+            None => {
+                let mut vals: Vec<f64> = rows
+                    .iter()
+                    .filter_map(|&r| v[r])
+                    .filter(|x| x.is_finite())
+                    .collect();
+                vals.sort_by(f64::total_cmp);
+                (1..b.bands)
+                    .filter_map(|q| vals.get(q * vals.len() / b.bands).copied())
+                    .collect()
+            }
+        };
         for (k, &r) in rows.iter().enumerate() {
             if let Some(x) = v[r].filter(|x| x.is_finite()) {
-                raw_tokens[k].push(format!("{}={}", b.column, band_of(&cuts, x)));
+                raw[k].push(format!("{}={}", b.column, band_of(&cuts, x)));
                 word_flags[k].push(false);
             }
         }
@@ -473,15 +561,53 @@ fn load_attributes(cfg: &LoadedConfig, t: &AttributeTable) -> Result<Attributes,
             cuts,
         });
     }
-    let ids = rows.iter().map(|&r| ids[r].clone()).collect();
-    Ok(Attributes {
-        ids,
-        names,
-        raw_tokens,
+    Ok(RowTokens {
+        raw,
         word_flags,
         bands,
-        primary: t.categorical.first().cloned(),
     })
+}
+
+/// Every attribute column an [`AttributeTable`] reads (for reading a file of new entities).
+pub fn attribute_columns(t: &AttributeTable) -> Vec<String> {
+    let mut columns: Vec<String> = t.name.iter().cloned().collect();
+    columns.extend(t.categorical.iter().cloned());
+    columns.extend(t.multi_valued.iter().map(|m| m.column.clone()));
+    columns.extend(t.text.iter().cloned());
+    columns.extend(t.numeric_bands.iter().map(|b| b.column.clone()));
+    let mut seen = std::collections::HashSet::new();
+    columns.retain(|c| seen.insert(c.clone()));
+    columns
+}
+
+impl FeatureSet {
+    /// Token ids of every row of `table` (new customers or products at scoring time), using the
+    /// training vocabulary and band cut points; values never seen in training are ignored.
+    pub fn encode_rows(
+        &self,
+        table: &Table,
+        t: &AttributeTable,
+    ) -> Result<Vec<Vec<u32>>, DataError> {
+        let rows: Vec<usize> = (0..table.len()).collect();
+        let tokens = row_tokens(table, t, &rows, Some(&self.bands))?;
+        Ok(tokens
+            .raw
+            .iter()
+            .map(|toks| {
+                let mut ids: Vec<u32> = toks
+                    .iter()
+                    .filter_map(|tok| {
+                        self.tokens
+                            .binary_search_by(|probe| probe.as_str().cmp(tok.as_str()))
+                            .ok()
+                            .map(|i| i as u32)
+                    })
+                    .collect();
+                ids.truncate(MAX_TOKENS_PER_ENTITY);
+                ids
+            })
+            .collect())
+    }
 }
 
 /// The band index of a value given quantile cut points.

@@ -45,6 +45,30 @@ fn polars_err(path: &Path, what: &str, e: PolarsError) -> DataError {
 impl Table {
     /// Reads `columns` of a file. Missing file, empty file, bad format and missing columns are errors.
     pub fn read(path: &Path, spec: &FileSpec, columns: &[String]) -> Result<Table, DataError> {
+        Self::read_with_optional(path, spec, columns, &[])
+    }
+
+    /// Reads the `required` columns and those of `optional` that the file has.
+    pub fn read_with_optional(
+        path: &Path,
+        spec: &FileSpec,
+        required: &[String],
+        optional: &[String],
+    ) -> Result<Table, DataError> {
+        let mut wanted: Vec<String> = required.to_vec();
+        for c in optional {
+            if !wanted.contains(c) {
+                wanted.push(c.clone());
+            }
+        }
+        let keep_found = |found: &[String]| -> Vec<String> {
+            wanted
+                .iter()
+                .filter(|c| required.contains(c) || found.contains(c))
+                .cloned()
+                .collect()
+        };
+        let columns = &required;
         let meta = std::fs::metadata(path).map_err(|e| DataError::Io {
             path: path.to_path_buf(),
             what: "open the data file".into(),
@@ -72,10 +96,12 @@ impl Table {
             })?;
             let found: Vec<String> = schema.iter_names().map(|n| n.to_string()).collect();
             check_columns(path, columns, &found)?;
-            reader
-                .with_columns(Some(columns.to_vec()))
+            let columns = keep_found(&found);
+            let df = reader
+                .with_columns(Some(columns.clone()))
                 .finish()
-                .map_err(|e| polars_err(path, "read the Parquet rows", e))?
+                .map_err(|e| polars_err(path, "read the Parquet rows", e))?;
+            (df, columns)
         } else {
             if !spec.has_header && spec.column_names.is_empty() {
                 return Err(DataError::file(
@@ -85,20 +111,37 @@ impl Table {
             }
             let sep = csv_separator(path, spec)?;
             // Every column is read as text; our own parsers report bad values by row.
-            let mut df = CsvReadOptions::default()
+            let options = CsvReadOptions::default()
                 .with_has_header(spec.has_header)
-                .with_infer_schema_length(Some(0))
-                .map_parse_options(|o| o.with_separator(sep).with_missing_is_null(true))
-                .try_into_reader_with_file_path(Some(path.to_path_buf()))
-                .map_err(|e| polars_err(path, "open the CSV file", e))?
-                .finish()
-                .map_err(|e| {
-                    polars_err(
-                        path,
-                        "read the CSV file (is it UTF-8 text with a consistent number of fields?)",
-                        e,
-                    )
-                })?;
+                .with_infer_schema_length(Some(0));
+            let read = match &sep {
+                Separator::Byte(b) => {
+                    let b = *b;
+                    options
+                        .map_parse_options(|o| o.with_separator(b).with_missing_is_null(true))
+                        .try_into_reader_with_file_path(Some(path.to_path_buf()))
+                        .map_err(|e| polars_err(path, "open the CSV file", e))?
+                        .finish()
+                }
+                Separator::Multi(multi) => {
+                    let (bytes, b) = replace_separator(path, multi)?;
+                    options
+                        .map_parse_options(|o| o.with_separator(b).with_missing_is_null(true))
+                        .into_reader_with_file_handle(std::io::Cursor::new(bytes))
+                        .finish()
+                }
+            };
+            let sep_shown = match &sep {
+                Separator::Byte(b) => (*b as char).to_string(),
+                Separator::Multi(m) => m.clone(),
+            };
+            let mut df = read.map_err(|e| {
+                polars_err(
+                    path,
+                    "read the CSV file (is it UTF-8 text with a consistent number of fields?)",
+                    e,
+                )
+            })?;
             if !spec.has_header {
                 if spec.column_names.len() != df.width() {
                     return Err(DataError::file(
@@ -123,13 +166,14 @@ impl Table {
                     path,
                     format!(
                         "only one column {:?} was found with separator {:?}: is the separator right? (set `separator` in the config)",
-                        found[0], sep as char
+                        found[0], sep_shown
                     ),
                 ));
             }
             check_columns(path, columns, &found)?;
-            df
+            (df, keep_found(&found))
         };
+        let (df, columns) = df;
         let df = df
             .select(columns.iter().map(String::as_str))
             .map_err(|e| polars_err(path, "select the columns", e))?;
@@ -139,6 +183,11 @@ impl Table {
             df,
             rows,
         })
+    }
+
+    /// Whether the table has a column.
+    pub fn has_column(&self, name: &str) -> bool {
+        self.df.column(name).is_ok()
     }
 
     /// The file this table came from.
@@ -473,22 +522,66 @@ fn describe_filter(f: &RowFilter) -> String {
     format!("{} {:?}{}", f.column, f.op, value)
 }
 
-fn csv_separator(path: &Path, spec: &FileSpec) -> Result<u8, DataError> {
+/// A CSV field separator: one byte (read by polars directly) or several (`::`).
+enum Separator {
+    Byte(u8),
+    Multi(String),
+}
+
+fn csv_separator(path: &Path, spec: &FileSpec) -> Result<Separator, DataError> {
     match &spec.separator {
-        Some(s) if s.len() == 1 => Ok(s.as_bytes()[0]),
-        Some(s) if s == "\\t" || s == "tab" => Ok(b'\t'),
-        Some(s) => Err(DataError::file(
+        Some(s) if s == "\\t" || s.eq_ignore_ascii_case("tab") => Ok(Separator::Byte(b'\t')),
+        Some(s) if s.len() == 1 => Ok(Separator::Byte(s.as_bytes()[0])),
+        Some(s) if s.is_empty() || s.contains(['\n', '\r', '"']) => Err(DataError::file(
             path,
-            format!("`separator` must be a single byte, got {s:?}"),
+            format!("`separator` must be non-empty and hold no quote or line break, got {s:?}"),
         )),
+        Some(s) => Ok(Separator::Multi(s.clone())),
         None => {
             let tsv = path
                 .extension()
                 .and_then(|e| e.to_str())
                 .is_some_and(|e| e.eq_ignore_ascii_case("tsv"));
-            Ok(if tsv { b'\t' } else { b',' })
+            Ok(Separator::Byte(if tsv { b'\t' } else { b',' }))
         }
     }
+}
+
+/// Reads a file whose separator has several bytes and rewrites it with a single byte that does
+/// not occur in the file (polars splits on one byte only).
+fn replace_separator(path: &Path, sep: &str) -> Result<(Vec<u8>, u8), DataError> {
+    let bytes = std::fs::read(path).map_err(|e| DataError::Io {
+        path: path.to_path_buf(),
+        what: "read the CSV file".into(),
+        source: e,
+    })?;
+    let mut present = [false; 256];
+    for &b in &bytes {
+        present[b as usize] = true;
+    }
+    // Control characters that text files practically never contain.
+    let Some(single) = [0x1fu8, 0x1e, 0x1d, 0x1c, 0x01, 0x02, 0x03]
+        .into_iter()
+        .find(|b| !present[*b as usize])
+    else {
+        return Err(DataError::file(
+            path,
+            format!("cannot split on {sep:?}: the file uses every spare control byte"),
+        ));
+    };
+    let sep = sep.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i..].starts_with(sep) {
+            out.push(single);
+            i += sep.len();
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Ok((out, single))
 }
 
 /// Parses a date or date-time; with no format, tries common ISO-like ones.

@@ -129,3 +129,101 @@ fn filters_drop_rows_and_keep_row_numbers() {
     let e = t.numbers("qty").expect_err("bad qty").to_string();
     assert!(e.contains("row 5"), "{e}");
 }
+
+/// A recommender config over a MovieLens-style ratings file (no header), selected by config only.
+fn ratings_config(dir: &Path, file: &str, separator: &str, threshold: Option<f64>) -> String {
+    let threshold = threshold
+        .map(|t| format!("rating_threshold = {t}\n"))
+        .unwrap_or_default();
+    let text = format!(
+        r#"
+[business]
+name = "ratings"
+data_dir = "."
+
+[recommender.data]
+events = {{ path = "{file}", separator = "{separator}", has_header = false, column_names = ["user", "item", "rating", "ts"] }}
+customer_id = "user"
+product_id = "item"
+timestamp = "ts"
+rating = "rating"
+{threshold}"#
+    );
+    let path = dir.join("ratings.toml");
+    std::fs::write(&path, text).expect("write config");
+    path.display().to_string()
+}
+
+fn load_ratings(config: &str) -> shopcast_datasets::interactions::RecommenderData {
+    let cfg = shopcast_datasets::ShopConfig::load(Path::new(config)).expect("config loads");
+    let rec = cfg.config.recommender.clone().expect("recommender section");
+    shopcast_datasets::interactions::load_recommender_data(&cfg, &rec).expect("ratings load")
+}
+
+// MovieLens 100K `u.data`: user, item, rating, unix time, tab-separated, no header.
+const U_DATA: &str = "196\t242\t3\t881250949\n186\t302\t3\t891717742\n22\t377\t1\t878887116\n244\t51\t2\t880606923\n196\t302\t5\t881251000\n";
+// MovieLens 1M `ratings.dat`: the same fields separated by `::`.
+const RATINGS_DAT: &str = "1::1193::5::978300760\n1::661::3::978302109\n1::914::3::978301968\n2::1357::5::978298709\n2::3068::4::978299000\n2::1193::2::978299100\n";
+
+#[test]
+fn movielens_layouts_load_as_implicit_feedback() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "u.data", U_DATA);
+    write(dir.path(), "ratings.dat", RATINGS_DAT);
+
+    // u.data, every rating counts (the NCF protocol's reading of MovieLens).
+    let data = load_ratings(&ratings_config(dir.path(), "u.data", "\\t", None));
+    assert_eq!(data.report.rows_read, 5);
+    assert_eq!(data.pairs.len(), 5);
+    assert_eq!(data.customers.len(), 4);
+    let first = data
+        .pairs
+        .iter()
+        .find(|p| data.customers.id(p.customer) == "196" && data.products.id(p.product) == "302")
+        .expect("user 196 rated item 302");
+    assert_eq!(first.ts, 881251000, "unix seconds are read as timestamps");
+
+    // ratings.dat with `::`, keeping ratings >= 4 only.
+    let data = load_ratings(&ratings_config(dir.path(), "ratings.dat", "::", Some(4.0)));
+    assert_eq!(data.report.rows_read, 6);
+    assert_eq!(data.report.below_rating_threshold, 3);
+    let mut kept: Vec<(String, String)> = data
+        .pairs
+        .iter()
+        .map(|p| {
+            (
+                data.customers.id(p.customer).to_string(),
+                data.products.id(p.product).to_string(),
+            )
+        })
+        .collect();
+    kept.sort();
+    assert_eq!(
+        kept,
+        vec![
+            ("1".to_string(), "1193".to_string()),
+            ("2".to_string(), "1357".to_string()),
+            ("2".to_string(), "3068".to_string()),
+        ]
+    );
+}
+
+#[test]
+fn rating_that_is_not_a_number_names_the_row() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(
+        dir.path(),
+        "ratings.dat",
+        "1::1193::5::978300760\n1::661::five::978302109\n",
+    );
+    let config = ratings_config(dir.path(), "ratings.dat", "::", Some(4.0));
+    let cfg = shopcast_datasets::ShopConfig::load(Path::new(&config)).expect("config loads");
+    let rec = cfg.config.recommender.clone().expect("recommender section");
+    let e = shopcast_datasets::interactions::load_recommender_data(&cfg, &rec)
+        .err()
+        .expect("bad rating is an error")
+        .to_string();
+    assert!(e.contains("row 2"), "{e}");
+    assert!(e.contains("\"five\""), "{e}");
+    assert!(e.contains("rating"), "{e}");
+}

@@ -28,8 +28,14 @@ enum Command {
         #[arg(long)]
         bundle: PathBuf,
         /// CSV or Parquet file with the customers to score (default: every known customer).
+        /// Customers the bundle has not seen are scored from the attribute columns the config
+        /// reads for customers and/or a `recent_items` column (product ids separated by `|`).
         #[arg(long)]
         customers: Option<PathBuf>,
+        /// CSV or Parquet file of products not in the bundle: the product id column and the
+        /// attribute columns the config reads for products. They are ranked alongside the rest.
+        #[arg(long)]
+        new_products: Option<PathBuf>,
         #[arg(long, default_value_t = 10)]
         top_k: usize,
         /// Output file, `.csv` or `.parquet`.
@@ -72,6 +78,7 @@ fn main() -> ExitCode {
         Command::Recommend {
             bundle,
             customers,
+            new_products,
             top_k,
             out,
             shard,
@@ -79,6 +86,7 @@ fn main() -> ExitCode {
         } => infer::recommend(&RecommendOptions {
             bundle,
             customers,
+            new_products,
             top_k,
             out,
             shard,

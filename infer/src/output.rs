@@ -26,6 +26,8 @@ pub struct JobManifest {
     pub rows_written: usize,
     /// Rows skipped, by reason.
     pub rows_skipped: BTreeMap<String, usize>,
+    /// Other counts worth knowing (e.g. cold-start customers, new products).
+    pub counts: BTreeMap<String, usize>,
     /// Assumptions the job made (e.g. future prices when no future file was given).
     pub assumptions: Vec<String>,
     pub duration_seconds: f64,
@@ -51,6 +53,7 @@ impl JobManifest {
             input_rows: 0,
             rows_written: 0,
             rows_skipped: BTreeMap::new(),
+            counts: BTreeMap::new(),
             assumptions: Vec::new(),
             duration_seconds: 0.0,
             finished_at: String::new(),

@@ -3,9 +3,16 @@
 //! Customers are scored in chunks on the device: one matrix product of the chunk's customer
 //! vectors with the product matrix, already-bought products masked, and the top K selected on
 //! the device; only the top K come back.
+//!
+//! Cold start: a customer list may name customers the bundle has never seen, with their
+//! attributes (the columns the config reads for customers) and/or a `recent_items` column
+//! (product ids separated by `|`). Such a customer starts from the average customer plus their
+//! attributes, and is then fitted to their recent items with the model frozen (fold-in). New
+//! products (`--new-products`, attributes only) join the catalogue with a vector from their
+//! attributes.
 
-use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -14,27 +21,35 @@ use burn::prelude::*;
 use polars::prelude::{Column, DataFrame};
 use shopcast_datasets::artifacts::{files, shard_of, RecommenderArtifacts};
 use shopcast_datasets::config::FileSpec;
+use shopcast_datasets::interactions::attribute_columns;
 use shopcast_datasets::table::Table;
 use shopcast_datasets::DataError;
-use shopcast_model::{
-    select_device, Bundle, BundleError, DeviceChoice, EntityFeatures, Recommender,
-    RecommenderConfig,
-};
-
 use shopcast_model::recommender::ids_tensor;
+use shopcast_model::{
+    select_device, Bundle, BundleError, DeviceChoice, EntityFeatures, FoldInConfig, ProductMatrix,
+    Recommender, RecommenderConfig,
+};
 
 use crate::output::{check_output_path, write_output, JobManifest};
 
-/// Customers scored per matrix product.
-const CHUNK: usize = 1024;
+/// Working memory of one scoring call, in floats (64 MiB).
+const SCORING_BUDGET_FLOATS: usize = 16 << 20;
+/// New customers fitted per fold-in call.
+const FOLD_IN_CHUNK: usize = 256;
 /// Cosine similarity above which "because you bought X" is given.
 const SIMILAR_ENOUGH: f32 = 0.35;
+/// Column of a customer list holding recently chosen products.
+pub const RECENT_ITEMS_COLUMN: &str = "recent_items";
+/// Separator of the product ids in `recent_items`.
+pub const RECENT_ITEMS_SEPARATOR: char = '|';
 
 /// Options of `infer recommend`.
 #[derive(Debug, Clone)]
 pub struct RecommendOptions {
     pub bundle: PathBuf,
     pub customers: Option<PathBuf>,
+    /// Products not in the bundle, described by their attributes.
+    pub new_products: Option<PathBuf>,
     pub top_k: usize,
     pub out: PathBuf,
     pub shard: Option<(u32, u32)>,
@@ -44,6 +59,7 @@ pub struct RecommendOptions {
 /// A loaded recommender: model, features on the device, and the bundle's side data.
 pub struct LoadedRecommender {
     pub bundle: Bundle,
+    pub config: RecommenderConfig,
     pub model: Recommender,
     pub artifacts: RecommenderArtifacts,
     pub customer_features: EntityFeatures,
@@ -59,8 +75,15 @@ fn bundle_invalid(bundle: &Bundle, msg: String) -> anyhow::Error {
     .into()
 }
 
+fn to_vec_f32(t: Tensor<2>) -> Result<Vec<f32>> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| anyhow::anyhow!("reading values back from the device: {e:?}"))
+}
+
 /// Opens a bundle's recommender on a device.
-pub fn load_recommender(dir: &std::path::Path, device: &Device) -> Result<LoadedRecommender> {
+pub fn load_recommender(dir: &Path, device: &Device) -> Result<LoadedRecommender> {
     let bundle = Bundle::open(dir)?;
     if !bundle.has("recommender") {
         return Err(bundle_invalid(
@@ -86,6 +109,7 @@ pub fn load_recommender(dir: &std::path::Path, device: &Device) -> Result<Loaded
         customer_features: EntityFeatures::new(ct, cw, device),
         product_features: EntityFeatures::new(pt, pw, device),
         bundle,
+        config,
         model,
         artifacts,
         device: device.clone(),
@@ -101,54 +125,251 @@ pub struct Recommendation {
     pub score: f32,
 }
 
+/// A product added at scoring time, known by its attributes only.
+#[derive(Debug, Clone)]
+pub struct NewProduct {
+    pub id: String,
+    pub name: String,
+    pub tokens: Vec<u32>,
+}
+
+/// The products being ranked: the bundle's, then any new ones (indices continue after the
+/// bundle's), with what explanations need.
+pub struct Catalogue {
+    pub ids: Vec<String>,
+    pub names: Vec<String>,
+    /// Value of the primary attribute (e.g. category) of each product.
+    pub primary: Vec<Option<String>>,
+    /// Customers who interacted with each product in training (0 for new products).
+    pub popularity: Vec<u32>,
+    pub matrix: ProductMatrix,
+    /// Unit-length product vectors `[P, d]` row-major, for "because you bought X".
+    pub unit_vectors: Vec<f32>,
+    pub dim: usize,
+}
+
+impl Catalogue {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// Padded attribute tokens of entities outside the bundle, as device tensors.
+fn token_tensors(tokens: &[Vec<u32>], device: &Device) -> EntityFeatures {
+    let width = tokens.iter().map(Vec::len).max().unwrap_or(0).max(1);
+    let mut padded = vec![0i64; tokens.len() * width];
+    for (row, toks) in tokens.iter().enumerate() {
+        for (j, &t) in toks.iter().enumerate() {
+            padded[row * width + j] = t as i64 + 1;
+        }
+    }
+    EntityFeatures::new(padded, width, device)
+}
+
 impl LoadedRecommender {
-    /// Top-`k` products for each customer (already-bought products masked), best first.
-    pub fn top_k(&self, customers: &[u32], k: usize) -> Result<Vec<Recommendation>> {
-        let n_p = self.artifacts.products.len();
-        let all: Vec<u32> = (0..n_p as u32).collect();
-        let products = ids_tensor(&all, &self.device);
-        let item_matrix = self
+    /// The bundle's catalogue plus `new_products`, ready for scoring.
+    pub fn catalogue(&self, new_products: &[NewProduct]) -> Result<Catalogue> {
+        let a = &self.artifacts;
+        let n_known = a.products.len();
+        let all: Vec<u32> = (0..n_known as u32).collect();
+        let ids_t = ids_tensor(&all, &self.device);
+        let mut vectors = self
             .model
-            .product_vectors(products.clone(), &self.product_features)
-            .transpose();
-        let bias = self.model.product_biases(products).unsqueeze_dim::<2>(0);
-        let mut out = Vec::with_capacity(customers.len() * k);
-        for chunk in customers.chunks(CHUNK) {
-            let u = self
+            .product_vectors(ids_t.clone(), &self.product_features);
+        let mut biases = self.model.product_biases(ids_t);
+        let mut ids: Vec<String> = a.products.ids().to_vec();
+        let mut names = a.product_names.clone();
+        let mut primary: Vec<Option<String>> = (0..n_known)
+            .map(|p| a.product_features.primary_value(p).map(str::to_string))
+            .collect();
+        let mut popularity = a.popularity.clone();
+        if !new_products.is_empty() {
+            let tokens: Vec<Vec<u32>> = new_products.iter().map(|p| p.tokens.clone()).collect();
+            let f = token_tensors(&tokens, &self.device);
+            let new_vectors = self
                 .model
-                .customer_vectors(ids_tensor(chunk, &self.device), &self.customer_features);
-            let mut mask = vec![false; chunk.len() * n_p];
-            for (row, &c) in chunk.iter().enumerate() {
-                for &p in &self.artifacts.purchased[c as usize] {
-                    mask[row * n_p + p as usize] = true;
-                }
-            }
-            let mask = Tensor::<2, Bool>::from_data(
-                TensorData::new(mask, [chunk.len(), n_p]),
-                &self.device,
-            );
-            let scores = (u.matmul(item_matrix.clone()) + bias.clone()).mask_fill(mask, -1.0e30);
-            let (values, indices) = scores.topk_with_indices(k, 1);
-            let values = values
+                .product_vectors_from_attributes(f.tokens, f.weights);
+            // A new product's bias: the mean bias of the products sharing its primary
+            // attribute (its category), else of the whole catalogue.
+            let known_bias = biases
+                .clone()
                 .into_data()
                 .convert::<f32>()
                 .try_into_vec::<f32>()
-                .map_err(|e| anyhow::anyhow!("reading scores from the device: {e:?}"))?;
-            let indices = indices
-                .into_data()
-                .convert::<i64>()
-                .try_into_vec::<i64>()
-                .map_err(|e| anyhow::anyhow!("reading indices from the device: {e:?}"))?;
-            for (row, &c) in chunk.iter().enumerate() {
-                for r in 0..k {
-                    let score = values[row * k + r];
-                    if score <= -1.0e29 {
-                        break; // fewer than k products left that the customer has not bought
-                    }
+                .map_err(|e| anyhow::anyhow!("reading product biases: {e:?}"))?;
+            let global = known_bias.iter().sum::<f32>() / known_bias.len().max(1) as f32;
+            let mut by_category: HashMap<&str, (f32, usize)> = HashMap::new();
+            for (p, b) in known_bias.iter().enumerate() {
+                if let Some(c) = primary[p].as_deref() {
+                    let e = by_category.entry(c).or_default();
+                    e.0 += b;
+                    e.1 += 1;
+                }
+            }
+            let new_primary: Vec<Option<String>> = new_products
+                .iter()
+                .map(|p| primary_of(&a.product_features, &p.tokens))
+                .collect();
+            let new_bias: Vec<f32> = new_primary
+                .iter()
+                .map(|c| {
+                    c.as_deref()
+                        .and_then(|c| by_category.get(c))
+                        .map_or(global, |(sum, n)| sum / *n as f32)
+                })
+                .collect();
+            let n_new = new_bias.len();
+            vectors = Tensor::cat(vec![vectors, new_vectors], 0);
+            biases = Tensor::cat(
+                vec![
+                    biases,
+                    Tensor::from_data(TensorData::new(new_bias, [n_new]), &self.device),
+                ],
+                0,
+            );
+            for (p, c) in new_products.iter().zip(new_primary) {
+                ids.push(p.id.clone());
+                names.push(p.name.clone());
+                primary.push(c);
+                popularity.push(0);
+            }
+        }
+        let dim = vectors.dims()[1];
+        let mut unit_vectors = to_vec_f32(vectors.clone())?;
+        for row in unit_vectors.chunks_mut(dim) {
+            let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+            row.iter_mut().for_each(|x| *x /= norm);
+        }
+        Ok(Catalogue {
+            matrix: self.model.product_matrix(vectors, biases),
+            ids,
+            names,
+            primary,
+            popularity,
+            unit_vectors,
+            dim,
+        })
+    }
+
+    /// Vectors `[C, d]` of customers the bundle has not seen: the average customer plus their
+    /// attributes, fitted to their recent products when they have any.
+    pub fn new_customer_vectors(
+        &self,
+        attribute_tokens: &[Vec<u32>],
+        recent: &[Vec<u32>],
+        catalogue: &Catalogue,
+    ) -> Result<Tensor<2>> {
+        let n = attribute_tokens.len();
+        let f = token_tensors(attribute_tokens, &self.device);
+        let attributes = self
+            .model
+            .customer_vectors_from_attributes(f.tokens, f.weights);
+        let start = attributes + self.model.mean_customer_id_embedding(); // broadcast [1, d]
+        let with_items: Vec<usize> = (0..n).filter(|&i| !recent[i].is_empty()).collect();
+        if with_items.is_empty() {
+            return Ok(start);
+        }
+        // Fold-in needs gradients: the same weights on the autodiff twin of the device.
+        let ad = self.device.clone().autodiff();
+        let ad_model = self
+            .bundle
+            .load_module(files::RECOMMENDER_WEIGHTS, self.config.init(&ad))?;
+        let ad_matrix = rebuild_on(&ad_model, catalogue, &ad)?;
+        let fold = FoldInConfig::new();
+        let mut rows = to_vec_f32(start.clone())?;
+        let d = start.dims()[1];
+        for chunk in with_items.chunks(FOLD_IN_CHUNK) {
+            let idx = ids_tensor(
+                &chunk.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+                &self.device,
+            );
+            let chunk_start = start.clone().select(0, idx);
+            let chosen: Vec<Vec<u32>> = chunk.iter().map(|&i| recent[i].clone()).collect();
+            let fitted = to_vec_f32(ad_model.fold_in(
+                chunk_start,
+                &chosen,
+                &ad_matrix,
+                &fold,
+                &self.device,
+            ))?;
+            for (k, &i) in chunk.iter().enumerate() {
+                rows[i * d..(i + 1) * d].copy_from_slice(&fitted[k * d..(k + 1) * d]);
+            }
+        }
+        Ok(Tensor::from_data(
+            TensorData::new(rows, [n, d]),
+            &self.device,
+        ))
+    }
+
+    /// Top-`k` products for each row of `vectors` (`[C, d]`), skipping each row's `exclude`
+    /// products, best first: `(product, score)` per row.
+    pub fn top_k_for_vectors(
+        &self,
+        vectors: Tensor<2>,
+        exclude: &[&[u32]],
+        catalogue: &Catalogue,
+        k: usize,
+    ) -> Result<Vec<Vec<(u32, f32)>>> {
+        let n_p = catalogue.len();
+        let rows = exclude.len();
+        let mut mask = vec![false; rows * n_p];
+        for (row, items) in exclude.iter().enumerate() {
+            for &p in *items {
+                if (p as usize) < n_p {
+                    mask[row * n_p + p as usize] = true;
+                }
+            }
+        }
+        let mask = Tensor::<2, Bool>::from_data(TensorData::new(mask, [rows, n_p]), &self.device);
+        let scores = self
+            .model
+            .score_all(vectors, &catalogue.matrix)
+            .mask_fill(mask, -1.0e30);
+        let (values, indices) = scores.topk_with_indices(k, 1);
+        let values = to_vec_f32(values)?;
+        let indices = indices
+            .into_data()
+            .convert::<i64>()
+            .try_into_vec::<i64>()
+            .map_err(|e| anyhow::anyhow!("reading indices from the device: {e:?}"))?;
+        Ok((0..rows)
+            .map(|row| {
+                (0..k)
+                    .map(|r| (indices[row * k + r] as u32, values[row * k + r]))
+                    // Fewer than k products left that the customer has not bought.
+                    .take_while(|(_, s)| *s > -1.0e29)
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// Top-`k` products for each known customer (already-bought products masked), best first.
+    pub fn top_k(&self, customers: &[u32], k: usize) -> Result<Vec<Recommendation>> {
+        let catalogue = self.catalogue(&[])?;
+        let chunk = self
+            .model
+            .customers_per_chunk(catalogue.len(), SCORING_BUDGET_FLOATS);
+        let mut out = Vec::with_capacity(customers.len() * k);
+        for chunk in customers.chunks(chunk) {
+            let u = self
+                .model
+                .customer_vectors(ids_tensor(chunk, &self.device), &self.customer_features);
+            let exclude: Vec<&[u32]> = chunk
+                .iter()
+                .map(|&c| self.artifacts.purchased[c as usize].as_slice())
+                .collect();
+            let lists = self.top_k_for_vectors(u, &exclude, &catalogue, k)?;
+            for (&c, list) in chunk.iter().zip(lists) {
+                for (r, (product, score)) in list.into_iter().enumerate() {
                     out.push(Recommendation {
                         customer: c,
                         rank: r + 1,
-                        product: indices[row * k + r] as u32,
+                        product,
                         score,
                     });
                 }
@@ -156,100 +377,325 @@ impl LoadedRecommender {
         }
         Ok(out)
     }
+}
 
-    /// Product vectors on the CPU, normalised to unit length (for explanations).
-    pub fn unit_product_vectors(&self) -> Result<(Vec<f32>, usize)> {
-        let n_p = self.artifacts.products.len();
-        let all: Vec<u32> = (0..n_p as u32).collect();
-        let v = self
-            .model
-            .product_vectors(ids_tensor(&all, &self.device), &self.product_features);
-        let d = v.dims()[1];
-        let mut flat = v
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .map_err(|e| anyhow::anyhow!("reading product vectors: {e:?}"))?;
-        for row in flat.chunks_mut(d) {
-            let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-            row.iter_mut().for_each(|x| *x /= norm);
-        }
-        Ok((flat, d))
-    }
+/// The catalogue's product matrix rebuilt for a model on another device (the same vectors and
+/// biases, known and new products alike), cut off from the autodiff graph.
+fn rebuild_on(
+    model: &Recommender,
+    catalogue: &Catalogue,
+    device: &Device,
+) -> Result<ProductMatrix> {
+    let (p, d) = (catalogue.len(), catalogue.dim);
+    let vectors = to_vec_f32(catalogue.matrix.vectors())?;
+    let biases = to_vec_f32(catalogue.matrix.biases().unsqueeze_dim::<2>(0))?;
+    Ok(model
+        .product_matrix(
+            Tensor::from_data(TensorData::new(vectors, [p, d]), device),
+            Tensor::from_data(TensorData::new(biases, [p]), device),
+        )
+        .detach())
+}
+
+/// The primary attribute value (e.g. category) among a new entity's tokens.
+fn primary_of(
+    features: &shopcast_datasets::interactions::FeatureSet,
+    tokens: &[u32],
+) -> Option<String> {
+    let attr = features.primary_attribute.as_deref()?;
+    tokens.iter().find_map(|&t| {
+        features.tokens[t as usize]
+            .strip_prefix(attr)
+            .and_then(|r| r.strip_prefix('='))
+            .map(str::to_string)
+    })
+}
+
+/// What the explainer knows about one scored customer.
+pub struct CustomerContext<'a> {
+    pub bought: &'a [u32],
+    pub viewed: &'a [u32],
+    pub segment: u32,
 }
 
 /// Writes readable reasons for recommendations.
 pub struct Explainer<'a> {
-    artifacts: &'a RecommenderArtifacts,
-    unit: Vec<f32>,
-    d: usize,
+    catalogue: &'a Catalogue,
     segment_top: Vec<HashSet<u32>>,
 }
 
 impl<'a> Explainer<'a> {
-    pub fn new(loaded: &'a LoadedRecommender) -> Result<Self> {
-        let (unit, d) = loaded.unit_product_vectors()?;
-        let segment_top = loaded
-            .artifacts
+    pub fn new(artifacts: &RecommenderArtifacts, catalogue: &'a Catalogue) -> Self {
+        let segment_top = artifacts
             .segment_profiles
             .iter()
             .map(|p| p.top_products.iter().copied().collect())
             .collect();
-        Ok(Explainer {
-            artifacts: &loaded.artifacts,
-            unit,
-            d,
+        Explainer {
+            catalogue,
             segment_top,
-        })
+        }
     }
 
     fn cosine(&self, a: u32, b: u32) -> f32 {
-        let (a, b) = (a as usize * self.d, b as usize * self.d);
-        self.unit[a..a + self.d]
+        let d = self.catalogue.dim;
+        let (a, b) = (a as usize * d, b as usize * d);
+        let u = &self.catalogue.unit_vectors;
+        u[a..a + d]
             .iter()
-            .zip(&self.unit[b..b + self.d])
+            .zip(&u[b..b + d])
             .map(|(x, y)| x * y)
             .sum()
     }
 
-    /// The reason for recommending `product` to `customer`.
-    pub fn reason(&self, customer: u32, product: u32) -> String {
-        let a = self.artifacts;
-        let c = customer as usize;
-        let best = a.purchased[c]
+    /// The reason for recommending `product` to a customer.
+    pub fn reason(&self, customer: &CustomerContext<'_>, product: u32) -> String {
+        let cat = self.catalogue;
+        let best = customer
+            .bought
             .iter()
             .map(|&p| (p, "bought"))
-            .chain(a.browsed[c].iter().map(|&p| (p, "viewed")))
+            .chain(customer.viewed.iter().map(|&p| (p, "viewed")))
             .filter(|(p, _)| *p != product)
             .map(|(p, verb)| (self.cosine(p, product), p, verb))
             .max_by(|x, y| x.0.total_cmp(&y.0).then(y.1.cmp(&x.1)));
+        let category = cat.primary[product as usize].as_deref();
+        let is_new = cat.popularity[product as usize] == 0;
+        let buys_there = category.is_some_and(|c| {
+            customer
+                .bought
+                .iter()
+                .chain(customer.viewed)
+                .any(|&p| cat.primary[p as usize].as_deref() == Some(c))
+        });
+        if let (true, true, Some(c)) = (is_new, buys_there, category) {
+            return format!("new in a category you buy: {c}");
+        }
         if let Some((sim, p, verb)) = best {
             if sim >= SIMILAR_ENOUGH {
-                return format!("because you {verb} {}", a.product_names[p as usize]);
+                return format!("because you {verb} {}", cat.names[p as usize]);
             }
         }
-        let segment = a.segments.get(c).copied().unwrap_or(0) as usize;
         if self
             .segment_top
-            .get(segment)
+            .get(customer.segment as usize)
             .is_some_and(|s| s.contains(&product))
         {
             return "popular with customers like you".into();
         }
-        let features = &a.product_features;
-        if let Some(category) = features.primary_value(product as usize) {
-            let buys_there = a.purchased[c]
-                .iter()
-                .chain(&a.browsed[c])
-                .any(|&p| features.primary_value(p as usize) == Some(category));
-            if buys_there {
-                if a.popularity[product as usize] == 0 {
-                    return format!("new in a category you buy: {category}");
-                }
-                return format!("more from {category}, a category you buy");
+        if let (true, Some(c)) = (buys_there, category) {
+            return format!("more from {c}, a category you buy");
+        }
+        "popular with customers like you".into()
+    }
+}
+
+/// The segment whose centre is nearest to a vector.
+fn nearest_segment(centroids: &[Vec<f32>], v: &[f32]) -> u32 {
+    centroids
+        .iter()
+        .enumerate()
+        .map(|(s, c)| {
+            let d: f32 = c.iter().zip(v).map(|(a, b)| (a - b) * (a - b)).sum();
+            (s as u32, d)
+        })
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map_or(0, |(s, _)| s)
+}
+
+/// One customer to score.
+struct Target {
+    id: String,
+    /// Index in the bundle; `None` for a new customer.
+    known: Option<u32>,
+    /// Products bought (masked from the list and used in reasons).
+    bought: Vec<u32>,
+    viewed: Vec<u32>,
+    /// Attribute tokens of a new customer.
+    attributes: Vec<u32>,
+}
+
+/// Reads `--new-products`: an id column (the business's product column or `product_id`), and
+/// any of the attribute columns the bundle's config reads for products.
+fn read_new_products(
+    path: &Path,
+    artifacts: &RecommenderArtifacts,
+    manifest: &mut JobManifest,
+) -> Result<Vec<NewProduct>> {
+    let Some(table_spec) = &artifacts.product_attributes else {
+        anyhow::bail!(DataError::Invalid(
+            "--new-products: the bundle was trained without product attributes, so a new product cannot be described; add `[recommender.data.products]` to the config and retrain".into()
+        ));
+    };
+    let (table, id_column) = read_with_id(
+        path,
+        &artifacts.product_column,
+        "product_id",
+        &attribute_columns(table_spec),
+    )?;
+    let ids = table.ids(&id_column)?;
+    let tokens = artifacts.product_features.encode_rows(&table, table_spec)?;
+    let names = match table_spec.name.as_deref().filter(|c| table.has_column(c)) {
+        Some(c) => table.strings(c)?,
+        None => vec![None; ids.len()],
+    };
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for ((id, toks), name) in ids.into_iter().zip(tokens).zip(names) {
+        if artifacts.products.get(&id).is_some() {
+            *manifest
+                .rows_skipped
+                .entry("new product already in the bundle".into())
+                .or_default() += 1;
+            continue;
+        }
+        if !seen.insert(id.clone()) {
+            *manifest
+                .rows_skipped
+                .entry("duplicate new product id".into())
+                .or_default() += 1;
+            continue;
+        }
+        if toks.is_empty() {
+            *manifest
+                .rows_skipped
+                .entry("new product with no known attribute value".into())
+                .or_default() += 1;
+            continue;
+        }
+        out.push(NewProduct {
+            name: name.unwrap_or_else(|| id.clone()),
+            id,
+            tokens: toks,
+        });
+    }
+    manifest
+        .counts
+        .insert("new products added".into(), out.len());
+    Ok(out)
+}
+
+/// Reads the customers to score from `--customers`, or every known customer.
+fn read_targets(
+    opts: &RecommendOptions,
+    a: &RecommenderArtifacts,
+    catalogue: &Catalogue,
+    manifest: &mut JobManifest,
+) -> Result<Vec<Target>> {
+    let known_target = |c: u32| Target {
+        id: a.customers.id(c).to_string(),
+        known: Some(c),
+        bought: a.purchased[c as usize].clone(),
+        viewed: a.browsed[c as usize].clone(),
+        attributes: Vec::new(),
+    };
+    let Some(path) = &opts.customers else {
+        manifest.input_rows = a.customers.len();
+        return Ok((0..a.customers.len() as u32).map(known_target).collect());
+    };
+    let mut optional = vec![RECENT_ITEMS_COLUMN.to_string()];
+    if let Some(t) = &a.customer_attributes {
+        optional.extend(attribute_columns(t));
+    }
+    let (table, id_column) = read_with_id(path, &a.customer_column, "customer_id", &optional)?;
+    let ids = table.ids(&id_column)?;
+    manifest.input_rows = ids.len();
+    let attributes: Vec<Vec<u32>> = match &a.customer_attributes {
+        Some(t) => a.customer_features.encode_rows(&table, t)?,
+        None => vec![Vec::new(); ids.len()],
+    };
+    let recent: Vec<Option<String>> = if table.has_column(RECENT_ITEMS_COLUMN) {
+        table.strings(RECENT_ITEMS_COLUMN)?
+    } else {
+        vec![None; ids.len()]
+    };
+    let product_index: HashMap<&str, u32> = catalogue
+        .ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i as u32))
+        .collect();
+    let mut seen = HashSet::new();
+    let mut targets = Vec::with_capacity(ids.len());
+    let (mut cold, mut unknown_items) = (0usize, 0usize);
+    for ((id, attrs), recent) in ids.into_iter().zip(attributes).zip(recent) {
+        if !seen.insert(id.clone()) {
+            *manifest
+                .rows_skipped
+                .entry("duplicate customer id".into())
+                .or_default() += 1;
+            continue;
+        }
+        let mut items: Vec<u32> = Vec::new();
+        for item in recent
+            .as_deref()
+            .unwrap_or("")
+            .split(RECENT_ITEMS_SEPARATOR)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            match product_index.get(item) {
+                Some(&p) => items.push(p),
+                None => unknown_items += 1,
             }
         }
-        "matches what customers like you buy".into()
+        let target = match a.customers.get(&id) {
+            Some(c) => {
+                let mut t = known_target(c);
+                t.bought.extend(items);
+                t
+            }
+            None => {
+                cold += 1;
+                Target {
+                    id,
+                    known: None,
+                    bought: items,
+                    viewed: Vec::new(),
+                    attributes: attrs,
+                }
+            }
+        };
+        targets.push(target);
+    }
+    for t in &mut targets {
+        t.bought.sort_unstable();
+        t.bought.dedup();
+    }
+    manifest
+        .counts
+        .insert("new customers (cold start)".into(), cold);
+    if unknown_items > 0 {
+        manifest.counts.insert(
+            "recent items not in the catalogue (ignored)".into(),
+            unknown_items,
+        );
+    }
+    Ok(targets)
+}
+
+/// Reads a file keyed by the business's id column, or by `fallback` when it lacks that one.
+fn read_with_id(
+    path: &Path,
+    column: &str,
+    fallback: &str,
+    optional: &[String],
+) -> Result<(Table, String), DataError> {
+    let spec = FileSpec {
+        path: path.to_path_buf(),
+        separator: None,
+        has_header: true,
+        column_names: Vec::new(),
+    };
+    match Table::read_with_optional(path, &spec, &[column.to_string()], optional) {
+        Ok(t) => Ok((t, column.to_string())),
+        Err(first @ DataError::MissingColumn { .. }) if column != fallback => {
+            match Table::read_with_optional(path, &spec, &[fallback.to_string()], optional) {
+                Ok(t) => Ok((t, fallback.to_string())),
+                Err(_) => Err(first),
+            }
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -266,13 +712,6 @@ pub fn recommend(opts: &RecommendOptions) -> Result<JobManifest> {
     }
     let loaded = load_recommender(&opts.bundle, &selected.device)?;
     let a = &loaded.artifacts;
-    let n_p = a.products.len();
-    if opts.top_k > n_p {
-        anyhow::bail!(DataError::TooLittleData(format!(
-            "--top-k {} is larger than the catalogue ({n_p} products)",
-            opts.top_k
-        )));
-    }
     let mut manifest = JobManifest::new(
         "recommend",
         &opts.out,
@@ -280,44 +719,80 @@ pub fn recommend(opts: &RecommendOptions) -> Result<JobManifest> {
         &selected.backend.to_string(),
         opts.shard,
     )?;
-    let mut skipped: BTreeMap<String, usize> = BTreeMap::new();
-    let requested: Vec<u32> = match &opts.customers {
-        None => (0..a.customers.len() as u32).collect(),
-        Some(path) => {
-            let (table, name) = read_customer_list(path, &a.customer_column)?;
-            let ids = table.ids(&name)?;
-            manifest.input_rows = ids.len();
-            let mut seen = HashSet::new();
-            let mut list = Vec::with_capacity(ids.len());
-            for id in &ids {
-                match a.customers.get(id) {
-                    Some(c) if seen.insert(c) => list.push(c),
-                    Some(_) => *skipped.entry("duplicate customer id".into()).or_default() += 1,
-                    None => {
-                        *skipped
-                            .entry("customer not in the training data".into())
-                            .or_default() += 1
-                    }
-                }
-            }
-            list
-        }
+    let new_products = match &opts.new_products {
+        Some(path) => read_new_products(path, a, &mut manifest)?,
+        None => Vec::new(),
     };
-    if opts.customers.is_none() {
-        manifest.input_rows = requested.len();
+    let catalogue = loaded.catalogue(&new_products)?;
+    let n_p = catalogue.len();
+    if opts.top_k > n_p {
+        anyhow::bail!(DataError::TooLittleData(format!(
+            "--top-k {} is larger than the catalogue ({n_p} products)",
+            opts.top_k
+        )));
     }
-    let customers: Vec<u32> = match opts.shard {
-        Some((i, n)) => requested
-            .into_iter()
-            .filter(|&c| shard_of(a.customers.id(c), n) == i)
-            .collect(),
-        None => requested,
-    };
-    let recs = loaded
-        .top_k(&customers, opts.top_k)
-        .context("scoring customers")?;
-    let explainer = Explainer::new(&loaded)?;
-    let n = recs.len();
+    let mut targets = read_targets(opts, a, &catalogue, &mut manifest)?;
+    if let Some((i, n)) = opts.shard {
+        targets.retain(|t| shard_of(&t.id, n) == i);
+    }
+
+    // Known customers: vectors straight from the model, in chunks, on the device.
+    let mut lists: Vec<Vec<(u32, f32)>> = vec![Vec::new(); targets.len()];
+    let mut segments: Vec<u32> = vec![0; targets.len()];
+    let known: Vec<usize> = (0..targets.len())
+        .filter(|&i| targets[i].known.is_some())
+        .collect();
+    let chunk = loaded.model.customers_per_chunk(n_p, SCORING_BUDGET_FLOATS);
+    for rows in known.chunks(chunk) {
+        let ids: Vec<u32> = rows.iter().filter_map(|&i| targets[i].known).collect();
+        let u = loaded
+            .model
+            .customer_vectors(ids_tensor(&ids, &loaded.device), &loaded.customer_features);
+        let exclude: Vec<&[u32]> = rows.iter().map(|&i| targets[i].bought.as_slice()).collect();
+        let top = loaded
+            .top_k_for_vectors(u, &exclude, &catalogue, opts.top_k)
+            .context("scoring customers")?;
+        for (&i, list) in rows.iter().zip(top) {
+            lists[i] = list;
+            segments[i] = targets[i]
+                .known
+                .and_then(|c| a.segments.get(c as usize).copied())
+                .unwrap_or(0);
+        }
+    }
+    // New customers: attributes and recent items give the vector.
+    let cold: Vec<usize> = (0..targets.len())
+        .filter(|&i| targets[i].known.is_none())
+        .collect();
+    for rows in cold.chunks(chunk.max(FOLD_IN_CHUNK)) {
+        let attrs: Vec<Vec<u32>> = rows
+            .iter()
+            .map(|&i| targets[i].attributes.clone())
+            .collect();
+        let recent: Vec<Vec<u32>> = rows.iter().map(|&i| targets[i].bought.clone()).collect();
+        let vectors = loaded
+            .new_customer_vectors(&attrs, &recent, &catalogue)
+            .context("placing new customers")?;
+        let flat = to_vec_f32(vectors.clone())?;
+        let d = catalogue.dim;
+        for rows_chunk in rows.chunks(chunk).zip(0..) {
+            let (sub, k) = rows_chunk;
+            let start = k * chunk;
+            let idx: Vec<u32> = (start..start + sub.len()).map(|x| x as u32).collect();
+            let u = vectors.clone().select(0, ids_tensor(&idx, &loaded.device));
+            let exclude: Vec<&[u32]> = sub.iter().map(|&i| targets[i].bought.as_slice()).collect();
+            let top = loaded
+                .top_k_for_vectors(u, &exclude, &catalogue, opts.top_k)
+                .context("scoring new customers")?;
+            for ((&i, list), j) in sub.iter().zip(top).zip(start..) {
+                lists[i] = list;
+                segments[i] = nearest_segment(&a.segment_centroids, &flat[j * d..(j + 1) * d]);
+            }
+        }
+    }
+
+    let explainer = Explainer::new(a, &catalogue);
+    let n: usize = lists.iter().map(Vec::len).sum();
     let (mut c_id, mut c_rank, mut c_prod, mut c_score, mut c_reason, mut c_seg) = (
         Vec::with_capacity(n),
         Vec::with_capacity(n),
@@ -326,13 +801,20 @@ pub fn recommend(opts: &RecommendOptions) -> Result<JobManifest> {
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    for r in &recs {
-        c_id.push(a.customers.id(r.customer).to_string());
-        c_rank.push(r.rank as i64);
-        c_prod.push(a.products.id(r.product).to_string());
-        c_score.push(r.score as f64);
-        c_reason.push(explainer.reason(r.customer, r.product));
-        c_seg.push(a.segments.get(r.customer as usize).copied().unwrap_or(0) as i64);
+    for ((t, list), &segment) in targets.iter().zip(&lists).zip(&segments) {
+        let context = CustomerContext {
+            bought: &t.bought,
+            viewed: &t.viewed,
+            segment,
+        };
+        for (r, &(p, score)) in list.iter().enumerate() {
+            c_id.push(t.id.clone());
+            c_rank.push(r as i64 + 1);
+            c_prod.push(catalogue.ids[p as usize].clone());
+            c_score.push(score as f64);
+            c_reason.push(explainer.reason(&context, p));
+            c_seg.push(segment as i64);
+        }
     }
     let mut df = DataFrame::new(
         n,
@@ -345,34 +827,14 @@ pub fn recommend(opts: &RecommendOptions) -> Result<JobManifest> {
             Column::new("segment".into(), c_seg),
         ],
     )?;
-    manifest.rows_skipped = skipped;
     write_output(&mut df, &opts.out, &mut manifest, started)?;
     eprintln!(
-        "recommend: {} customers, {} rows written to {} ({:.1}s)",
-        customers.len(),
+        "recommend: {} customers ({} new), {} rows written to {} ({:.1}s)",
+        targets.len(),
+        cold.len(),
         manifest.rows_written,
         opts.out.display(),
         manifest.duration_seconds
     );
     Ok(manifest)
-}
-
-/// Reads a customer list: the id column is the business's customer column or `customer_id`.
-fn read_customer_list(path: &std::path::Path, column: &str) -> Result<(Table, String), DataError> {
-    let spec = FileSpec {
-        path: path.to_path_buf(),
-        separator: None,
-        has_header: true,
-        column_names: Vec::new(),
-    };
-    match Table::read(path, &spec, &[column.to_string()]) {
-        Ok(t) => Ok((t, column.to_string())),
-        Err(first @ DataError::MissingColumn { .. }) if column != "customer_id" => {
-            match Table::read(path, &spec, &["customer_id".to_string()]) {
-                Ok(t) => Ok((t, "customer_id".to_string())),
-                Err(_) => Err(first),
-            }
-        }
-        Err(e) => Err(e),
-    }
 }

@@ -15,4 +15,6 @@ pub mod recommender;
 pub use bundle::{Bundle, BundleError, BundleManifest, BundleWriter};
 pub use device::{select_device, DeviceChoice, SelectedDevice};
 pub use forecaster::{DemandForecaster, ForecastInput, ForecasterConfig};
-pub use recommender::{EntityFeatures, InteractionBatch, Recommender, RecommenderConfig};
+pub use recommender::{
+    EntityFeatures, FoldInConfig, InteractionBatch, ProductMatrix, Recommender, RecommenderConfig,
+};

@@ -1,13 +1,21 @@
-//! The hybrid two-tower recommender.
+//! The hybrid recommender.
 //!
 //! A customer's vector is their id embedding plus the mean of their attribute embeddings (region,
 //! age band...); a product's vector is its id embedding plus the mean of its attribute embeddings
-//! (category, brand, price band, tags, description words). The score is the dot product plus a
-//! product bias, so the whole catalogue is scored with one matrix product, and a new customer or
-//! product with attributes but no history still gets a meaningful vector.
+//! (category, brand, price band, tags, description words). A new customer or product with
+//! attributes but no history still gets a meaningful vector.
+//!
+//! Two ways to score a (customer, product) pair from those vectors:
+//! - `two_tower` (default): dot product plus a product bias, so the whole catalogue is scored with
+//!   one matrix product;
+//! - `neumf`: NeuMF (He et al. 2017) over the same vectors: a GMF part (element-wise product) and
+//!   an MLP over the concatenated vectors, joined by one output layer. Scoring the catalogue then
+//!   costs one MLP pass per pair; the first MLP layer is split into a customer half and a product
+//!   half so it is still two matrix products.
 
-use burn::nn::{Embedding, EmbeddingConfig, Initializer};
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
 use burn::prelude::*;
+use burn::tensor::activation::relu;
 
 /// Shapes and sizes of a [`Recommender`]; saved in the bundle to rebuild the model.
 #[derive(Config, Debug)]
@@ -20,6 +28,12 @@ pub struct RecommenderConfig {
     pub n_product_tokens: usize,
     #[config(default = 32)]
     pub embedding_dim: usize,
+    /// `two_tower` or `neumf`.
+    #[config(default = "String::from(\"two_tower\")")]
+    pub architecture: String,
+    /// Hidden sizes of the NeuMF MLP (unused by `two_tower`).
+    #[config(default = "vec![64, 32]")]
+    pub mlp_layers: Vec<usize>,
 }
 
 /// Attribute tokens of every entity on the device: token ids padded with 0 (`[n, width]`) and
@@ -68,6 +82,18 @@ pub struct Recommender {
     customer_attribute: Embedding,
     product_attribute: Embedding,
     product_bias: Embedding,
+    /// Present for `neumf`.
+    neumf: Option<NeuMfHead>,
+}
+
+/// GMF + MLP scoring head of NeuMF.
+#[derive(Module, Debug)]
+pub struct NeuMfHead {
+    /// First layer over `[customer; product]`, then the hidden layers.
+    mlp: Vec<Linear>,
+    /// Over `[customer ⊙ product; last hidden]`.
+    output: Linear,
+    embedding_dim: usize,
 }
 
 /// Entity indices as an `Int` tensor on a device.
@@ -108,7 +134,113 @@ impl RecommenderConfig {
             product_bias: EmbeddingConfig::new(self.n_products.max(1), 1)
                 .with_initializer(Initializer::Zeros)
                 .init(device),
+            neumf: (self.architecture == "neumf").then(|| {
+                let mut mlp = Vec::new();
+                let mut d_in = 2 * d;
+                for &h in &self.mlp_layers {
+                    mlp.push(LinearConfig::new(d_in, h).init(device));
+                    d_in = h;
+                }
+                NeuMfHead {
+                    mlp,
+                    output: LinearConfig::new(d + d_in, 1).init(device),
+                    embedding_dim: d,
+                }
+            }),
         }
+    }
+}
+
+/// The catalogue prepared for scoring many customers: product vectors, biases, and for NeuMF
+/// the product half of the first MLP layer.
+#[derive(Debug, Clone)]
+pub struct ProductMatrix {
+    /// `[d, P]`.
+    transposed: Tensor<2>,
+    /// `[P, d]`.
+    vectors: Tensor<2>,
+    /// `[1, P]`.
+    bias: Tensor<2>,
+    /// `[P, h1]` (NeuMF only).
+    mlp_product_part: Option<Tensor<2>>,
+}
+
+impl ProductMatrix {
+    /// The same matrix cut off from the autodiff graph (for fitting new customers against it).
+    pub fn detach(self) -> Self {
+        ProductMatrix {
+            transposed: self.transposed.detach(),
+            vectors: self.vectors.detach(),
+            bias: self.bias.detach(),
+            mlp_product_part: self.mlp_product_part.map(Tensor::detach),
+        }
+    }
+
+    /// Number of products.
+    pub fn len(&self) -> usize {
+        self.bias.dims()[1]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Product vectors `[P, d]`.
+    pub fn vectors(&self) -> Tensor<2> {
+        self.vectors.clone()
+    }
+
+    /// Product biases `[P]`.
+    pub fn biases(&self) -> Tensor<1> {
+        self.bias.clone().squeeze_dim::<1>(0)
+    }
+}
+
+impl NeuMfHead {
+    /// Scores of matching rows of `u` and `p` (`[N, d]` each) -> `[N]`, without the bias.
+    fn pair_scores(&self, u: Tensor<2>, p: Tensor<2>) -> Tensor<1> {
+        let mut h = Tensor::cat(vec![u.clone(), p.clone()], 1);
+        for layer in &self.mlp {
+            h = relu(layer.forward(h));
+        }
+        self.output
+            .forward(Tensor::cat(vec![u * p, h], 1))
+            .squeeze_dim::<1>(1)
+    }
+
+    /// `[C, P]` scores of every customer row with every product, without the bias.
+    fn all_scores(&self, u: Tensor<2>, m: &ProductMatrix) -> Tensor<2> {
+        let d = self.embedding_dim;
+        let [c, _] = u.dims();
+        let p = m.vectors.dims()[0];
+        let out_w = self.output.weight.val(); // [d + h_last, 1]
+        let h_last = out_w.dims()[0] - d;
+        let gmf_w = out_w.clone().narrow(0, 0, d).reshape([1, d]);
+        let gmf = (u.clone() * gmf_w).matmul(m.transposed.clone()); // [C, P]
+        let first = &self.mlp[0];
+        let w_u = first.weight.val().narrow(0, 0, d); // customer half of the first layer
+        let mut a = u.matmul(w_u);
+        if let Some(b) = &first.bias {
+            a = a + b.val().unsqueeze_dim::<2>(0);
+        }
+        let h1 = a.dims()[1];
+        let product_part = match &m.mlp_product_part {
+            Some(t) => t.clone(),
+            None => return gmf, // not built for NeuMF: cannot happen through `product_matrix`
+        };
+        let mut h: Tensor<2> = relu(
+            a.unsqueeze_dim::<3>(1) + product_part.unsqueeze_dim::<3>(0), // [C, P, h1]
+        )
+        .reshape([c * p, h1]);
+        for layer in self.mlp.iter().skip(1) {
+            h = relu(layer.forward(h));
+        }
+        let mlp_w = out_w.narrow(0, d, h_last); // [h_last, 1]
+        let mut mlp = h.matmul(mlp_w).reshape([c, p]);
+        if let Some(b) = &self.output.bias {
+            mlp = mlp + b.val().unsqueeze_dim::<2>(0);
+        }
+        gmf + mlp
     }
 }
 
@@ -171,6 +303,56 @@ impl Recommender {
         attribute_mean(&self.product_attribute, tokens, weights)
     }
 
+    /// The catalogue (`[P, d]` vectors and `[P]` biases, known and new products alike) prepared
+    /// for [`Recommender::score_all`].
+    pub fn product_matrix(&self, vectors: Tensor<2>, biases: Tensor<1>) -> ProductMatrix {
+        let mlp_product_part = self.neumf.as_ref().map(|head| {
+            let d = head.embedding_dim;
+            let w_p = head.mlp[0].weight.val().narrow(0, d, d); // product half of the first layer
+            vectors.clone().matmul(w_p)
+        });
+        ProductMatrix {
+            transposed: vectors.clone().transpose(),
+            vectors,
+            bias: biases.unsqueeze_dim::<2>(0),
+            mlp_product_part,
+        }
+    }
+
+    /// Scores `[C, P]` of customer vectors `[C, d]` against the whole catalogue.
+    pub fn score_all(&self, customers: Tensor<2>, products: &ProductMatrix) -> Tensor<2> {
+        let scores = match &self.neumf {
+            None => customers.matmul(products.transposed.clone()),
+            Some(head) => head.all_scores(customers, products),
+        };
+        scores + products.bias.clone()
+    }
+
+    /// Customers per [`Recommender::score_all`] call that keep its working memory near
+    /// `budget_floats` floats (NeuMF materialises a `[C, P, h]` activation).
+    pub fn customers_per_chunk(&self, n_products: usize, budget_floats: usize) -> usize {
+        let per_customer = match &self.neumf {
+            None => n_products,
+            Some(head) => n_products * head.mlp[0].weight.dims()[1].max(1),
+        };
+        (budget_floats / per_customer.max(1)).clamp(1, 4096)
+    }
+
+    /// Scores `[N]` of matching rows of customer and product vectors, with product biases.
+    fn pair_scores(&self, u: Tensor<2>, p: Tensor<2>, bias: Tensor<1>) -> Tensor<1> {
+        let raw = match &self.neumf {
+            None => (u * p).sum_dim(1).squeeze_dim::<1>(1),
+            Some(head) => head.pair_scores(u, p),
+        };
+        raw + bias
+    }
+
+    /// Mean of the customer id embeddings: the "average customer" that a new customer starts
+    /// from.
+    pub fn mean_customer_id_embedding(&self) -> Tensor<2> {
+        self.customer_id.weight.val().mean_dim(0)
+    }
+
     /// Logits of positives `[B]` and negatives `[B, k]`, plus the batch's squared vector norm.
     pub fn batch_logits(
         &self,
@@ -185,13 +367,213 @@ impl Recommender {
         let n = self
             .product_vectors(batch.negatives.clone(), product_features)
             .reshape([b, k, d]);
-        let pos = (u.clone() * p.clone()).sum_dim(1).squeeze_dim::<1>(1)
-            + self.product_biases(batch.positives.clone());
-        let neg = (n.clone() * u.clone().unsqueeze_dim::<3>(1))
-            .sum_dim(2)
-            .squeeze_dim::<2>(2)
-            + self.product_biases(batch.negatives.clone()).reshape([b, k]);
+        let pos = self.pair_scores(
+            u.clone(),
+            p.clone(),
+            self.product_biases(batch.positives.clone()),
+        );
+        let u_rep = u
+            .clone()
+            .unsqueeze_dim::<3>(1)
+            .repeat_dim(1, k)
+            .reshape([b * k, d]);
+        let neg = self
+            .pair_scores(
+                u_rep,
+                n.clone().reshape([b * k, d]),
+                self.product_biases(batch.negatives.clone()),
+            )
+            .reshape([b, k]);
         let norms = u.powf_scalar(2.0).sum() + p.powf_scalar(2.0).sum() + n.powf_scalar(2.0).sum();
         (pos, neg, norms)
+    }
+}
+
+/// How a new customer's vector is fitted to the items they are known to have chosen.
+#[derive(Config, Debug)]
+pub struct FoldInConfig {
+    #[config(default = 60)]
+    pub steps: usize,
+    #[config(default = 0.05)]
+    pub learning_rate: f64,
+    /// Weight of a not-chosen product relative to a chosen one, times the catalogue size: the
+    /// negatives per positive used in training.
+    #[config(default = 4.0)]
+    pub negatives_per_positive: f64,
+    /// Pull of the fitted offset towards zero (the customer's attribute-based start).
+    #[config(default = 0.01)]
+    pub l2: f64,
+}
+
+impl Recommender {
+    /// Fits vectors for customers unknown to the model from a few products each (fold-in):
+    /// starting from `start` (`[C, d]`, e.g. attributes plus the average customer), an offset per
+    /// customer is fitted by gradient steps on the training loss over the whole catalogue
+    /// (chosen products positive, every other product a weighted negative) with the model frozen.
+    /// `self` and `products` must live on an autodiff device; the result is on `plain`.
+    pub fn fold_in(
+        &self,
+        start: Tensor<2>,
+        chosen: &[Vec<u32>],
+        products: &ProductMatrix,
+        config: &FoldInConfig,
+        plain: &Device,
+    ) -> Tensor<2> {
+        let [c, d] = start.dims();
+        let n_p = products.len();
+        let ad = products.bias.device();
+        let mut targets = vec![0f32; c * n_p];
+        let mut pos_weight = vec![0f32; c];
+        for (row, items) in chosen.iter().enumerate() {
+            for &p in items {
+                if (p as usize) < n_p {
+                    targets[row * n_p + p as usize] = 1.0;
+                }
+            }
+            let n = items.len().max(1) as f32;
+            pos_weight[row] = 1.0 / n;
+        }
+        let targets = Tensor::<2>::from_data(TensorData::new(targets, [c, n_p]), &ad);
+        let pos_weight = Tensor::<2>::from_data(TensorData::new(pos_weight, [c, 1]), &ad);
+        let neg_weight = (config.negatives_per_positive / n_p.max(1) as f64) as f32;
+        let start_ad = Tensor::<2>::from_data(start.clone().into_data(), &ad);
+        let mut offset = Tensor::<2>::zeros([c, d], plain);
+        let (mut m, mut v) = (offset.zeros_like(), offset.zeros_like());
+        let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f64);
+        for step in 1..=config.steps {
+            let e = Tensor::<2>::from_data(offset.clone().into_data(), &ad).require_grad();
+            let scores = self.score_all(start_ad.clone() + e.clone(), products);
+            // Positives: -log sigmoid(s) / |chosen|; every other product: softplus(s) * weight.
+            let pos = burn::tensor::activation::log_sigmoid(scores.clone()).neg()
+                * targets.clone()
+                * pos_weight.clone();
+            let neg = burn::tensor::activation::softplus(scores, 1.0)
+                * targets.clone().neg().add_scalar(1.0)
+                * neg_weight;
+            let loss = pos.sum() + neg.sum() + e.clone().powf_scalar(2.0).sum() * config.l2;
+            let grads = loss.backward();
+            let Some(g) = e.grad(&grads) else { break };
+            let g = Tensor::<2>::from_data(g.into_data(), plain);
+            m = m * b1 + g.clone() * (1.0 - b1);
+            v = v * b2 + g.powf_scalar(2.0) * (1.0 - b2);
+            let m_hat = m.clone() / (1.0 - b1.powi(step as i32));
+            let v_hat = v.clone() / (1.0 - b2.powi(step as i32));
+            offset = offset - m_hat / (v_hat.sqrt() + eps) * config.learning_rate;
+        }
+        start + offset
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn features(n: usize, tokens: usize, device: &Device) -> EntityFeatures {
+        // Entity i carries tokens (i % tokens) and ((i * 7) % tokens), stored as id + 1.
+        let mut padded = Vec::with_capacity(n * 2);
+        for i in 0..n {
+            padded.push((i % tokens) as i64 + 1);
+            padded.push(((i * 7) % tokens) as i64 + 1);
+        }
+        EntityFeatures::new(padded, 2, device)
+    }
+
+    fn values(t: Tensor<2>) -> Vec<f32> {
+        t.into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .expect("f32 values")
+    }
+
+    /// The catalogue-wide fast path (`score_all`, first MLP layer split in two) gives the same
+    /// scores as scoring every pair one by one, for both architectures.
+    #[test]
+    fn score_all_matches_pairwise_scores() {
+        let device = Device::flex();
+        for architecture in ["two_tower", "neumf"] {
+            device.seed(3);
+            let config = RecommenderConfig::new(9, 13, 5, 6)
+                .with_embedding_dim(8)
+                .with_architecture(architecture.into())
+                .with_mlp_layers(vec![12, 6]);
+            let model = config.init(&device);
+            let (cf, pf) = (features(9, 5, &device), features(13, 6, &device));
+            let customers: Vec<u32> = (0..9).collect();
+            let products: Vec<u32> = (0..13).collect();
+            let u = model.customer_vectors(ids_tensor(&customers, &device), &cf);
+            let p_ids = ids_tensor(&products, &device);
+            let matrix = model.product_matrix(
+                model.product_vectors(p_ids.clone(), &pf),
+                model.product_biases(p_ids),
+            );
+            let fast = values(model.score_all(u, &matrix));
+            // Pair by pair through the training path (`batch_logits` positives).
+            let mut slow = Vec::new();
+            for c in 0..9u32 {
+                let batch = InteractionBatch {
+                    customers: ids_tensor(&vec![c; 13], &device),
+                    positives: ids_tensor(&products, &device),
+                    weights: Tensor::ones([13], &device),
+                    negatives: ids_tensor(&products, &device),
+                    negatives_per_positive: 1,
+                };
+                let (pos, _, _) = model.batch_logits(&batch, &cf, &pf);
+                slow.extend(
+                    pos.into_data()
+                        .convert::<f32>()
+                        .try_into_vec::<f32>()
+                        .expect("f32 values"),
+                );
+            }
+            for (i, (a, b)) in fast.iter().zip(&slow).enumerate() {
+                assert!(
+                    (a - b).abs() < 1e-4,
+                    "{architecture}: pair {i}: score_all {a} vs pairwise {b}"
+                );
+            }
+        }
+    }
+
+    /// Folding in a new customer who chose two products ranks those products above the rest.
+    #[test]
+    fn fold_in_moves_a_new_customer_towards_their_products() {
+        let plain = Device::flex();
+        let ad = plain.clone().autodiff();
+        for architecture in ["two_tower", "neumf"] {
+            ad.seed(5);
+            let config = RecommenderConfig::new(4, 20, 3, 4)
+                .with_embedding_dim(8)
+                .with_architecture(architecture.into())
+                .with_mlp_layers(vec![8]);
+            let model = config.init(&ad);
+            let pf = features(20, 4, &ad);
+            let ids: Vec<u32> = (0..20).collect();
+            let t = ids_tensor(&ids, &ad);
+            let matrix = model
+                .product_matrix(
+                    model.product_vectors(t.clone(), &pf),
+                    model.product_biases(t),
+                )
+                .detach();
+            let start = Tensor::<2>::zeros([1, 8], &plain);
+            let chosen = vec![vec![3u32, 11]];
+            let fitted = model.fold_in(
+                start,
+                &chosen,
+                &matrix,
+                &FoldInConfig::new().with_steps(150),
+                &plain,
+            );
+            let fitted = Tensor::<2>::from_data(fitted.into_data(), &ad);
+            let scores = values(model.score_all(fitted, &matrix));
+            let mut order: Vec<usize> = (0..20).collect();
+            order.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]));
+            let top2: std::collections::HashSet<usize> = order[..2].iter().copied().collect();
+            assert_eq!(
+                top2,
+                [3usize, 11].into_iter().collect(),
+                "{architecture}: scores {scores:?}"
+            );
+        }
     }
 }

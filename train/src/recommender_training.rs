@@ -15,6 +15,7 @@ use shopcast_datasets::interactions::{load_recommender_data, FeatureSet, Recomme
 use shopcast_datasets::LoadedConfig;
 use shopcast_model::losses::{bpr, sampled_bce};
 use shopcast_model::recommender::ids_tensor;
+use shopcast_model::recommender::ProductMatrix;
 use shopcast_model::{EntityFeatures, InteractionBatch, Recommender, RecommenderConfig};
 
 use crate::progress::Progress;
@@ -23,6 +24,8 @@ use crate::segments::kmeans;
 
 /// Validation customers scored after each epoch (a fixed sample keeps epochs fast).
 const MAX_VALIDATION_CUSTOMERS: usize = 3000;
+/// Working memory of one scoring call, in floats (64 MiB).
+const SCORING_BUDGET_FLOATS: usize = 16 << 20;
 
 /// Training hyperparameters of the recommender, saved in the bundle.
 #[derive(Config, Debug)]
@@ -38,6 +41,8 @@ pub struct RecommenderTrainingConfig {
     pub seed: u64,
     pub min_items_per_customer: usize,
     pub sampled_negatives: usize,
+    #[config(default = false)]
+    pub refit: bool,
 }
 
 impl RecommenderTrainingConfig {
@@ -56,6 +61,7 @@ impl RecommenderTrainingConfig {
             sec.evaluation.min_items_per_customer,
             sec.evaluation.sampled_negatives,
         )
+        .with_refit(t.refit)
     }
 }
 
@@ -93,6 +99,21 @@ fn to_f32(t: Tensor<2>) -> Result<Vec<f32>> {
         .map_err(|e| anyhow::anyhow!("reading scores back from the device: {e:?}"))
 }
 
+/// The whole catalogue of a model, prepared for scoring.
+pub fn catalogue(
+    model: &Recommender,
+    product_features: &EntityFeatures,
+    n_products: usize,
+    device: &Device,
+) -> ProductMatrix {
+    let all: Vec<u32> = (0..n_products as u32).collect();
+    let products = ids_tensor(&all, device);
+    model.product_matrix(
+        model.product_vectors(products.clone(), product_features),
+        model.product_biases(products),
+    )
+}
+
 /// Scores of all products for the given customers, one row each.
 pub fn score_rows(
     model: &Recommender,
@@ -102,16 +123,12 @@ pub fn score_rows(
     n_products: usize,
     device: &Device,
 ) -> Result<Vec<Vec<f32>>> {
-    let all: Vec<u32> = (0..n_products as u32).collect();
-    let products = ids_tensor(&all, device);
-    let v = model
-        .product_vectors(products.clone(), product_features)
-        .transpose(); // [d, P]
-    let bias = model.product_biases(products).unsqueeze_dim::<2>(0); // [1, P]
+    let matrix = catalogue(model, product_features, n_products, device);
+    let chunk = model.customers_per_chunk(n_products, SCORING_BUDGET_FLOATS);
     let mut rows = Vec::with_capacity(customers.len());
-    for chunk in customers.chunks(1024) {
+    for chunk in customers.chunks(chunk) {
         let u = model.customer_vectors(ids_tensor(chunk, device), customer_features);
-        let scores = to_f32(u.matmul(v.clone()) + bias.clone())?;
+        let scores = to_f32(model.score_all(u, &matrix))?;
         rows.extend(scores.chunks(n_products).map(<[f32]>::to_vec));
     }
     Ok(rows)
@@ -234,7 +251,6 @@ pub fn train_recommender(
     );
 
     let plain = device.clone();
-    let train_device = device.clone().autodiff();
     let (cf, pf) = feature_lookups(&data.customer_features, &data.product_features, &plain);
     let model_config = RecommenderConfig::new(
         n_c,
@@ -242,88 +258,48 @@ pub fn train_recommender(
         data.customer_features.tokens.len(),
         data.product_features.tokens.len(),
     )
-    .with_embedding_dim(sec.model.embedding_dim);
-    train_device.seed(seed);
-    let mut model = model_config.init(&train_device);
-    let mut optim = AdamConfig::new().init();
-    let sampler = NegativeSampler::new(&tc.negative_sampling, &split.train, n_p);
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut order: Vec<usize> = (0..split.train.len()).collect();
-    let steps_per_epoch = split.train.len().div_ceil(tc.batch_size);
-    let mut progress = Progress::new("recommender", (steps_per_epoch * tc.epochs) as u64);
-    let (mut best, mut best_ndcg, mut best_epoch, mut since_best) =
-        (model.valid(), f64::NEG_INFINITY, 0, 0);
-    let mut epochs_run = 0;
-    for epoch in 1..=tc.epochs {
-        epochs_run = epoch;
-        order.shuffle(&mut rng);
-        let (mut loss_sum, mut loss_n) = (0.0, 0usize);
-        for (step, chunk) in order.chunks(tc.batch_size).enumerate() {
-            let b = chunk.len();
-            let mut customers = Vec::with_capacity(b);
-            let mut positives = Vec::with_capacity(b);
-            let mut weights = Vec::with_capacity(b);
-            let mut negatives = Vec::with_capacity(b * tc.negatives);
-            for &i in chunk {
-                let (c, p, w) = split.train[i];
-                customers.push(c);
-                positives.push(p);
-                weights.push(w);
-                for _ in 0..tc.negatives {
-                    negatives.push(sampler.sample(&mut rng, p));
-                }
-            }
-            let batch = InteractionBatch {
-                customers: ids_tensor(&customers, &train_device),
-                positives: ids_tensor(&positives, &train_device),
-                weights: Tensor::from_data(TensorData::new(weights, [b]), &train_device),
-                negatives: ids_tensor(&negatives, &train_device),
-                negatives_per_positive: tc.negatives,
-            };
-            let (pos, neg, norms) = model.batch_logits(&batch, &cf, &pf);
-            let ranking_loss = if tc.loss == "bpr" {
-                bpr(pos, neg, batch.weights)
-            } else {
-                sampled_bce(pos, neg, batch.weights)
-            };
-            let loss = ranking_loss + norms * (tc.l2 / b as f64);
-            // Reading the loss forces a device sync: do it every 20 steps only.
-            if step % 20 == 0 {
-                loss_sum += loss.clone().into_scalar::<f32>() as f64;
-                loss_n += 1;
-            }
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(tc.learning_rate, model, grads);
-            let shown = loss_sum / loss_n.max(1) as f64;
-            progress.step(|| format!("epoch {epoch}/{} loss {shown:.4}", tc.epochs));
-        }
-        let snapshot = model.valid();
-        let val_customers: Vec<u32> = val_cases.iter().map(|c| c.customer).collect();
-        let rows = score_rows(&snapshot, &cf, &pf, &val_customers, n_p, &plain)?;
-        let ndcg = full_ndcg(&dense_for(rows, &val_customers, n_c, n_p), &val_cases, n_p);
-        progress.log(&format!(
-            "epoch {epoch}: train loss {:.4}, validation NDCG@10 {ndcg:.4}",
-            loss_sum / loss_n.max(1) as f64
-        ));
-        if ndcg > best_ndcg {
-            best_ndcg = ndcg;
-            best = snapshot;
-            best_epoch = epoch;
-            since_best = 0;
-        } else {
-            since_best += 1;
-            if since_best >= tc.patience {
-                progress.log(&format!(
-                    "no improvement for {} epochs: stopping, keeping epoch {best_epoch}",
-                    tc.patience
-                ));
-                break;
-            }
-        }
-    }
-    progress.finish(&format!(
-        "best validation NDCG@10 {best_ndcg:.4} at epoch {best_epoch}"
-    ));
+    .with_embedding_dim(sec.model.embedding_dim)
+    .with_architecture(sec.model.architecture.clone())
+    .with_mlp_layers(sec.model.mlp_layers.clone());
+    let val_customers: Vec<u32> = val_cases.iter().map(|c| c.customer).collect();
+    let mut validate = |snapshot: &Recommender| -> Result<f64> {
+        let rows = score_rows(snapshot, &cf, &pf, &val_customers, n_p, &plain)?;
+        Ok(full_ndcg(
+            &dense_for(rows, &val_customers, n_c, n_p),
+            &val_cases,
+            n_p,
+        ))
+    };
+    let early = fit(
+        &model_config,
+        &tc,
+        &split.train,
+        tc.epochs,
+        Some(&mut validate),
+        (&cf, &pf),
+        device,
+        "recommender",
+    )?;
+    let (best_ndcg, best_epoch, epochs_run) =
+        (early.best_score, early.best_epoch, early.epochs_run);
+    // Training pairs of the final model (and of the baselines, so all are compared alike).
+    let mut final_train = split.train.clone();
+    let best = if tc.refit {
+        final_train.extend(split.validation.iter().map(|&(c, p)| (c, p, 1.0)));
+        fit(
+            &model_config,
+            &tc,
+            &final_train,
+            best_epoch,
+            None,
+            (&cf, &pf),
+            device,
+            "recommender refit",
+        )?
+        .model
+    } else {
+        early.model
+    };
 
     let mut metrics = BTreeMap::new();
     let test_customers: Vec<u32> = test_cases.iter().map(|c| c.customer).collect();
@@ -337,13 +313,14 @@ pub fn train_recommender(
     metrics.insert("recommender.validation.ndcg@10".into(), best_ndcg);
     metrics.insert("recommender.best_epoch".into(), best_epoch as f64);
     metrics.insert("recommender.test_customers".into(), test_cases.len() as f64);
-    let popularity = Popularity::fit(&split.train, n_p);
+    metrics.insert("recommender.refit".into(), if tc.refit { 1.0 } else { 0.0 });
+    let popularity = Popularity::fit(&final_train, n_p);
     insert_prefixed(
         &mut metrics,
         "baseline.popularity.",
         evaluate(&popularity, &test_cases, n_p),
     );
-    let knn = ItemKnn::fit(&split.train, n_c, n_p);
+    let knn = ItemKnn::fit(&final_train, n_c, n_p);
     insert_prefixed(
         &mut metrics,
         "baseline.itemknn.",
@@ -359,6 +336,132 @@ pub fn train_recommender(
         metrics,
         epochs_run,
         best_epoch,
+    })
+}
+
+/// What one call of [`fit`] produced.
+struct Fitted {
+    /// The best model by validation NDCG@10 (the last one without validation).
+    model: Recommender,
+    best_score: f64,
+    best_epoch: usize,
+    epochs_run: usize,
+}
+
+/// The training loop: shuffled positives, `k` sampled negatives each, Adam; after every epoch
+/// `validate` (when given) scores the model and training stops after `patience` epochs without
+/// improvement, keeping the best epoch.
+#[allow(clippy::too_many_arguments)]
+fn fit(
+    model_config: &RecommenderConfig,
+    tc: &RecommenderTrainingConfig,
+    train: &[(u32, u32, f32)],
+    epochs: usize,
+    mut validate: Option<&mut dyn FnMut(&Recommender) -> Result<f64>>,
+    (cf, pf): (&EntityFeatures, &EntityFeatures),
+    device: &Device,
+    label: &str,
+) -> Result<Fitted> {
+    let train_device = device.clone().autodiff();
+    train_device.seed(tc.seed);
+    let mut model = model_config.init(&train_device);
+    let mut optim = AdamConfig::new().init();
+    let sampler = NegativeSampler::new(&tc.negative_sampling, train, model_config.n_products);
+    let mut rng = ChaCha8Rng::seed_from_u64(tc.seed);
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    let steps_per_epoch = train.len().div_ceil(tc.batch_size);
+    let mut progress = Progress::new(label, (steps_per_epoch * epochs) as u64);
+    let mut best: Option<(Recommender, f64, usize)> = None;
+    let (mut since_best, mut epochs_run) = (0, 0);
+    for epoch in 1..=epochs {
+        epochs_run = epoch;
+        order.shuffle(&mut rng);
+        let (mut loss_sum, mut loss_n) = (0.0, 0usize);
+        for (step, chunk) in order.chunks(tc.batch_size).enumerate() {
+            let b = chunk.len();
+            let mut customers = Vec::with_capacity(b);
+            let mut positives = Vec::with_capacity(b);
+            let mut weights = Vec::with_capacity(b);
+            let mut negatives = Vec::with_capacity(b * tc.negatives);
+            for &i in chunk {
+                let (c, p, w) = train[i];
+                customers.push(c);
+                positives.push(p);
+                weights.push(w);
+                for _ in 0..tc.negatives {
+                    negatives.push(sampler.sample(&mut rng, p));
+                }
+            }
+            let batch = InteractionBatch {
+                customers: ids_tensor(&customers, &train_device),
+                positives: ids_tensor(&positives, &train_device),
+                weights: Tensor::from_data(TensorData::new(weights, [b]), &train_device),
+                negatives: ids_tensor(&negatives, &train_device),
+                negatives_per_positive: tc.negatives,
+            };
+            let (pos, neg, norms) = model.batch_logits(&batch, cf, pf);
+            let ranking_loss = if tc.loss == "bpr" {
+                bpr(pos, neg, batch.weights)
+            } else {
+                sampled_bce(pos, neg, batch.weights)
+            };
+            let loss = ranking_loss + norms * (tc.l2 / b as f64);
+            // Reading the loss forces a device sync: do it every 20 steps only.
+            if step % 20 == 0 {
+                loss_sum += loss.clone().into_scalar::<f32>() as f64;
+                loss_n += 1;
+            }
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(tc.learning_rate, model, grads);
+            let shown = loss_sum / loss_n.max(1) as f64;
+            progress.step(|| format!("epoch {epoch}/{epochs} loss {shown:.4}"));
+        }
+        let train_loss = loss_sum / loss_n.max(1) as f64;
+        let Some(validate) = validate.as_mut() else {
+            progress.log(&format!("epoch {epoch}: train loss {train_loss:.4}"));
+            continue;
+        };
+        let snapshot = model.valid();
+        let ndcg = validate(&snapshot)?;
+        progress.log(&format!(
+            "epoch {epoch}: train loss {train_loss:.4}, validation NDCG@10 {ndcg:.4}"
+        ));
+        if best.as_ref().is_none_or(|(_, score, _)| ndcg > *score) {
+            best = Some((snapshot, ndcg, epoch));
+            since_best = 0;
+        } else {
+            since_best += 1;
+            if since_best >= tc.patience {
+                let kept = best.as_ref().map_or(0, |b| b.2);
+                progress.log(&format!(
+                    "no improvement for {} epochs: stopping, keeping epoch {kept}",
+                    tc.patience
+                ));
+                break;
+            }
+        }
+    }
+    Ok(match best {
+        Some((model, best_score, best_epoch)) => {
+            progress.finish(&format!(
+                "best validation NDCG@10 {best_score:.4} at epoch {best_epoch}"
+            ));
+            Fitted {
+                model,
+                best_score,
+                best_epoch,
+                epochs_run,
+            }
+        }
+        None => {
+            progress.finish(&format!("{epochs_run} epochs"));
+            Fitted {
+                model: model.valid(),
+                best_score: f64::NAN,
+                best_epoch: epochs_run,
+                epochs_run,
+            }
+        }
     })
 }
 
@@ -415,6 +518,20 @@ fn build_artifacts(
         .context("computing customer vectors for segments")?;
     let segments = kmeans(&vectors, d, sec.model.segments, seed, 30);
     let k = segments.iter().map(|s| *s as usize + 1).max().unwrap_or(0);
+    let mut segment_centroids = vec![vec![0f32; d]; k];
+    let mut segment_sizes = vec![0usize; k];
+    for (c, &s) in segments.iter().enumerate() {
+        segment_sizes[s as usize] += 1;
+        for (acc, x) in segment_centroids[s as usize]
+            .iter_mut()
+            .zip(&vectors[c * d..(c + 1) * d])
+        {
+            *acc += x;
+        }
+    }
+    for (centre, &n) in segment_centroids.iter_mut().zip(&segment_sizes) {
+        centre.iter_mut().for_each(|x| *x /= n.max(1) as f32);
+    }
     let mut segment_profiles = Vec::with_capacity(k);
     for s in 0..k as u32 {
         let members: Vec<usize> = (0..n_c).filter(|&c| segments[c] == s).collect();
@@ -449,11 +566,17 @@ fn build_artifacts(
                 .map(|(c, n)| (c, n as f64 / cat_total.max(1) as f64))
                 .collect(),
             mean_products: n_items as f64 / members.len().max(1) as f64,
+            average_spend: data.spend.as_ref().map(|spend| {
+                members.iter().map(|&c| spend[c]).sum::<f64>() / members.len().max(1) as f64
+            }),
             top_products: prods.into_iter().take(20).map(|(p, _)| p).collect(),
         });
     }
     Ok(RecommenderArtifacts {
         customer_column: sec.data.customer_id.clone(),
+        product_column: sec.data.product_id.clone(),
+        customer_attributes: sec.data.customers.clone(),
+        product_attributes: sec.data.products.clone(),
         customers: data.customers.clone(),
         products: data.products.clone(),
         customer_features: data.customer_features.clone(),
@@ -463,6 +586,7 @@ fn build_artifacts(
         browsed,
         popularity,
         segments,
+        segment_centroids,
         segment_profiles,
     })
 }

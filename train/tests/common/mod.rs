@@ -28,6 +28,8 @@ customer_id = "customer_id"
 product_id = "product_id"
 timestamp = "timestamp"
 event_type = "event_type"
+quantity = "quantity"
+unit_price = "unit_price"
 target_event = "purchase"
 event_weights = {{ view = 0.1, cart = 0.4, purchase = 1.0 }}
 
@@ -81,6 +83,19 @@ backtest_folds = 2
 "#
     );
     let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).expect("write test config");
+    path
+}
+
+/// [`small_shop_config`] with text replacements applied (each `from` must occur).
+#[allow(dead_code)]
+pub fn shop_config_with(dir: &Path, name: &str, edits: &[(&str, &str)]) -> PathBuf {
+    let path = small_shop_config(dir, name);
+    let mut text = std::fs::read_to_string(&path).expect("read test config");
+    for (from, to) in edits {
+        assert!(text.contains(from), "test config lacks {from:?}");
+        text = text.replacen(from, to, 1);
+    }
     std::fs::write(&path, text).expect("write test config");
     path
 }

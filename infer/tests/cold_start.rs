@@ -1,0 +1,358 @@
+//! Cold start and explanations through the real binaries: a bundle trained on a generated shop
+//! scores new products (attributes only) and new customers (attributes and/or recent items), and
+//! every recommendation carries a reason a shop owner can read.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use polars::prelude::*;
+
+fn bin(name: &str) -> PathBuf {
+    let infer = PathBuf::from(env!("CARGO_BIN_EXE_infer"));
+    let path = infer.with_file_name(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} is not built: run the tests with `cargo test --release --workspace`",
+        path.display()
+    );
+    path
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("spawn");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({:?}):\n{stderr}",
+        out.status.code()
+    );
+    stderr
+}
+
+fn read_csv(path: &Path) -> DataFrame {
+    CsvReadOptions::default()
+        .with_has_header(true)
+        .with_infer_schema_length(Some(0))
+        .try_into_reader_with_file_path(Some(path.to_path_buf()))
+        .expect("open csv")
+        .finish()
+        .expect("read csv")
+}
+
+fn col(df: &DataFrame, name: &str) -> Vec<String> {
+    df.column(name)
+        .expect(name)
+        .str()
+        .expect("str")
+        .iter()
+        .map(|s| s.unwrap_or_default().to_string())
+        .collect()
+}
+
+const SHOP: &str = r#"
+[business]
+name = "cold"
+seed = 5
+device = "flex"
+data_dir = "data"
+
+[demo]
+customers = 500
+products = 160
+categories = 6
+days = 365
+stores = 1
+series_products = 4
+
+[recommender.data]
+events = { path = "events.csv" }
+customer_id = "customer_id"
+product_id = "product_id"
+timestamp = "timestamp"
+event_type = "event_type"
+quantity = "quantity"
+unit_price = "unit_price"
+target_event = "purchase"
+event_weights = { view = 0.1, cart = 0.4, purchase = 1.0 }
+
+[recommender.data.customers]
+file = { path = "customers.csv" }
+id = "customer_id"
+categorical = ["region", "age_band"]
+
+[recommender.data.products]
+file = { path = "products.csv" }
+id = "product_id"
+name = "name"
+categorical = ["category", "brand"]
+multi_valued = [{ column = "tags" }]
+numeric_bands = [{ column = "price", bands = 4 }]
+
+[recommender.model]
+embedding_dim = 16
+segments = 4
+
+[recommender.training]
+epochs = 40
+batch_size = 256
+"#;
+
+/// A trained bundle plus what the tests need to know about the generated shop.
+struct Shop {
+    dir: tempfile::TempDir,
+    bundle: PathBuf,
+    /// Product id -> category.
+    category: HashMap<String, String>,
+    /// Customer id -> the category they bought most.
+    top_category: HashMap<String, String>,
+    /// Customer id -> products bought.
+    bought: HashMap<String, HashSet<String>>,
+}
+
+fn trained_shop() -> Shop {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("shop.toml");
+    std::fs::write(&config, SHOP).expect("write config");
+    let bundle = dir.path().join("bundle");
+    run(Command::new(bin("train"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--only", "recommender", "--out"])
+        .arg(&bundle));
+    let products = read_csv(&dir.path().join("data/products.csv"));
+    let category: HashMap<String, String> = col(&products, "product_id")
+        .into_iter()
+        .zip(col(&products, "category"))
+        .collect();
+    let events = read_csv(&dir.path().join("data/events.csv"));
+    let mut counts: HashMap<String, HashMap<String, usize>> = HashMap::new();
+    let mut bought: HashMap<String, HashSet<String>> = HashMap::new();
+    for ((c, p), t) in col(&events, "customer_id")
+        .into_iter()
+        .zip(col(&events, "product_id"))
+        .zip(col(&events, "event_type"))
+    {
+        if t == "purchase" {
+            *counts
+                .entry(c.clone())
+                .or_default()
+                .entry(category[&p].clone())
+                .or_default() += 1;
+            bought.entry(c).or_default().insert(p);
+        }
+    }
+    let top_category = counts
+        .into_iter()
+        .map(|(c, m)| {
+            let best = m
+                .into_iter()
+                .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
+                .map(|(k, _)| k)
+                .unwrap_or_default();
+            (c, best)
+        })
+        .collect();
+    Shop {
+        dir,
+        bundle,
+        category,
+        top_category,
+        bought,
+    }
+}
+
+#[test]
+fn cold_start_and_explanations() {
+    let shop = trained_shop();
+    let dir = shop.dir.path();
+
+    // The most bought category, and a new product with the attributes of its best seller.
+    let mut per_category: HashMap<&str, usize> = HashMap::new();
+    for c in shop.top_category.values() {
+        *per_category.entry(c.as_str()).or_default() += 1;
+    }
+    let popular = per_category
+        .iter()
+        .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+        .map(|(c, _)| c.to_string())
+        .expect("some purchases");
+    let products = read_csv(&dir.join("data/products.csv"));
+    let mut sales: HashMap<&str, usize> = HashMap::new();
+    for items in shop.bought.values() {
+        for p in items {
+            if shop.category[p] == popular {
+                *sales.entry(p.as_str()).or_default() += 1;
+            }
+        }
+    }
+    let best_seller = sales
+        .iter()
+        .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+        .map(|(p, _)| p.to_string())
+        .expect("a best seller");
+    let row = col(&products, "product_id")
+        .iter()
+        .position(|p| *p == best_seller)
+        .expect("best seller row");
+    let new_products = dir.join("new_products.csv");
+    std::fs::write(
+        &new_products,
+        format!(
+            "product_id,name,category,brand,tags,price\nNEW-1,Brand-new thing,{},{},{},{}\n",
+            popular,
+            col(&products, "brand")[row],
+            col(&products, "tags")[row],
+            col(&products, "price")[row],
+        ),
+    )
+    .expect("write new products");
+
+    // New customers: one with recent items from the popular category only, one with only
+    // attributes, one with nothing at all; plus every known customer.
+    let recent: Vec<&str> = sales
+        .keys()
+        .copied()
+        .filter(|p| *p != best_seller)
+        .take(3)
+        .collect();
+    let customers = dir.join("customers.csv");
+    let mut list = String::from("customer_id,region,age_band,recent_items\n");
+    list.push_str(&format!("NEWBIE-ITEMS,,,{}\n", recent.join("|")));
+    list.push_str("NEWBIE-ATTRS,north,25-34,\n");
+    list.push_str("NEWBIE-NOTHING,,,\n");
+    let mut known: Vec<&String> = shop.top_category.keys().collect();
+    known.sort();
+    for c in &known {
+        list.push_str(&format!("{c},,,\n"));
+    }
+    std::fs::write(&customers, list).expect("write customers");
+
+    let out = dir.join("recs.csv");
+    run(Command::new(bin("infer"))
+        .args(["recommend", "--bundle"])
+        .arg(&shop.bundle)
+        .arg("--customers")
+        .arg(&customers)
+        .arg("--new-products")
+        .arg(&new_products)
+        .args(["--top-k", "10", "--device", "flex", "--out"])
+        .arg(&out));
+    let recs = read_csv(&out);
+    let ids = col(&recs, "customer_id");
+    let prods = col(&recs, "product_id");
+    let reasons = col(&recs, "reason");
+    let mut lists: HashMap<&str, Vec<(usize, &str, &str)>> = HashMap::new();
+    for (i, ((c, p), r)) in ids.iter().zip(&prods).zip(&reasons).enumerate() {
+        lists.entry(c.as_str()).or_default().push((i, p, r));
+    }
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("recs.csv.manifest.json")).expect("manifest"),
+    )
+    .expect("manifest json");
+    assert_eq!(manifest["counts"]["new customers (cold start)"], 3);
+    assert_eq!(manifest["counts"]["new products added"], 1);
+
+    // Every customer, new ones included, gets a full list with a reason on every row.
+    for c in ["NEWBIE-ITEMS", "NEWBIE-ATTRS", "NEWBIE-NOTHING"] {
+        assert_eq!(
+            lists.get(c).map_or(0, Vec::len),
+            10,
+            "{c} lacks a full list"
+        );
+    }
+    assert_eq!(lists.len(), known.len() + 3);
+    for (r, (c, p)) in reasons.iter().zip(ids.iter().zip(&prods)) {
+        let readable = r.starts_with("because you bought ")
+            || r.starts_with("because you viewed ")
+            || r == "popular with customers like you"
+            || r.starts_with("new in a category you buy: ")
+            || r.starts_with("more from ");
+        assert!(readable, "{c} / {p}: unexpected reason {r:?}");
+    }
+    // "because you bought X" names something the customer did buy.
+    let names: HashMap<String, String> = col(&products, "name")
+        .into_iter()
+        .zip(col(&products, "product_id"))
+        .collect();
+    let mut because = 0;
+    for (r, c) in reasons.iter().zip(&ids) {
+        if let Some(name) = r.strip_prefix("because you bought ") {
+            because += 1;
+            let p = &names[name];
+            let history = shop.bought.get(c.as_str());
+            let recent_hit = c == "NEWBIE-ITEMS" && recent.contains(&p.as_str());
+            assert!(
+                recent_hit || history.is_some_and(|h| h.contains(p)),
+                "{c}: reason names {name} ({p}), which they did not buy"
+            );
+        }
+    }
+    assert!(because > 0, "no \"because you bought\" reason at all");
+
+    // Nothing already bought is recommended again.
+    for (c, p) in ids.iter().zip(&prods) {
+        if let Some(h) = shop.bought.get(c.as_str()) {
+            assert!(!h.contains(p), "{c} is recommended {p}, already bought");
+        }
+    }
+
+    // The new product reaches the customers of its category, far more than the others, and is
+    // explained as new in a category they buy.
+    let (mut fans, mut fans_hit, mut others, mut others_hit) = (0, 0, 0, 0);
+    for (c, top) in &shop.top_category {
+        let hit = lists
+            .get(c.as_str())
+            .is_some_and(|l| l.iter().any(|(_, p, _)| *p == "NEW-1"));
+        if *top == popular {
+            fans += 1;
+            fans_hit += hit as usize;
+        } else {
+            others += 1;
+            others_hit += hit as usize;
+        }
+    }
+    let fan_rate = fans_hit as f64 / fans as f64;
+    let other_rate = others_hit as f64 / others.max(1) as f64;
+    eprintln!(
+        "new product NEW-1 ({popular}): in the top 10 of {fans_hit}/{fans} {popular} customers, {others_hit}/{others} others"
+    );
+    assert!(
+        fan_rate >= 0.3,
+        "the new {popular} product reaches only {fans_hit} of {fans} {popular} customers"
+    );
+    assert!(
+        fan_rate > 2.0 * other_rate,
+        "the new product is not targeted: {fan_rate:.2} of {popular} customers vs {other_rate:.2} of others"
+    );
+    for (i, p) in prods.iter().enumerate() {
+        if p == "NEW-1" && shop.top_category.get(&ids[i]) == Some(&popular) {
+            assert_eq!(
+                reasons[i],
+                format!("new in a category you buy: {popular}"),
+                "reason for the new product"
+            );
+        }
+    }
+
+    // A new customer who just bought three products of the category is shown mostly that
+    // category, and the recent items are not recommended back.
+    let items_list = &lists["NEWBIE-ITEMS"];
+    let in_category = items_list
+        .iter()
+        .filter(|(_, p, _)| *p == "NEW-1" || shop.category.get(*p) == Some(&popular))
+        .count();
+    assert!(
+        in_category >= 6,
+        "a new customer who bought {popular} gets only {in_category}/10 {popular} products"
+    );
+    for (_, p, _) in items_list {
+        assert!(!recent.contains(p), "recent item {p} recommended back");
+    }
+    let nothing: HashSet<&str> = lists["NEWBIE-NOTHING"].iter().map(|(_, p, _)| *p).collect();
+    let items: HashSet<&str> = items_list.iter().map(|(_, p, _)| *p).collect();
+    assert_ne!(
+        nothing, items,
+        "recent items made no difference to a new customer's list"
+    );
+}

@@ -1,0 +1,131 @@
+//! The recommender on a generated shop: the hybrid model beats popularity and item-kNN under both
+//! protocols, the NeuMF option and the BPR loss train to something useful, and the segment
+//! profiles describe the customers (size, top categories, average spend).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use shopcast_model::DeviceChoice;
+use train::{Only, TrainOptions};
+
+/// A shop of 600 customers and 300 products (bigger than the other tests' so that item-kNN is
+/// not saturated), with extra config edits.
+fn train_shop(dir: &Path, name: &str, edits: &[(&str, &str)]) -> (BTreeMap<String, f64>, PathBuf) {
+    let mut all = vec![
+        ("customers = 400", "customers = 600"),
+        ("products = 120", "products = 300"),
+        ("epochs = 12", "epochs = 60"),
+    ];
+    all.extend_from_slice(edits);
+    let config = common::shop_config_with(dir, name, &all);
+    let out = dir.join(format!("{name}-bundle"));
+    let summary = train::run(&TrainOptions {
+        config,
+        device: Some(DeviceChoice::Flex),
+        only: Some(Only::Recommender),
+        out: Some(out.clone()),
+        seed: None,
+        data_dir: None,
+    })
+    .expect("training succeeds");
+    eprintln!("{name}: {:#?}", summary.metrics);
+    (summary.metrics, out)
+}
+
+fn assert_beats(m: &BTreeMap<String, f64>, baseline: &str, keys: &[&str]) {
+    for key in keys {
+        let model = m[&format!("recommender.{key}")];
+        let base = m[&format!("baseline.{baseline}.{key}")];
+        assert!(
+            model > base,
+            "recommender {key} {model:.4} does not beat {baseline} {base:.4}"
+        );
+    }
+}
+
+const BOTH_PROTOCOLS: [&str; 5] = [
+    "sampled.hr@10",
+    "sampled.ndcg@10",
+    "full.recall@10",
+    "full.recall@20",
+    "full.ndcg@10",
+];
+
+#[test]
+fn hybrid_beats_popularity_and_item_knn_on_both_protocols() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (m, bundle) = train_shop(dir.path(), "hybrid", &[]);
+    assert_beats(&m, "popularity", &BOTH_PROTOCOLS);
+    assert_beats(&m, "itemknn", &BOTH_PROTOCOLS);
+
+    // Segment profiles: every customer in one segment, top categories, average spend.
+    let profiles: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(bundle.join("recommender.segments.json")).expect("segments file"),
+    )
+    .expect("segments json");
+    let profiles = profiles.as_array().expect("a list of segments");
+    assert_eq!(profiles.len(), 4, "segments = 4 in the config");
+    let total: u64 = profiles
+        .iter()
+        .map(|p| p["customers"].as_u64().expect("size"))
+        .sum();
+    assert_eq!(total, 600, "every customer belongs to exactly one segment");
+    for p in profiles {
+        let spend = p["average_spend"].as_f64().expect("average spend");
+        assert!(spend > 0.0, "segment {p} has no spend");
+        let cats = p["top_categories"].as_array().expect("top categories");
+        assert!(!cats.is_empty(), "segment {p} lists no category");
+    }
+    let spends: Vec<f64> = profiles
+        .iter()
+        .map(|p| p["average_spend"].as_f64().unwrap_or_default())
+        .collect();
+    assert!(
+        spends.iter().any(|s| (s - spends[0]).abs() > 1e-6),
+        "every segment has the same average spend: {spends:?}"
+    );
+}
+
+#[test]
+fn neumf_option_trains_and_beats_popularity() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (m, bundle) = train_shop(
+        dir.path(),
+        "neumf",
+        &[("segments = 4", "segments = 4\narchitecture = \"neumf\"")],
+    );
+    assert_beats(&m, "popularity", &BOTH_PROTOCOLS);
+    let config = std::fs::read_to_string(bundle.join("recommender.config.json")).expect("config");
+    assert!(
+        config.contains("neumf"),
+        "the bundle does not record NeuMF: {config}"
+    );
+}
+
+#[test]
+fn bpr_loss_with_popularity_sampling_beats_popularity() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (m, _) = train_shop(
+        dir.path(),
+        "bpr",
+        &[(
+            "patience = 3",
+            "patience = 3\nloss = \"bpr\"\nnegative_sampling = \"popularity\"",
+        )],
+    );
+    assert_beats(&m, "popularity", &BOTH_PROTOCOLS);
+}
+
+#[test]
+fn refit_trains_on_the_validation_items_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (m, _) = train_shop(
+        dir.path(),
+        "refit",
+        &[("patience = 3", "patience = 3\nrefit = true")],
+    );
+    assert_eq!(m["recommender.refit"], 1.0);
+    assert_beats(&m, "popularity", &BOTH_PROTOCOLS);
+}

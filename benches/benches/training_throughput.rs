@@ -1,4 +1,5 @@
-//! Training throughput of the default recommender (interactions per second) and forecaster
+//! Training throughput of the recommender (default two-tower, with 16 negatives, and NeuMF;
+//! interactions per second) and of the forecaster
 //! (series-windows per second) on flex, with a plain matrix product measured in the same run as
 //! the reference, so figures can be compared across machines as ratios.
 //!
@@ -39,11 +40,15 @@ fn ids(n: usize, modulo: usize, salt: usize, device: &Device) -> Tensor<1, Int> 
     Tensor::from_data(TensorData::new(v, [n]), device)
 }
 
-fn recommender_step_seconds(device: &Device) -> (f64, usize) {
-    let (n_c, n_p, tokens, b, k) = (20_000, 5_000, 200, 1024, 4);
+/// One training step of the recommender: `architecture` is `two_tower` (the default) or `neumf`,
+/// `k` the sampled negatives per positive.
+fn recommender_step_seconds(device: &Device, architecture: &str, k: usize) -> (f64, usize) {
+    let (n_c, n_p, tokens, b) = (20_000, 5_000, 200, 1024);
     let train_device = device.clone().autodiff();
     train_device.seed(1);
-    let config = RecommenderConfig::new(n_c, n_p, tokens, tokens).with_embedding_dim(32);
+    let config = RecommenderConfig::new(n_c, n_p, tokens, tokens)
+        .with_embedding_dim(32)
+        .with_architecture(architecture.into());
     let mut model = config.init(&train_device);
     let padded =
         |n: usize| -> Vec<i64> { (0..n * 4).map(|i| ((i * 31) % tokens) as i64 + 1).collect() };
@@ -150,13 +155,15 @@ fn main() {
         reference * 1e3,
         2.0 * 1024.0 * 256.0 * 1024.0 / reference / 1e9
     );
-    let (rec, b) = recommender_step_seconds(&device);
-    println!(
-        "recommender training (batch {b}, 4 negatives, d=32): {:.2} ms/step, {:.0} interactions/s, {:.1} reference matmuls per step",
-        rec * 1e3,
-        b as f64 / rec,
-        rec / reference
-    );
+    for (architecture, k) in [("two_tower", 4), ("two_tower", 16), ("neumf", 4)] {
+        let (rec, b) = recommender_step_seconds(&device, architecture, k);
+        println!(
+            "recommender training, {architecture} (batch {b}, {k} negatives, d=32): {:.2} ms/step, {:.0} interactions/s, {:.1} reference matmuls per step",
+            rec * 1e3,
+            b as f64 / rec,
+            rec / reference
+        );
+    }
     let (fc, b) = forecaster_step_seconds(&device);
     println!(
         "forecaster training (batch {b}, context 56, horizon 28, hidden 64): {:.1} ms/step, {:.0} series-windows/s, {:.1} reference matmuls per step",

@@ -486,7 +486,8 @@ impl<'a> Explainer<'a> {
         if let (true, Some(c)) = (buys_there, category) {
             return format!("more from {c}, a category you buy");
         }
-        "popular with customers like you".into()
+        // The collaborative signal alone: customers with similar vectors chose it.
+        "liked by customers like you".into()
     }
 }
 

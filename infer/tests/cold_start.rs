@@ -266,6 +266,7 @@ fn cold_start_and_explanations() {
         let readable = r.starts_with("because you bought ")
             || r.starts_with("because you viewed ")
             || r == "popular with customers like you"
+            || r == "liked by customers like you"
             || r.starts_with("new in a category you buy: ")
             || r.starts_with("more from ");
         assert!(readable, "{c} / {p}: unexpected reason {r:?}");
@@ -355,4 +356,77 @@ fn cold_start_and_explanations() {
         nothing, items,
         "recent items made no difference to a new customer's list"
     );
+}
+
+/// The NeuMF option goes through the same scoring job: known and new customers, new products.
+#[test]
+fn neumf_bundle_scores_known_and_new_customers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("shop.toml");
+    let text = SHOP
+        .replace("segments = 4", "segments = 4\narchitecture = \"neumf\"")
+        .replace("epochs = 40", "epochs = 6");
+    std::fs::write(&config, text).expect("write config");
+    let bundle = dir.path().join("bundle");
+    run(Command::new(bin("train"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--only", "recommender", "--out"])
+        .arg(&bundle));
+    let events = read_csv(&dir.path().join("data/events.csv"));
+    let some_products: Vec<String> = col(&events, "product_id").into_iter().take(2).collect();
+    let customers = dir.path().join("customers.csv");
+    std::fs::write(
+        &customers,
+        format!(
+            "customer_id,region,recent_items\nC00001,,\nNEW-A,south,{}\nNEW-B,,\n",
+            some_products.join("|")
+        ),
+    )
+    .expect("write customers");
+    let new_products = dir.path().join("new.csv");
+    std::fs::write(
+        &new_products,
+        "product_id,category,brand\nNEW-P,kitchen,Brand A\n",
+    )
+    .expect("write new products");
+    let out = dir.path().join("recs.parquet");
+    run(Command::new(bin("infer"))
+        .args(["recommend", "--bundle"])
+        .arg(&bundle)
+        .arg("--customers")
+        .arg(&customers)
+        .arg("--new-products")
+        .arg(&new_products)
+        .args(["--top-k", "5", "--device", "flex", "--out"])
+        .arg(&out));
+    let df = ParquetReader::new(std::fs::File::open(&out).expect("open output"))
+        .finish()
+        .expect("read parquet");
+    assert_eq!(df.height(), 15, "3 customers x top 5");
+    let ids: Vec<String> = df
+        .column("customer_id")
+        .expect("customer_id")
+        .str()
+        .expect("str")
+        .iter()
+        .map(|s| s.unwrap_or_default().to_string())
+        .collect();
+    for c in ["C00001", "NEW-A", "NEW-B"] {
+        assert_eq!(ids.iter().filter(|i| *i == c).count(), 5, "{c}");
+    }
+    let prods: Vec<String> = df
+        .column("product_id")
+        .expect("product_id")
+        .str()
+        .expect("str")
+        .iter()
+        .map(|s| s.unwrap_or_default().to_string())
+        .collect();
+    for (c, p) in ids.iter().zip(&prods) {
+        assert!(
+            !(c == "NEW-A" && some_products.contains(p)),
+            "NEW-A is recommended {p}, one of their recent items"
+        );
+    }
 }

@@ -132,3 +132,16 @@ pub fn select_device(choice: DeviceChoice) -> Result<SelectedDevice, String> {
         }
     }
 }
+
+/// Serialises seeding and model initialisation: a backend's random generator is process-wide,
+/// so two models initialised at once on different threads (tests, or a library user training
+/// two businesses in parallel) would otherwise draw from each other's stream.
+static SEEDED_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Seeds `device` and runs `init` while no other seeded initialisation runs, so the same seed
+/// always gives the same initial weights.
+pub fn seeded_init<T>(device: &Device, seed: u64, init: impl FnOnce() -> T) -> T {
+    let _turn = SEEDED_INIT.lock().unwrap_or_else(|e| e.into_inner());
+    device.seed(seed);
+    init()
+}

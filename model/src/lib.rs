@@ -13,7 +13,7 @@ pub mod losses;
 pub mod recommender;
 
 pub use bundle::{Bundle, BundleError, BundleManifest, BundleWriter};
-pub use device::{select_device, DeviceChoice, SelectedDevice};
+pub use device::{seeded_init, select_device, DeviceChoice, SelectedDevice};
 pub use forecaster::{DemandForecaster, ForecastInput, ForecasterConfig};
 pub use recommender::{
     EntityFeatures, FoldInConfig, InteractionBatch, ProductMatrix, Recommender, RecommenderConfig,

@@ -499,12 +499,11 @@ mod tests {
     fn score_all_matches_pairwise_scores() {
         let device = Device::flex();
         for architecture in ["two_tower", "neumf"] {
-            device.seed(3);
             let config = RecommenderConfig::new(9, 13, 5, 6)
                 .with_embedding_dim(8)
                 .with_architecture(architecture.into())
                 .with_mlp_layers(vec![12, 6]);
-            let model = config.init(&device);
+            let model = crate::seeded_init(&device, 3, || config.init(&device));
             let (cf, pf) = (features(9, 5, &device), features(13, 6, &device));
             let customers: Vec<u32> = (0..9).collect();
             let products: Vec<u32> = (0..13).collect();
@@ -548,13 +547,14 @@ mod tests {
     fn fold_in_moves_a_new_customer_towards_their_products() {
         let plain = Device::flex();
         let ad = plain.clone().autodiff();
-        for architecture in ["two_tower", "neumf"] {
-            ad.seed(5);
+        for (architecture, seed) in (0..12u64).flat_map(|s| [("two_tower", s), ("neumf", s)]) {
+            // 32 dimensions for 20 products: random product vectors are nearly orthogonal, so a
+            // customer vector can favour any two of them.
             let config = RecommenderConfig::new(4, 20, 3, 20)
-                .with_embedding_dim(8)
+                .with_embedding_dim(32)
                 .with_architecture(architecture.into())
                 .with_mlp_layers(vec![8]);
-            let model = config.init(&ad);
+            let model = crate::seeded_init(&ad, seed, || config.init(&ad));
             let pf = features(20, 20, &ad); // every product its own attributes
             let ids: Vec<u32> = (0..20).collect();
             let t = ids_tensor(&ids, &ad);
@@ -565,8 +565,8 @@ mod tests {
                 )
                 .detach();
             // An arbitrary starting customer, not aimed at the chosen products.
-            let start_values: Vec<f32> = (0..8).map(|i| (i as f32 * 1.7).sin() * 0.1).collect();
-            let start = Tensor::<2>::from_data(TensorData::new(start_values, [1, 8]), &plain);
+            let start_values: Vec<f32> = (0..32).map(|i| (i as f32 * 1.7).sin() * 0.1).collect();
+            let start = Tensor::<2>::from_data(TensorData::new(start_values, [1, 32]), &plain);
             let rank_of = |u: Tensor<2>, product: usize| -> usize {
                 let scores =
                     values(model.score_all(Tensor::from_data(u.into_data(), &ad), &matrix));
@@ -598,13 +598,16 @@ mod tests {
             let (before, after) = (objective(start.clone()), objective(fitted.clone()));
             assert!(
                 after < before,
-                "{architecture}: the fold-in objective rose from {before} to {after}"
+                "{architecture}, seed {seed}: the fold-in objective rose from {before} to {after}"
             );
             if architecture == "two_tower" {
-                // A dot product on distinct random vectors puts both in the top quarter.
+                // A dot product on nearly orthogonal vectors puts both at the top.
                 for product in [3usize, 11] {
                     let after = rank_of(fitted.clone(), product);
-                    assert!(after < 5, "chosen product {product} ranks {after}");
+                    assert!(
+                        after < 2,
+                        "seed {seed}: chosen product {product} ranks {after}"
+                    );
                 }
             }
         }

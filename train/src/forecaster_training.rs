@@ -220,8 +220,8 @@ pub fn train_forecaster(
     .with_key_embedding_dim(m.key_embedding_dim);
     let plain = device.clone();
     let train_device = device.clone().autodiff();
-    train_device.seed(seed);
-    let mut model = model_config.init(&train_device);
+    let mut model =
+        shopcast_model::seeded_init(&train_device, seed, || model_config.init(&train_device));
     let mut optim = AdamConfig::new().init();
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xf0_7eca57);
     let windows_per_epoch = trainable.len() * tc.windows_per_series;

@@ -363,8 +363,8 @@ fn fit(
     label: &str,
 ) -> Result<Fitted> {
     let train_device = device.clone().autodiff();
-    train_device.seed(tc.seed);
-    let mut model = model_config.init(&train_device);
+    let mut model =
+        shopcast_model::seeded_init(&train_device, tc.seed, || model_config.init(&train_device));
     let mut optim = AdamConfig::new().init();
     let sampler = NegativeSampler::new(&tc.negative_sampling, train, model_config.n_products);
     let mut rng = ChaCha8Rng::seed_from_u64(tc.seed);

@@ -27,6 +27,7 @@ fn options(
 fn both_models_beat_their_baselines() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = common::small_shop_config(dir.path(), "beats");
+    let _turn = common::one_training_at_a_time();
     let summary =
         train::run(&options(config, dir.path().join("bundle"), None)).expect("training succeeds");
     let m = &summary.metrics;
@@ -82,6 +83,7 @@ fn both_models_beat_their_baselines() {
 fn same_seed_same_model() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = common::small_shop_config(dir.path(), "seeded");
+    let _turn = common::one_training_at_a_time();
     let run = |out: &str| -> BTreeMap<String, f64> {
         let out = dir.path().join(out);
         train::run(&options(

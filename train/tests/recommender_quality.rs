@@ -20,6 +20,7 @@ fn train_shop(dir: &Path, name: &str, edits: &[(&str, &str)]) -> (BTreeMap<Strin
     ];
     all.extend_from_slice(edits);
     let config = common::shop_config_with(dir, name, &all);
+    let _turn = common::one_training_at_a_time();
     let out = dir.join(format!("{name}-bundle"));
     let summary = train::run(&TrainOptions {
         config,

@@ -99,3 +99,12 @@ pub fn shop_config_with(dir: &Path, name: &str, edits: &[(&str, &str)]) -> PathB
     std::fs::write(&path, text).expect("write test config");
     path
 }
+
+/// Trainings in one test binary take turns: run side by side in one process, flex's parallel
+/// kernels share one thread pool and their float reductions can come out in a different order,
+/// so two runs with the same seed would no longer be bit-identical.
+#[allow(dead_code)]
+pub fn one_training_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}

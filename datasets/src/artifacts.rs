@@ -68,6 +68,12 @@ pub struct RecommenderArtifacts {
     pub browsed: Vec<Vec<u32>>,
     /// Per product, the number of customers who interacted with it.
     pub popularity: Vec<u32>,
+    /// Per customer, their latest purchases (oldest first), for the recency term.
+    #[serde(default)]
+    pub recent: Vec<Vec<u32>>,
+    /// Weight of the recency term (chosen on validation data; 0 = off).
+    #[serde(default)]
+    pub recency_weight: f32,
     /// Segment of each customer.
     pub segments: Vec<u32>,
     /// Centre of each segment in the customer-vector space (to place new customers).

@@ -240,6 +240,10 @@ pub struct RecommenderModelSection {
     /// Hidden layer sizes of the NeuMF MLP tower.
     #[serde(default = "d_mlp_layers")]
     pub mlp_layers: Vec<usize>,
+    /// How many of a customer's latest purchases form the recency term added to their vector at
+    /// scoring time (its weight is chosen on the validation items; 0 turns it off).
+    #[serde(default = "d_recent_items")]
+    pub recent_items: usize,
 }
 
 /// Recommender training hyperparameters.
@@ -416,6 +420,7 @@ defaults! {
     d_min_word_count: usize = 5;
     d_architecture: String = "two_tower".into();
     d_mlp_layers: Vec<usize> = vec![64, 32];
+    d_recent_items: usize = 5;
     d_rec_epochs: usize = 60;
     d_rec_batch: usize = 1024;
     d_rec_lr: f64 = 0.01;
@@ -451,6 +456,7 @@ impl Default for RecommenderModelSection {
             min_word_count: d_min_word_count(),
             architecture: d_architecture(),
             mlp_layers: d_mlp_layers(),
+            recent_items: d_recent_items(),
         }
     }
 }

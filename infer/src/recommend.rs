@@ -116,15 +116,6 @@ pub fn load_recommender(dir: &Path, device: &Device) -> Result<LoadedRecommender
     })
 }
 
-/// One recommendation.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Recommendation {
-    pub customer: u32,
-    pub rank: usize,
-    pub product: u32,
-    pub score: f32,
-}
-
 /// A product added at scoring time, known by its attributes only.
 #[derive(Debug, Clone)]
 pub struct NewProduct {
@@ -347,36 +338,6 @@ impl LoadedRecommender {
             })
             .collect())
     }
-
-    /// Top-`k` products for each known customer (already-bought products masked), best first.
-    pub fn top_k(&self, customers: &[u32], k: usize) -> Result<Vec<Recommendation>> {
-        let catalogue = self.catalogue(&[])?;
-        let chunk = self
-            .model
-            .customers_per_chunk(catalogue.len(), SCORING_BUDGET_FLOATS);
-        let mut out = Vec::with_capacity(customers.len() * k);
-        for chunk in customers.chunks(chunk) {
-            let u = self
-                .model
-                .customer_vectors(ids_tensor(chunk, &self.device), &self.customer_features);
-            let exclude: Vec<&[u32]> = chunk
-                .iter()
-                .map(|&c| self.artifacts.purchased[c as usize].as_slice())
-                .collect();
-            let lists = self.top_k_for_vectors(u, &exclude, &catalogue, k)?;
-            for (&c, list) in chunk.iter().zip(lists) {
-                for (r, (product, score)) in list.into_iter().enumerate() {
-                    out.push(Recommendation {
-                        customer: c,
-                        rank: r + 1,
-                        product,
-                        score,
-                    });
-                }
-            }
-        }
-        Ok(out)
-    }
 }
 
 /// The catalogue's product matrix rebuilt for a model on another device (the same vectors and
@@ -512,8 +473,43 @@ struct Target {
     /// Products bought (masked from the list and used in reasons).
     bought: Vec<u32>,
     viewed: Vec<u32>,
+    /// Latest purchases, oldest first (the recency term).
+    recent: Vec<u32>,
     /// Attribute tokens of a new customer.
     attributes: Vec<u32>,
+}
+
+/// Adds the recency term (the bundle's weight, each customer's latest purchases; at most as
+/// many as training used) to the vectors of `rows`.
+fn with_recent(
+    loaded: &LoadedRecommender,
+    u: Tensor<2>,
+    rows: &[usize],
+    targets: &[Target],
+    catalogue: &Catalogue,
+) -> Tensor<2> {
+    let weight = loaded.artifacts.recency_weight;
+    if weight == 0.0 {
+        return u;
+    }
+    let keep = loaded
+        .artifacts
+        .recent
+        .iter()
+        .map(Vec::len)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let lists: Vec<Vec<u32>> = rows
+        .iter()
+        .map(|&i| {
+            let r = &targets[i].recent;
+            r[r.len().saturating_sub(keep)..].to_vec()
+        })
+        .collect();
+    loaded
+        .model
+        .with_recent(u, &lists, &catalogue.matrix, weight)
 }
 
 /// Reads `--new-products`: an id column (the business's product column or `product_id`), and
@@ -588,6 +584,7 @@ fn read_targets(
         known: Some(c),
         bought: a.purchased[c as usize].clone(),
         viewed: a.browsed[c as usize].clone(),
+        recent: a.recent.get(c as usize).cloned().unwrap_or_default(),
         attributes: Vec::new(),
     };
     let Some(path) = &opts.customers else {
@@ -643,6 +640,7 @@ fn read_targets(
         let target = match a.customers.get(&id) {
             Some(c) => {
                 let mut t = known_target(c);
+                t.recent.extend(items.iter().copied());
                 t.bought.extend(items);
                 t
             }
@@ -651,6 +649,7 @@ fn read_targets(
                 Target {
                     id,
                     known: None,
+                    recent: items.clone(),
                     bought: items,
                     viewed: Vec::new(),
                     attributes: attrs,
@@ -749,6 +748,7 @@ pub fn recommend(opts: &RecommendOptions) -> Result<JobManifest> {
         let u = loaded
             .model
             .customer_vectors(ids_tensor(&ids, &loaded.device), &loaded.customer_features);
+        let u = with_recent(&loaded, u, rows, &targets, &catalogue);
         let exclude: Vec<&[u32]> = rows.iter().map(|&i| targets[i].bought.as_slice()).collect();
         let top = loaded
             .top_k_for_vectors(u, &exclude, &catalogue, opts.top_k)
@@ -781,6 +781,7 @@ pub fn recommend(opts: &RecommendOptions) -> Result<JobManifest> {
             let start = k * chunk;
             let idx: Vec<u32> = (start..start + sub.len()).map(|x| x as u32).collect();
             let u = vectors.clone().select(0, ids_tensor(&idx, &loaded.device));
+            let u = with_recent(&loaded, u, sub, &targets, &catalogue);
             let exclude: Vec<&[u32]> = sub.iter().map(|&i| targets[i].bought.as_slice()).collect();
             let top = loaded
                 .top_k_for_vectors(u, &exclude, &catalogue, opts.top_k)

@@ -319,6 +319,38 @@ impl Recommender {
         }
     }
 
+    /// Customer vectors moved towards the products they chose most recently:
+    /// `u + weight * mean(product vectors of recent[i])` for each row (rows with no recent
+    /// products are unchanged). A customer's id embedding summarises all of their history; the
+    /// recent term lets the current basket count more. `weight` is chosen on validation data.
+    pub fn with_recent(
+        &self,
+        customers: Tensor<2>,
+        recent: &[Vec<u32>],
+        products: &ProductMatrix,
+        weight: f32,
+    ) -> Tensor<2> {
+        if weight == 0.0 || recent.iter().all(Vec::is_empty) {
+            return customers;
+        }
+        let n_p = products.len();
+        let c = recent.len();
+        let mut mix = vec![0f32; c * n_p];
+        for (row, items) in recent.iter().enumerate() {
+            let valid: Vec<u32> = items
+                .iter()
+                .copied()
+                .filter(|&p| (p as usize) < n_p)
+                .collect();
+            for &p in &valid {
+                mix[row * n_p + p as usize] += weight / valid.len() as f32;
+            }
+        }
+        let device = customers.device();
+        let mix = Tensor::<2>::from_data(TensorData::new(mix, [c, n_p]), &device);
+        customers + mix.matmul(products.vectors.clone())
+    }
+
     /// Scores `[C, P]` of customer vectors `[C, d]` against the whole catalogue.
     pub fn score_all(&self, customers: Tensor<2>, products: &ProductMatrix) -> Tensor<2> {
         let scores = match &self.neumf {
@@ -538,6 +570,34 @@ mod tests {
                     "{architecture}: pair {i}: score_all {a} vs pairwise {b}"
                 );
             }
+        }
+    }
+
+    /// The recency term adds `weight` times the mean vector of each row's recent products.
+    #[test]
+    fn recency_term_adds_the_mean_of_recent_product_vectors() {
+        let device = Device::flex();
+        let config = RecommenderConfig::new(2, 5, 1, 1).with_embedding_dim(3);
+        let model = crate::seeded_init(&device, 9, || config.init(&device));
+        let v: Vec<f32> = (0..15).map(|i| i as f32 * 0.1).collect();
+        let vectors = Tensor::<2>::from_data(TensorData::new(v.clone(), [5, 3]), &device);
+        let matrix = model.product_matrix(vectors, Tensor::zeros([5], &device));
+        let u = Tensor::<2>::from_data(
+            TensorData::new(vec![1f32, 2., 3., 4., 5., 6.], [2, 3]),
+            &device,
+        );
+        let out = values(model.with_recent(u, &[vec![1, 2], vec![]], &matrix, 0.5));
+        for j in 0..3 {
+            let expected = [1f32, 2., 3.][j] + 0.5 * (v[3 + j] + v[6 + j]) / 2.0;
+            assert!(
+                (out[j] - expected).abs() < 1e-5,
+                "row 0, {j}: {} vs {expected}",
+                out[j]
+            );
+            assert!(
+                (out[3 + j] - [4f32, 5., 6.][j]).abs() < 1e-6,
+                "row 1 must not move"
+            );
         }
     }
 

@@ -71,6 +71,9 @@ pub struct RecommenderArtifacts {
     /// Per customer, their latest purchases (oldest first), for the recency term.
     #[serde(default)]
     pub recent: Vec<Vec<u32>>,
+    /// How many latest purchases the recency term averages (`model.recent_items`).
+    #[serde(default)]
+    pub recent_items: usize,
     /// Weight of the recency term (chosen on validation data; 0 = off).
     #[serde(default)]
     pub recency_weight: f32,

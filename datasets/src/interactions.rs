@@ -36,30 +36,34 @@ pub struct BandCuts {
 impl FeatureSet {
     /// The value of the primary attribute of an entity, if it has one.
     pub fn primary_value(&self, entity: usize) -> Option<&str> {
+        self.primary_value_in(self.entity_tokens.get(entity)?)
+    }
+
+    /// The value of the primary attribute among some token ids (a new entity's).
+    pub fn primary_value_in(&self, tokens: &[u32]) -> Option<&str> {
         let attr = self.primary_attribute.as_deref()?;
-        self.entity_tokens.get(entity)?.iter().find_map(|&t| {
-            let tok = &self.tokens[t as usize];
+        tokens.iter().find_map(|&t| {
+            let tok = self.tokens.get(t as usize)?;
             tok.strip_prefix(attr).and_then(|r| r.strip_prefix('='))
         })
     }
 
     /// Token ids padded to the longest entity, as (ids + 1 with 0 for padding, width).
     pub fn padded(&self) -> (Vec<i64>, usize) {
-        let width = self
-            .entity_tokens
-            .iter()
-            .map(Vec::len)
-            .max()
-            .unwrap_or(0)
-            .max(1);
-        let mut out = vec![0i64; self.entity_tokens.len() * width];
-        for (e, toks) in self.entity_tokens.iter().enumerate() {
-            for (j, &t) in toks.iter().enumerate() {
-                out[e * width + j] = t as i64 + 1;
-            }
-        }
-        (out, width)
+        pad_tokens(&self.entity_tokens)
     }
+}
+
+/// Token id lists padded to the longest, as (ids + 1 with 0 for padding, width).
+pub fn pad_tokens(lists: &[Vec<u32>]) -> (Vec<i64>, usize) {
+    let width = lists.iter().map(Vec::len).max().unwrap_or(0).max(1);
+    let mut out = vec![0i64; lists.len() * width];
+    for (e, toks) in lists.iter().enumerate() {
+        for (j, &t) in toks.iter().enumerate() {
+            out[e * width + j] = t as i64 + 1;
+        }
+    }
+    (out, width)
 }
 
 /// One deduplicated customer-product interaction.

@@ -21,7 +21,7 @@ use burn::prelude::*;
 use polars::prelude::{Column, DataFrame};
 use shopcast_datasets::artifacts::{files, shard_of, RecommenderArtifacts};
 use shopcast_datasets::config::FileSpec;
-use shopcast_datasets::interactions::attribute_columns;
+use shopcast_datasets::interactions::{attribute_columns, pad_tokens};
 use shopcast_datasets::table::Table;
 use shopcast_datasets::DataError;
 use shopcast_model::recommender::ids_tensor;
@@ -34,7 +34,7 @@ use crate::output::{check_output_path, write_output, JobManifest};
 
 /// Working memory of one scoring call, in floats (64 MiB).
 const SCORING_BUDGET_FLOATS: usize = 16 << 20;
-/// New customers fitted per fold-in call.
+/// New customers fitted per fold-in call (bounds its `[C, P]` working set).
 const FOLD_IN_CHUNK: usize = 256;
 /// Cosine similarity above which "because you bought X" is given.
 const SIMILAR_ENOUGH: f32 = 0.35;
@@ -151,13 +151,7 @@ impl Catalogue {
 
 /// Padded attribute tokens of entities outside the bundle, as device tensors.
 fn token_tensors(tokens: &[Vec<u32>], device: &Device) -> EntityFeatures {
-    let width = tokens.iter().map(Vec::len).max().unwrap_or(0).max(1);
-    let mut padded = vec![0i64; tokens.len() * width];
-    for (row, toks) in tokens.iter().enumerate() {
-        for (j, &t) in toks.iter().enumerate() {
-            padded[row * width + j] = t as i64 + 1;
-        }
-    }
+    let (padded, width) = pad_tokens(tokens);
     EntityFeatures::new(padded, width, device)
 }
 
@@ -186,12 +180,7 @@ impl LoadedRecommender {
                 .product_vectors_from_attributes(f.tokens, f.weights);
             // A new product's bias: the mean bias of the products sharing its primary
             // attribute (its category), else of the whole catalogue.
-            let known_bias = biases
-                .clone()
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .map_err(|e| anyhow::anyhow!("reading product biases: {e:?}"))?;
+            let known_bias = to_vec_f32(biases.clone().unsqueeze_dim::<2>(0))?;
             let global = known_bias.iter().sum::<f32>() / known_bias.len().max(1) as f32;
             let mut by_category: HashMap<&str, (f32, usize)> = HashMap::new();
             for (p, b) in known_bias.iter().enumerate() {
@@ -203,7 +192,11 @@ impl LoadedRecommender {
             }
             let new_primary: Vec<Option<String>> = new_products
                 .iter()
-                .map(|p| primary_of(&a.product_features, &p.tokens))
+                .map(|p| {
+                    a.product_features
+                        .primary_value_in(&p.tokens)
+                        .map(str::to_string)
+                })
                 .collect();
             let new_bias: Vec<f32> = new_primary
                 .iter()
@@ -358,20 +351,6 @@ fn rebuild_on(
         .detach())
 }
 
-/// The primary attribute value (e.g. category) among a new entity's tokens.
-fn primary_of(
-    features: &shopcast_datasets::interactions::FeatureSet,
-    tokens: &[u32],
-) -> Option<String> {
-    let attr = features.primary_attribute.as_deref()?;
-    tokens.iter().find_map(|&t| {
-        features.tokens[t as usize]
-            .strip_prefix(attr)
-            .and_then(|r| r.strip_prefix('='))
-            .map(str::to_string)
-    })
-}
-
 /// What the explainer knows about one scored customer.
 pub struct CustomerContext<'a> {
     pub bought: &'a [u32],
@@ -492,14 +471,7 @@ fn with_recent(
     if weight == 0.0 {
         return u;
     }
-    let keep = loaded
-        .artifacts
-        .recent
-        .iter()
-        .map(Vec::len)
-        .max()
-        .unwrap_or(0)
-        .max(1);
+    let keep = loaded.artifacts.recent_items.max(1);
     let lists: Vec<Vec<u32>> = rows
         .iter()
         .map(|&i| {
@@ -736,59 +708,63 @@ pub fn recommend(opts: &RecommendOptions) -> Result<JobManifest> {
         targets.retain(|t| shard_of(&t.id, n) == i);
     }
 
-    // Known customers: vectors straight from the model, in chunks, on the device.
-    let mut lists: Vec<Vec<(u32, f32)>> = vec![Vec::new(); targets.len()];
-    let mut segments: Vec<u32> = vec![0; targets.len()];
+    // Known customers' vectors come straight from the model; new customers' from their
+    // attributes and recent items (all fitted in one go, a few floats each).
     let known: Vec<usize> = (0..targets.len())
         .filter(|&i| targets[i].known.is_some())
         .collect();
-    let chunk = loaded.model.customers_per_chunk(n_p, SCORING_BUDGET_FLOATS);
-    for rows in known.chunks(chunk) {
-        let ids: Vec<u32> = rows.iter().filter_map(|&i| targets[i].known).collect();
-        let u = loaded
-            .model
-            .customer_vectors(ids_tensor(&ids, &loaded.device), &loaded.customer_features);
-        let u = with_recent(&loaded, u, rows, &targets, &catalogue);
-        let exclude: Vec<&[u32]> = rows.iter().map(|&i| targets[i].bought.as_slice()).collect();
-        let top = loaded
-            .top_k_for_vectors(u, &exclude, &catalogue, opts.top_k)
-            .context("scoring customers")?;
-        for (&i, list) in rows.iter().zip(top) {
-            lists[i] = list;
-            segments[i] = targets[i]
-                .known
-                .and_then(|c| a.segments.get(c as usize).copied())
-                .unwrap_or(0);
-        }
-    }
-    // New customers: attributes and recent items give the vector.
     let cold: Vec<usize> = (0..targets.len())
         .filter(|&i| targets[i].known.is_none())
         .collect();
-    for rows in cold.chunks(chunk.max(FOLD_IN_CHUNK)) {
-        let attrs: Vec<Vec<u32>> = rows
+    let cold_vectors = if cold.is_empty() {
+        None
+    } else {
+        let attrs: Vec<Vec<u32>> = cold
             .iter()
             .map(|&i| targets[i].attributes.clone())
             .collect();
-        let recent: Vec<Vec<u32>> = rows.iter().map(|&i| targets[i].bought.clone()).collect();
+        let recent: Vec<Vec<u32>> = cold.iter().map(|&i| targets[i].bought.clone()).collect();
         let vectors = loaded
             .new_customer_vectors(&attrs, &recent, &catalogue)
             .context("placing new customers")?;
         let flat = to_vec_f32(vectors.clone())?;
-        let d = catalogue.dim;
-        for rows_chunk in rows.chunks(chunk).zip(0..) {
-            let (sub, k) = rows_chunk;
-            let start = k * chunk;
-            let idx: Vec<u32> = (start..start + sub.len()).map(|x| x as u32).collect();
-            let u = vectors.clone().select(0, ids_tensor(&idx, &loaded.device));
-            let u = with_recent(&loaded, u, sub, &targets, &catalogue);
-            let exclude: Vec<&[u32]> = sub.iter().map(|&i| targets[i].bought.as_slice()).collect();
+        Some((vectors, flat))
+    };
+    let mut lists: Vec<Vec<(u32, f32)>> = vec![Vec::new(); targets.len()];
+    let mut segments: Vec<u32> = vec![0; targets.len()];
+    let chunk = loaded.model.customers_per_chunk(n_p, SCORING_BUDGET_FLOATS);
+    let d = catalogue.dim;
+    for (group, is_new) in [(&known, false), (&cold, true)] {
+        for (k, rows) in group.chunks(chunk).enumerate() {
+            let u = match &cold_vectors {
+                Some((vectors, _)) if is_new => {
+                    let idx: Vec<u32> = (k * chunk..k * chunk + rows.len())
+                        .map(|x| x as u32)
+                        .collect();
+                    vectors.clone().select(0, ids_tensor(&idx, &loaded.device))
+                }
+                _ => {
+                    let ids: Vec<u32> = rows.iter().filter_map(|&i| targets[i].known).collect();
+                    loaded.model.customer_vectors(
+                        ids_tensor(&ids, &loaded.device),
+                        &loaded.customer_features,
+                    )
+                }
+            };
+            let u = with_recent(&loaded, u, rows, &targets, &catalogue);
+            let exclude: Vec<&[u32]> = rows.iter().map(|&i| targets[i].bought.as_slice()).collect();
             let top = loaded
                 .top_k_for_vectors(u, &exclude, &catalogue, opts.top_k)
-                .context("scoring new customers")?;
-            for ((&i, list), j) in sub.iter().zip(top).zip(start..) {
+                .context("scoring customers")?;
+            for ((&i, list), j) in rows.iter().zip(top).zip(k * chunk..) {
                 lists[i] = list;
-                segments[i] = nearest_segment(&a.segment_centroids, &flat[j * d..(j + 1) * d]);
+                segments[i] = match (&cold_vectors, targets[i].known) {
+                    (_, Some(c)) => a.segments.get(c as usize).copied().unwrap_or(0),
+                    (Some((_, flat)), None) => {
+                        nearest_segment(&a.segment_centroids, &flat[j * d..(j + 1) * d])
+                    }
+                    (None, None) => 0,
+                };
             }
         }
     }

@@ -2,33 +2,15 @@
 //! scores new products (attributes only) and new customers (attributes and/or recent items), and
 //! every recommendation carries a reason a shop owner can read.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::{bin, run};
+
 use polars::prelude::*;
-
-fn bin(name: &str) -> PathBuf {
-    let infer = PathBuf::from(env!("CARGO_BIN_EXE_infer"));
-    let path = infer.with_file_name(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.exists(),
-        "{} is not built: run the tests with `cargo test --release --workspace`",
-        path.display()
-    );
-    path
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("spawn");
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({:?}):\n{stderr}",
-        out.status.code()
-    );
-    stderr
-}
 
 fn read_csv(path: &Path) -> DataFrame {
     CsvReadOptions::default()
@@ -404,25 +386,11 @@ fn neumf_bundle_scores_known_and_new_customers() {
         .finish()
         .expect("read parquet");
     assert_eq!(df.height(), 15, "3 customers x top 5");
-    let ids: Vec<String> = df
-        .column("customer_id")
-        .expect("customer_id")
-        .str()
-        .expect("str")
-        .iter()
-        .map(|s| s.unwrap_or_default().to_string())
-        .collect();
+    let ids = col(&df, "customer_id");
     for c in ["C00001", "NEW-A", "NEW-B"] {
         assert_eq!(ids.iter().filter(|i| *i == c).count(), 5, "{c}");
     }
-    let prods: Vec<String> = df
-        .column("product_id")
-        .expect("product_id")
-        .str()
-        .expect("str")
-        .iter()
-        .map(|s| s.unwrap_or_default().to_string())
-        .collect();
+    let prods = col(&df, "product_id");
     for (c, p) in ids.iter().zip(&prods) {
         assert!(
             !(c == "NEW-A" && some_products.contains(p)),

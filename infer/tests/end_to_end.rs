@@ -1,33 +1,15 @@
 //! End to end through the real binaries: `train` writes a bundle on flex, then `infer` scores it
 //! on flex, ndarray and wgpu (Mesa's software Vulkan in CI) and gets the same numbers.
 
+mod common;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
+use common::{bin, run};
+
 use polars::prelude::*;
-
-fn bin(name: &str) -> PathBuf {
-    let infer = PathBuf::from(env!("CARGO_BIN_EXE_infer"));
-    let path = infer.with_file_name(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.exists(),
-        "{} is not built: run the tests with `cargo test --release --workspace`",
-        path.display()
-    );
-    path
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("spawn");
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({:?}):\n{stderr}",
-        out.status.code()
-    );
-    stderr
-}
 
 fn read_csv(path: &Path) -> DataFrame {
     CsvReadOptions::default()

@@ -288,14 +288,17 @@ pub fn train_recommender(
     .with_architecture(sec.model.architecture.clone())
     .with_mlp_layers(sec.model.mlp_layers.clone());
     let val_customers: Vec<u32> = val_cases.iter().map(|c| c.customer).collect();
-    let mut validate = |snapshot: &Recommender| -> Result<f64> {
-        let rows = score_rows(snapshot, &cf, &pf, &val_customers, n_p, None, &plain)?;
-        Ok(full_ndcg(
-            &dense_for(rows, &val_customers, n_c, n_p),
-            &val_cases,
-            n_p,
-        ))
-    };
+    // Full NDCG@10 on the validation items, with or without the recency term.
+    let validation_ndcg =
+        |model: &Recommender, recent: Option<(&[Vec<u32>], f32)>| -> Result<f64> {
+            let rows = score_rows(model, &cf, &pf, &val_customers, n_p, recent, &plain)?;
+            Ok(full_ndcg(
+                &dense_for(rows, &val_customers, n_c, n_p),
+                &val_cases,
+                n_p,
+            ))
+        };
+    let mut validate = |snapshot: &Recommender| validation_ndcg(snapshot, None);
     let early = fit(
         &model_config,
         &tc,
@@ -316,16 +319,7 @@ pub fn train_recommender(
     if k_recent > 0 {
         let mut tried = Vec::with_capacity(RECENCY_WEIGHTS.len());
         for w in RECENCY_WEIGHTS {
-            let rows = score_rows(
-                &early.model,
-                &cf,
-                &pf,
-                &val_customers,
-                n_p,
-                Some((&val_recent, w)),
-                &plain,
-            )?;
-            let ndcg = full_ndcg(&dense_for(rows, &val_customers, n_c, n_p), &val_cases, n_p);
+            let ndcg = validation_ndcg(&early.model, Some((&val_recent, w)))?;
             eprintln!("recommender: recency weight {w}: validation NDCG@10 {ndcg:.4}");
             tried.push((w, ndcg));
         }
@@ -399,6 +393,7 @@ pub fn train_recommender(
     let all_pairs: HashSet<(u32, u32)> =
         data.pairs.iter().map(|p| (p.customer, p.product)).collect();
     artifacts.recent = recent_items(&data, &all_pairs, k_recent);
+    artifacts.recent_items = k_recent;
     artifacts.recency_weight = recency_weight;
     Ok(RecommenderOutcome {
         model: best,
@@ -658,6 +653,7 @@ fn build_artifacts(
         browsed,
         popularity,
         recent: Vec::new(),
+        recent_items: 0,
         recency_weight: 0.0,
         segments,
         segment_centroids,

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::AttributeTable;
+use crate::exp_smoothing::EtsModel;
 use crate::interactions::FeatureSet;
 use crate::vocab::IdVocab;
 use crate::windows::WindowSpec;
@@ -19,6 +20,7 @@ pub mod files {
     pub const FORECASTER_CONFIG: &str = "forecaster.config.json";
     pub const FORECASTER_TRAINING: &str = "forecaster.training.json";
     pub const FORECASTER_ARTIFACTS: &str = "forecaster.series.json";
+    pub const FORECASTER_SERIES_METRICS: &str = "forecaster.series_metrics.json";
     pub const METRICS: &str = "metrics.json";
     pub const SEGMENTS: &str = "recommender.segments.json";
 }
@@ -95,6 +97,9 @@ pub struct SeriesTail {
     pub target: Vec<Option<f32>>,
     pub known: Vec<Vec<f32>>,
     pub past: Vec<Vec<f32>>,
+    /// The series' exponential smoothing, its state at the tail's first period.
+    #[serde(default)]
+    pub ets: Option<EtsModel>,
 }
 
 /// Everything `infer forecast` needs besides the weights.
@@ -107,6 +112,10 @@ pub struct ForecasterArtifacts {
     pub quantiles: Vec<f64>,
     /// Index of the price among the known covariates, for expected revenue.
     pub price_covariate: Option<usize>,
+    /// Per quantile, the network's weight against the exponential smoothing anchor (chosen on
+    /// validation data; empty means the network alone).
+    #[serde(default)]
+    pub network_weights: Vec<f32>,
     pub series: Vec<SeriesTail>,
 }
 

@@ -9,6 +9,7 @@ pub mod artifacts;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod exp_smoothing;
 pub mod interactions;
 pub mod sales;
 pub mod table;

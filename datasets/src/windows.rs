@@ -1,5 +1,6 @@
 //! Turning a stretch of a series into the forecaster's inputs: a context window for the encoder,
-//! the horizon's known-future inputs for the decoder, and a seasonal baseline the network corrects.
+//! the horizon's known-future inputs for the decoder, and the anchor forecast the network
+//! corrects (the series' exponential smoothing forecast, or a seasonal average without one).
 //!
 //! Values are divided by a per-window scale (the context mean, at least 1), so one global model
 //! serves fast and slow movers alike.
@@ -7,6 +8,7 @@
 use chrono::Datelike;
 use serde::{Deserialize, Serialize};
 
+use crate::exp_smoothing::EtsModel;
 use crate::table::date_of_day;
 
 /// Calendar features per period: day-of-week one-hot (daily data), and two harmonics of the
@@ -68,9 +70,10 @@ impl WindowSpec {
         2 + 2 * self.known.len() + 2 * self.past.len() + CALENDAR_FEATURES
     }
 
-    /// Decoder features per period.
+    /// Decoder features per period: anchor, seasonal average, position, known covariates,
+    /// calendar.
     pub fn decoder_features(&self) -> usize {
-        2 + 2 * self.known.len() + CALENDAR_FEATURES
+        3 + 2 * self.known.len() + CALENDAR_FEATURES
     }
 
     /// The earliest origin that leaves enough context in a series starting at `start`
@@ -92,6 +95,8 @@ pub struct SeriesView<'a> {
     pub first_day: i64,
     /// Key indices of the series (one per key column).
     pub keys: &'a [u32],
+    /// The series' exponential smoothing, with its state at index 0 of `target` or earlier.
+    pub ets: Option<&'a EtsModel>,
 }
 
 /// A batch of windows as flat row-major arrays, ready to become tensors.
@@ -104,8 +109,11 @@ pub struct WindowBatch {
     pub decoder: Vec<f32>,
     /// `[len, n_keys]`
     pub keys: Vec<i64>,
-    /// `[len, horizon]` scaled baseline.
+    /// `[len, horizon]` scaled anchor forecast the network corrects.
     pub baseline: Vec<f32>,
+    /// `[len, horizon, quantiles]` the anchor's own quantile forecast in units (empty without
+    /// exponential smoothing), blended with the network's by [`blend_quantiles`].
+    pub anchor_quantiles: Vec<f32>,
     /// `[len, horizon]` scaled target (0 where unknown).
     pub target: Vec<f32>,
     /// `[len, horizon]` 1 where the target is known.
@@ -144,8 +152,9 @@ fn push_covariate(stats: &CovariateStats, x: f32, context_mean: f32, out: &mut V
 }
 
 impl WindowSpec {
-    /// The scale and scaled seasonal baseline of a window at `origin`, from the context alone.
-    pub fn baseline(&self, target: &[f32], origin: usize) -> (f32, Vec<f32>) {
+    /// The scale and scaled seasonal average of a window at `origin`, from the context alone:
+    /// the mean of the same period in the last seasons.
+    pub fn seasonal_average(&self, target: &[f32], origin: usize) -> (f32, Vec<f32>) {
         let lo = origin.saturating_sub(self.context);
         let ctx = &target[lo..origin];
         let (sum, n) = ctx
@@ -186,7 +195,22 @@ impl WindowSpec {
         origin: usize,
         with_target: bool,
     ) {
-        let (scale, base) = self.baseline(series.target, origin);
+        let (scale, seasonal) = self.seasonal_average(series.target, origin);
+        let base: Vec<f32> = match series.ets {
+            Some(ets) => {
+                let state = ets.state_at(series.target, origin);
+                let q = ets.quantiles_from(&state, self.horizon);
+                for step in &q {
+                    batch.anchor_quantiles.extend_from_slice(step);
+                }
+                state
+                    .forecast(&ets.params, self.horizon)
+                    .into_iter()
+                    .map(|f| f / scale)
+                    .collect()
+            }
+            None => seasonal.clone(),
+        };
         let ctx_start = origin as i64 - self.context as i64;
         let mean_of = |v: &[f32]| -> f32 {
             let lo = origin.saturating_sub(self.context);
@@ -229,6 +253,7 @@ impl WindowSpec {
         for h in 0..self.horizon {
             let t = origin + h;
             batch.decoder.push(base[h]);
+            batch.decoder.push(seasonal[h]);
             batch.decoder.push(h as f32 / self.horizon as f32);
             for (k, stats) in self.known.iter().enumerate() {
                 push_covariate(
@@ -253,5 +278,36 @@ impl WindowSpec {
         batch.keys.extend(series.keys.iter().map(|&k| k as i64));
         batch.scale.push(scale);
         batch.len += 1;
+    }
+}
+
+/// Blends the network's quantiles with the anchor's, per quantile level:
+/// `w * network + (1 - w) * anchor`, then sorts each step so that quantiles never cross
+/// (sorting never increases the pinball loss). Both are flat `[windows * horizon * levels]`.
+pub fn blend_quantiles(network: &mut [f32], anchor: &[f32], weights: &[f32]) {
+    let q = weights.len().max(1);
+    if anchor.len() != network.len() || weights.iter().all(|w| *w == 1.0) {
+        return;
+    }
+    for (step, a) in network.chunks_mut(q).zip(anchor.chunks(q)) {
+        for ((v, a), w) in step.iter_mut().zip(a).zip(weights) {
+            *v = (w * *v + (1.0 - w) * a).max(0.0);
+        }
+        step.sort_by(f32::total_cmp);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blend_mixes_per_level_and_never_crosses() {
+        let mut net = vec![1.0, 2.0, 3.0, 0.0, 10.0, 11.0];
+        let anchor = vec![3.0, 4.0, 5.0, 6.0, 7.0, 8.0];
+        blend_quantiles(&mut net, &anchor, &[0.0, 1.0, 0.5]);
+        assert_eq!(&net[..3], &[2.0, 3.0, 4.0]);
+        // Second step: 6, 10, 9.5 sorted.
+        assert_eq!(&net[3..], &[6.0, 9.5, 10.0]);
     }
 }

@@ -13,7 +13,7 @@ use polars::prelude::{Column, DataFrame};
 use shopcast_datasets::artifacts::{files, shard_of, ForecasterArtifacts};
 use shopcast_datasets::config::FileSpec;
 use shopcast_datasets::table::{date_of_day, day_of, Table};
-use shopcast_datasets::windows::{SeriesView, WindowBatch};
+use shopcast_datasets::windows::{blend_quantiles, SeriesView, WindowBatch};
 use shopcast_datasets::DataError;
 use shopcast_model::{
     select_device, Bundle, BundleError, DemandForecaster, DeviceChoice, ForecastInput,
@@ -21,6 +21,7 @@ use shopcast_model::{
 };
 
 use crate::output::{check_output_path, write_output, JobManifest};
+use crate::quantiles::{period_demand, sum_quantile, PeriodDemand};
 
 /// Options of `infer forecast`.
 #[derive(Debug, Clone)]
@@ -31,6 +32,9 @@ pub struct ForecastOptions {
     pub out: PathBuf,
     pub shard: Option<(u32, u32)>,
     pub device: DeviceChoice,
+    /// Sum the forecast over every key but this one (e.g. `store_id`): one row per value of it
+    /// and date, with expected revenue when the config names a price covariate.
+    pub aggregate: Option<String>,
 }
 
 /// A loaded forecaster with its side data.
@@ -74,6 +78,8 @@ pub fn load_forecaster(dir: &std::path::Path, device: &Device) -> Result<LoadedF
 #[derive(Debug, Clone)]
 pub struct SeriesForecast {
     pub series: usize,
+    /// Index in the series' stored tail of the first forecast period.
+    pub origin: usize,
     /// Day number of each forecast period.
     pub days: Vec<i64>,
     /// `[horizon][quantiles]`
@@ -81,11 +87,24 @@ pub struct SeriesForecast {
 }
 
 impl LoadedForecaster {
-    /// Forecasts the given series; `future_known[s]` holds each known covariate over the horizon.
+    /// Forecasts the given series from the end of their stored history; `future_known[s]` holds
+    /// each known covariate over the horizon.
     pub fn forecast(
         &self,
         series: &[usize],
         future_known: &[Vec<Vec<f32>>],
+    ) -> Result<Vec<SeriesForecast>> {
+        self.forecast_from(series, 0, Some(future_known))
+    }
+
+    /// Forecasts the given series from `back` periods before the end of their stored history
+    /// (0: the next horizon, with `future_known`; more: a re-forecast of periods already seen,
+    /// whose known covariates come from the history itself).
+    pub fn forecast_from(
+        &self,
+        series: &[usize],
+        back: usize,
+        future_known: Option<&[Vec<Vec<f32>>]>,
     ) -> Result<Vec<SeriesForecast>> {
         let spec = &self.artifacts.spec;
         let q = self.config.quantiles.len();
@@ -96,15 +115,29 @@ impl LoadedForecaster {
             for &s in chunk {
                 let tail = &self.artifacts.series[s];
                 let target: Vec<f32> = tail.target.iter().map(|v| v.unwrap_or(f32::NAN)).collect();
-                let known: Vec<Vec<f32>> = tail
-                    .known
-                    .iter()
-                    .zip(&future_known[s])
-                    .map(|(past, fut)| past.iter().chain(fut).copied().collect())
-                    .collect();
-                owned.push((target, known));
+                let origin = target.len().saturating_sub(back);
+                let known: Vec<Vec<f32>> = match future_known {
+                    Some(future) if back == 0 => tail
+                        .known
+                        .iter()
+                        .zip(&future[s])
+                        .map(|(past, fut)| past.iter().chain(fut).copied().collect())
+                        .collect(),
+                    // Past the end of the history, covariates stay at their last value.
+                    _ => tail
+                        .known
+                        .iter()
+                        .map(|v| {
+                            let last = v.last().copied().unwrap_or(0.0);
+                            let mut v = v.clone();
+                            v.resize(origin + spec.horizon, last);
+                            v
+                        })
+                        .collect(),
+                };
+                owned.push((target, known, origin));
             }
-            for (&s, (target, known)) in chunk.iter().zip(&owned) {
+            for (&s, (target, known, origin)) in chunk.iter().zip(&owned) {
                 let tail = &self.artifacts.series[s];
                 let view = SeriesView {
                     target,
@@ -112,11 +145,13 @@ impl LoadedForecaster {
                     past: &tail.past,
                     first_day: tail.first_day,
                     keys: &tail.keys,
+                    ets: tail.ets.as_ref(),
                 };
-                spec.push(&mut batch, &view, target.len(), false);
+                spec.push(&mut batch, &view, *origin, false);
             }
             let scale = batch.scale.clone();
             let b = batch.len;
+            let anchor = std::mem::take(&mut batch.anchor_quantiles);
             let input = ForecastInput::from_arrays(
                 batch.encoder,
                 batch.decoder,
@@ -127,15 +162,21 @@ impl LoadedForecaster {
                 spec.horizon,
                 &self.device,
             );
-            let flat = self
+            let mut flat = self
                 .model
                 .predict(input, &scale)
                 .map_err(anyhow::Error::msg)?;
-            for (&s, w) in chunk.iter().zip(flat.chunks(spec.horizon * q)) {
+            if !self.artifacts.network_weights.is_empty() {
+                blend_quantiles(&mut flat, &anchor, &self.artifacts.network_weights);
+            }
+            for ((&s, w), (_, _, origin)) in
+                chunk.iter().zip(flat.chunks(spec.horizon * q)).zip(&owned)
+            {
                 let tail = &self.artifacts.series[s];
-                let origin = tail.target.len() as i64;
+                let origin = *origin as i64;
                 out.push(SeriesForecast {
                     series: s,
+                    origin: origin as usize,
                     days: (0..spec.horizon as i64)
                         .map(|h| tail.first_day + (origin + h) * spec.period_days)
                         .collect(),
@@ -270,15 +311,33 @@ impl LoadedForecaster {
     }
 }
 
+/// The series a job covers: all, or those of one shard (stable hash of the series keys).
+pub fn series_in_shard(loaded: &LoadedForecaster, shard: Option<(u32, u32)>) -> Vec<usize> {
+    (0..loaded.artifacts.series.len())
+        .filter(|&s| {
+            shard.is_none_or(|(i, n)| shard_of(&loaded.key_values(s).join("\u{1f}"), n) == i)
+        })
+        .collect()
+}
+
+/// Opens the bundle's forecaster on the chosen device and reports the device choice.
+pub fn open_forecaster(
+    bundle: &std::path::Path,
+    device: DeviceChoice,
+) -> Result<(LoadedForecaster, String)> {
+    let selected = select_device(device).map_err(DataError::Invalid)?;
+    if let Some(note) = &selected.note {
+        eprintln!("warning: {note}");
+    }
+    let loaded = load_forecaster(bundle, &selected.device)?;
+    Ok((loaded, selected.backend.to_string()))
+}
+
 /// Runs `infer forecast`.
 pub fn forecast(opts: &ForecastOptions) -> Result<JobManifest> {
     let started = Instant::now();
     check_output_path(&opts.out)?;
-    let selected = select_device(opts.device).map_err(DataError::Invalid)?;
-    if let Some(note) = &selected.note {
-        eprintln!("warning: {note}");
-    }
-    let loaded = load_forecaster(&opts.bundle, &selected.device)?;
+    let (loaded, backend) = open_forecaster(&opts.bundle, opts.device)?;
     let a = &loaded.artifacts;
     let horizon = opts.horizon.unwrap_or(a.spec.horizon);
     if horizon == 0 || horizon > a.spec.horizon {
@@ -287,32 +346,62 @@ pub fn forecast(opts: &ForecastOptions) -> Result<JobManifest> {
             a.spec.horizon
         )));
     }
-    let mut manifest = JobManifest::new(
-        "forecast",
-        &opts.out,
-        &loaded.bundle,
-        &selected.backend.to_string(),
-        opts.shard,
-    )?;
+    let aggregate_key = match &opts.aggregate {
+        None => None,
+        Some(key) => Some(a.key_names.iter().position(|k| k == key).ok_or_else(|| {
+            DataError::Invalid(format!(
+                "--aggregate {key:?}: expected one of the series keys {:?}",
+                a.key_names
+            ))
+        })?),
+    };
+    let mut manifest =
+        JobManifest::new("forecast", &opts.out, &loaded.bundle, &backend, opts.shard)?;
     manifest.input_rows = a.series.len();
-    let series: Vec<usize> = (0..a.series.len())
-        .filter(|&s| {
-            opts.shard
-                .is_none_or(|(i, n)| shard_of(&loaded.key_values(s).join("\u{1f}"), n) == i)
-        })
-        .collect();
+    let series = series_in_shard(&loaded, opts.shard);
     let mut assumptions = Vec::new();
     let future = loaded.future_covariates(opts.future.as_ref(), &mut assumptions)?;
     for line in &assumptions {
         eprintln!("forecast: {line}");
     }
     let forecasts = loaded.forecast(&series, &future).context("forecasting")?;
+    let mut df = match aggregate_key {
+        None => per_series_frame(&loaded, &forecasts, horizon)?,
+        Some(k) => {
+            if a.price_covariate.is_none() {
+                assumptions.push(
+                    "no price covariate in the config (`forecaster.data.price`): no revenue column"
+                        .into(),
+                );
+            }
+            aggregate_frame(&loaded, &forecasts, &future, horizon, k)?
+        }
+    };
+    manifest.assumptions = assumptions;
+    manifest.rows_skipped = BTreeMap::new();
+    write_output(&mut df, &opts.out, &mut manifest, started)?;
+    eprintln!(
+        "forecast: {} series x {horizon} periods, {} rows written to {} ({:.1}s)",
+        forecasts.len(),
+        manifest.rows_written,
+        opts.out.display(),
+        manifest.duration_seconds
+    );
+    Ok(manifest)
+}
 
+/// One row per series and date: the key columns, `date`, then one column per quantile.
+fn per_series_frame(
+    loaded: &LoadedForecaster,
+    forecasts: &[SeriesForecast],
+    horizon: usize,
+) -> Result<DataFrame> {
+    let a = &loaded.artifacts;
     let n = forecasts.len() * horizon;
     let mut key_cols: Vec<Vec<String>> = vec![Vec::with_capacity(n); a.key_names.len()];
     let mut dates = Vec::with_capacity(n);
     let mut q_cols: Vec<Vec<f64>> = vec![Vec::with_capacity(n); a.quantiles.len()];
-    for f in &forecasts {
+    for f in forecasts {
         let keys = loaded.key_values(f.series);
         for h in 0..horizon {
             for (col, v) in key_cols.iter_mut().zip(&keys) {
@@ -337,15 +426,58 @@ pub fn forecast(opts: &ForecastOptions) -> Result<JobManifest> {
             v,
         ));
     }
-    let mut df = DataFrame::new(n, columns)?;
-    manifest.assumptions = assumptions;
-    manifest.rows_skipped = BTreeMap::new();
-    write_output(&mut df, &opts.out, &mut manifest, started)?;
-    eprintln!(
-        "forecast: {} series x {horizon} periods written to {} ({:.1}s)",
-        forecasts.len(),
-        opts.out.display(),
-        manifest.duration_seconds
-    );
-    Ok(manifest)
+    Ok(DataFrame::new(n, columns)?)
+}
+
+/// One row per value of key `k` and date: the forecast summed over the other keys (quantiles of
+/// the sum, see [`crate::quantiles`]), and with a price covariate `revenue`, the expected revenue
+/// (sum of expected units times the planned price).
+fn aggregate_frame(
+    loaded: &LoadedForecaster,
+    forecasts: &[SeriesForecast],
+    future: &[Vec<Vec<f32>>],
+    horizon: usize,
+    k: usize,
+) -> Result<DataFrame> {
+    let a = &loaded.artifacts;
+    // (key value, day) -> (parts, revenue)
+    let mut groups: BTreeMap<(String, i64), (Vec<(PeriodDemand, f64)>, f64)> = BTreeMap::new();
+    for f in forecasts {
+        let key = loaded.key_values(f.series)[k].clone();
+        for h in 0..horizon {
+            let d = period_demand(&f.quantiles[h], &a.quantiles);
+            let g = groups.entry((key.clone(), f.days[h])).or_default();
+            g.0.push((d, 1.0));
+            if let Some(p) = a.price_covariate {
+                g.1 += d.mean * future[f.series][p][h] as f64;
+            }
+        }
+    }
+    let n = groups.len();
+    let mut keys = Vec::with_capacity(n);
+    let mut dates = Vec::with_capacity(n);
+    let mut q_cols: Vec<Vec<f64>> = vec![Vec::with_capacity(n); a.quantiles.len()];
+    let mut revenue = Vec::with_capacity(n);
+    for ((key, day), (parts, rev)) in &groups {
+        keys.push(key.clone());
+        dates.push(date_of_day(*day).format("%Y-%m-%d").to_string());
+        for (col, level) in q_cols.iter_mut().zip(&a.quantiles) {
+            col.push(sum_quantile(parts, *level));
+        }
+        revenue.push(*rev);
+    }
+    let mut columns = vec![
+        Column::new(a.key_names[k].as_str().into(), keys),
+        Column::new("date".into(), dates),
+    ];
+    for (q, v) in a.quantiles.iter().zip(q_cols) {
+        columns.push(Column::new(
+            ForecasterArtifacts::quantile_column(*q).into(),
+            v,
+        ));
+    }
+    if a.price_covariate.is_some() {
+        columns.push(Column::new("revenue".into(), revenue));
+    }
+    Ok(DataFrame::new(n, columns)?)
 }

@@ -1,9 +1,15 @@
-//! The `infer` batch-scoring jobs as a library: recommendations and forecasts from a trained
-//! bundle, written atomically with a manifest beside each output.
+//! The `infer` batch-scoring jobs as a library: recommendations, forecasts (per series or summed
+//! per key), reorder quantities and anomaly checks from a trained bundle, each written
+//! atomically with a manifest beside its output.
 
+pub mod anomalies;
 pub mod forecast;
 pub mod output;
+pub mod quantiles;
 pub mod recommend;
+pub mod reorder;
 
+pub use anomalies::{anomalies, AnomalyOptions};
 pub use forecast::{forecast, ForecastOptions};
 pub use recommend::{recommend, RecommendOptions};
+pub use reorder::{reorder, ReorderOptions};

@@ -1,5 +1,7 @@
 //! `infer recommend --bundle DIR [--customers FILE] [--top-k K] --out FILE.(csv|parquet) [--shard I/N] [--device D]`
-//! `infer forecast  --bundle DIR [--future FILE] [--horizon H] --out FILE.(csv|parquet) [--shard I/N] [--device D]`
+//! `infer forecast  --bundle DIR [--future FILE] [--horizon H] [--aggregate KEY] --out FILE.(csv|parquet) [--shard I/N] [--device D]`
+//! `infer reorder   --bundle DIR --stock FILE [--future FILE] [--service-level P] --out FILE.(csv|parquet) [--device D]`
+//! `infer anomalies --bundle DIR [--periods N] [--band P] --out FILE.(csv|parquet) [--shard I/N] [--device D]`
 //!
 //! Exit codes: 0 success, 2 usage error, 3 bad input, 4 bundle missing, corrupt or incompatible,
 //! 5 runtime failure.
@@ -9,7 +11,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use infer::output::parse_shard;
-use infer::{ForecastOptions, RecommendOptions};
+use infer::{AnomalyOptions, ForecastOptions, RecommendOptions, ReorderOptions};
 use shopcast_datasets::DataError;
 use shopcast_model::{BundleError, DeviceChoice};
 
@@ -57,9 +59,50 @@ enum Command {
         /// Periods to forecast (at most the model's horizon).
         #[arg(long)]
         horizon: Option<usize>,
+        /// Sum the forecast over every other key, per value of this series key and date (e.g.
+        /// `store_id` to plan staff per store); adds expected revenue when the config names a
+        /// price.
+        #[arg(long)]
+        aggregate: Option<String>,
         #[arg(long)]
         out: PathBuf,
         /// Forecast only shard I of N (by a stable hash of the series keys).
+        #[arg(long, value_parser = parse_shard)]
+        shard: Option<(u32, u32)>,
+        #[arg(long, value_parser = parse_device, default_value = "auto")]
+        device: DeviceChoice,
+    },
+    /// Order quantities: lead-time demand at a service level minus stock on hand.
+    Reorder {
+        #[arg(long)]
+        bundle: PathBuf,
+        /// CSV or Parquet with the series key columns, `on_hand`, `lead_time_days` and
+        /// optionally `service_level`.
+        #[arg(long)]
+        stock: PathBuf,
+        /// Planned future covariates (series keys, date, known covariates).
+        #[arg(long)]
+        future: Option<PathBuf>,
+        /// Service level for rows without one in the stock file.
+        #[arg(long, default_value_t = 0.95)]
+        service_level: f64,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_parser = parse_device, default_value = "auto")]
+        device: DeviceChoice,
+    },
+    /// Periods among the latest whose actual sales fall outside a wide forecast band.
+    Anomalies {
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Latest periods to check (default: the model's horizon).
+        #[arg(long)]
+        periods: Option<usize>,
+        /// Central coverage of the band (0.98 = P1 to P99).
+        #[arg(long, default_value_t = 0.98)]
+        band: f64,
+        #[arg(long)]
+        out: PathBuf,
         #[arg(long, value_parser = parse_shard)]
         shard: Option<(u32, u32)>,
         #[arg(long, value_parser = parse_device, default_value = "auto")]
@@ -96,6 +139,7 @@ fn main() -> ExitCode {
             bundle,
             future,
             horizon,
+            aggregate,
             out,
             shard,
             device,
@@ -104,6 +148,37 @@ fn main() -> ExitCode {
             future,
             horizon,
             out,
+            shard,
+            device,
+            aggregate,
+        }),
+        Command::Reorder {
+            bundle,
+            stock,
+            future,
+            service_level,
+            out,
+            device,
+        } => infer::reorder(&ReorderOptions {
+            bundle,
+            stock,
+            future,
+            service_level,
+            out,
+            device,
+        }),
+        Command::Anomalies {
+            bundle,
+            periods,
+            band,
+            out,
+            shard,
+            device,
+        } => infer::anomalies(&AnomalyOptions {
+            bundle,
+            out,
+            periods,
+            band,
             shard,
             device,
         }),

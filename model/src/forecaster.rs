@@ -1,12 +1,14 @@
 //! The demand forecaster: one global LSTM encoder-decoder over all series.
 //!
 //! The encoder reads the context window (scaled past sales, covariates, calendar); the decoder
-//! runs over the horizon fed the known-future covariates and a seasonal baseline, starting from
-//! the encoder's state. Each static key (store, product...) has an embedding appended to every
-//! step. The head does not forecast sales from scratch: it predicts a correction to the seasonal
-//! baseline for the median, and positive gaps to the neighbouring quantiles, so quantiles never
-//! cross and a model that has learnt nothing falls back to the baseline. Forecasts are clamped at
-//! zero, so intermittent series never get negative demand.
+//! runs over the horizon fed the known-future covariates and an anchor forecast (the series'
+//! exponential smoothing), starting from the encoder's state. Each static key (store,
+//! product...) has an embedding appended to every step. The head does not forecast sales from
+//! scratch: it predicts a correction to the anchor for the median, and positive gaps to the
+//! neighbouring quantiles, so quantiles never cross and a model that has learnt nothing falls
+//! back to the anchor. Forecasts are clamped at zero, so intermittent series never get negative
+//! demand; training uses the unclamped values ([`DemandForecaster::forward_raw`]), because a
+//! clamp has no gradient below zero and a median pushed there once would stay at zero.
 
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig, Lstm, LstmConfig};
 use burn::prelude::*;
@@ -48,7 +50,7 @@ pub struct ForecastInput {
     pub decoder: Tensor<3>,
     /// `[B, n_keys]`
     pub keys: Tensor<2, Int>,
-    /// `[B, horizon]` scaled seasonal baseline.
+    /// `[B, horizon]` scaled anchor forecast the median corrects.
     pub baseline: Tensor<2>,
 }
 
@@ -120,6 +122,12 @@ impl ForecasterConfig {
 impl DemandForecaster {
     /// Scaled quantile forecasts `[B, horizon, Q]`, non-negative and non-crossing.
     pub fn forward(&self, input: ForecastInput) -> Tensor<3> {
+        self.forward_raw(input).clamp_min(0.0)
+    }
+
+    /// Scaled quantile forecasts `[B, horizon, Q]`, non-crossing but not yet clamped at zero:
+    /// what the pinball loss is computed on during training.
+    pub fn forward_raw(&self, input: ForecastInput) -> Tensor<3> {
         let [b, context, _] = input.encoder.dims();
         let [_, horizon, _] = input.decoder.dims();
         let statics: Vec<Tensor<2>> = self
@@ -160,7 +168,7 @@ impl DemandForecaster {
             above = above + softplus(raw.clone().narrow(2, j, 1).squeeze_dim::<2>(2), 1.0);
             *level = above.clone();
         }
-        Tensor::stack::<3>(levels, 2).clamp_min(0.0)
+        Tensor::stack::<3>(levels, 2)
     }
 
     /// Forecasts in units: `[B, horizon, Q]` row-major, each window multiplied back by its scale.

@@ -31,6 +31,7 @@ pub struct ForecastScore {
     inside: usize,
     sum_forecast: f64,
     sum_actual: f64,
+    folds: usize,
 }
 
 impl ForecastScore {
@@ -51,6 +52,7 @@ impl ForecastScore {
             inside: 0,
             sum_forecast: 0.0,
             sum_actual: 0.0,
+            folds: 0,
         }
     }
 
@@ -58,6 +60,7 @@ impl ForecastScore {
     /// the horizon's values.
     pub fn add(&mut self, history: &[f32], actual: &[f32], forecast: &[Vec<f32>], season: usize) {
         let scale = seasonal_scale(history, season);
+        self.folds += 1;
         let (mut abs_err, mut n) = (0.0, 0usize);
         for (h, &y) in actual.iter().enumerate() {
             if y.is_nan() {
@@ -89,6 +92,16 @@ impl ForecastScore {
                 self.mase_n += 1;
             }
         }
+    }
+
+    /// Series-folds added.
+    pub fn series_folds(&self) -> usize {
+        self.folds
+    }
+
+    /// Whether at least one series-fold had a non-zero MASE scale.
+    pub fn has_mase(&self) -> bool {
+        self.mase_n > 0
     }
 
     /// The metrics, keyed without prefix (`mase`, `smape`, `wql`, `coverage_p10_p90`, `bias`).

@@ -1,10 +1,14 @@
-//! Training the demand forecaster: random windows per series, early stopping on the period just
-//! before the backtest, then a rolling-origin backtest against seasonal naive and a moving
-//! average on the same folds, and the quality gate.
+//! Training the demand forecaster: exponential smoothing fitted per series (the anchor), random
+//! windows per series for the network that corrects it, early stopping on the period just
+//! before the backtest, a per-quantile blend of network and anchor chosen on that same period,
+//! then a rolling-origin backtest against seasonal naive, a moving average and exponential
+//! smoothing on the same folds, and the quality gate.
 //!
 //! Periods: `| training windows ... | validation (horizon) | fold 1 | fold 2 | ... | fold N |`.
 //! The model never sees the folds while training; at each fold origin it reads the actual
-//! history up to that origin, as it would in production (backtest without refitting).
+//! history up to that origin, as it would in production (backtest without refitting). The
+//! anchor's smoothing constants are fitted before the validation period; the ETS baseline is
+//! refitted at every fold origin, as a classical forecaster would be.
 
 use std::collections::BTreeMap;
 
@@ -14,15 +18,19 @@ use burn::prelude::*;
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
 use shopcast_datasets::artifacts::{ForecasterArtifacts, SeriesTail};
 use shopcast_datasets::config::ForecasterSection;
+use shopcast_datasets::exp_smoothing::EtsModel;
 use shopcast_datasets::sales::{load_sales_panel, SalesPanel};
-use shopcast_datasets::windows::{CovariateStats, SeriesView, WindowBatch, WindowSpec};
+use shopcast_datasets::windows::{
+    blend_quantiles, CovariateStats, SeriesView, WindowBatch, WindowSpec,
+};
 use shopcast_datasets::{DataError, LoadedConfig};
 use shopcast_model::losses::pinball;
 use shopcast_model::{DemandForecaster, ForecastInput, ForecasterConfig};
 
-use crate::forecast_eval::{moving_average, seasonal_naive, ForecastScore};
+use crate::forecast_eval::{moving_average, seasonal_naive, seasonal_scale, ForecastScore};
 use crate::progress::Progress;
 
 /// Training hyperparameters of the forecaster, saved in the bundle.
@@ -45,20 +53,36 @@ pub struct ForecasterOutcome {
     pub model_config: ForecasterConfig,
     pub training_config: ForecasterTrainingConfig,
     pub artifacts: ForecasterArtifacts,
-    /// `metrics.json` entries (`forecaster.*`, `baseline.seasonal_naive.*`, `baseline.moving_average.*`).
+    /// `metrics.json` entries (`forecaster.*`, `baseline.seasonal_naive.*`,
+    /// `baseline.moving_average.*`, `baseline.ets.*`).
     pub metrics: BTreeMap<String, f64>,
+    /// Backtest metrics per series (written to the bundle as `forecaster.series_metrics.json`).
+    pub series_metrics: Vec<SeriesMetrics>,
     /// Why the quality gate failed (empty when it passed).
     pub gate_failures: Vec<String>,
     pub best_epoch: usize,
 }
 
-fn view<'a>(panel: &'a SalesPanel, s: usize) -> SeriesView<'a> {
+/// One series' backtest: its keys and, per method, its metrics over the folds.
+#[derive(Debug, Clone, Serialize)]
+pub struct SeriesMetrics {
+    pub keys: Vec<String>,
+    pub folds: usize,
+    /// Method (`forecaster`, `seasonal_naive`, `moving_average`, `ets`) to metric to value.
+    pub metrics: BTreeMap<String, BTreeMap<String, f64>>,
+}
+
+/// Names of the compared methods, as in `metrics.json` prefixes.
+const METHODS: [&str; 4] = ["forecaster", "seasonal_naive", "moving_average", "ets"];
+
+fn view<'a>(panel: &'a SalesPanel, anchors: &'a [EtsModel], s: usize) -> SeriesView<'a> {
     SeriesView {
         target: &panel.target[s],
         known: &panel.known[s],
         past: &panel.past[s],
         first_day: panel.first_day,
         keys: &panel.series_keys[s],
+        ets: anchors.get(s),
     }
 }
 
@@ -86,21 +110,26 @@ fn training_input(
     (input, target, mask)
 }
 
-/// Forecasts (in units) of the windows at `origin` of the given series: `[series][h][q]`.
+/// Forecasts (in units) of the windows at `origin` of the given series: `[series][h][q]`,
+/// the network's blended with the anchor's by `weights`, and the anchor's alone.
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
 fn forecast_at(
     model: &DemandForecaster,
     panel: &SalesPanel,
+    anchors: &[EtsModel],
     spec: &WindowSpec,
     series: &[usize],
     origin: usize,
-    n_quantiles: usize,
+    weights: &[f32],
     device: &Device,
-) -> Result<Vec<Vec<Vec<f32>>>> {
-    let mut out = Vec::with_capacity(series.len());
+) -> Result<(Vec<Vec<Vec<f32>>>, Vec<Vec<Vec<f32>>>)> {
+    let q = weights.len();
+    let per_window = spec.horizon * q;
+    let (mut out, mut anchor_out) = (Vec::new(), Vec::new());
     for chunk in series.chunks(512) {
         let mut batch = WindowBatch::default();
         for &s in chunk {
-            spec.push(&mut batch, &view(panel, s), origin, false);
+            spec.push(&mut batch, &view(panel, anchors, s), origin, false);
         }
         let input = ForecastInput::from_arrays(
             batch.encoder,
@@ -112,14 +141,60 @@ fn forecast_at(
             spec.horizon,
             device,
         );
-        let flat = model
+        let mut flat = model
             .predict(input, &batch.scale)
             .map_err(anyhow::Error::msg)?;
-        for w in flat.chunks(spec.horizon * n_quantiles) {
-            out.push(w.chunks(n_quantiles).map(<[f32]>::to_vec).collect());
-        }
+        blend_quantiles(&mut flat, &batch.anchor_quantiles, weights);
+        let split = |v: &[f32]| -> Vec<Vec<Vec<f32>>> {
+            v.chunks(per_window)
+                .map(|w| w.chunks(q).map(<[f32]>::to_vec).collect())
+                .collect()
+        };
+        out.extend(split(&flat));
+        anchor_out.extend(split(&batch.anchor_quantiles));
     }
-    Ok(out)
+    Ok((out, anchor_out))
+}
+
+/// Per quantile level, the weight of the network against the anchor (0, 0.1, ..., 1) with the
+/// lowest pinball loss on the validation windows, each series' loss divided by its seasonal
+/// scale so that every series counts alike (as in MASE).
+fn choose_blend(
+    network: &[Vec<Vec<f32>>],
+    anchor: &[Vec<Vec<f32>>],
+    actual: &[(&[f32], f64)],
+    levels: &[f64],
+) -> Vec<f32> {
+    levels
+        .iter()
+        .enumerate()
+        .map(|(j, &level)| {
+            let loss_of = |w: f32| -> f64 {
+                let mut total = 0.0;
+                for ((net, anc), (y, scale)) in network.iter().zip(anchor).zip(actual) {
+                    for (h, &v) in y.iter().enumerate() {
+                        if v.is_nan() {
+                            continue;
+                        }
+                        let f = w * net[h][j] + (1.0 - w) * anc[h][j];
+                        let e = (v - f) as f64;
+                        total += (level * e).max((level - 1.0) * e) / scale;
+                    }
+                }
+                total
+            };
+            let mut best = (f64::INFINITY, 1.0f32);
+            for k in (0..=10).rev() {
+                let w = k as f32 / 10.0;
+                let loss = loss_of(w);
+                // Strictly better only: ties keep the larger network weight.
+                if loss < best.0 - 1e-12 {
+                    best = (loss, w);
+                }
+            }
+            best.1
+        })
+        .collect()
 }
 
 /// Trains, backtests and packages the forecaster.
@@ -193,6 +268,12 @@ pub fn train_forecaster(
         known,
         past,
     };
+    // The anchor of every series: smoothing constants fitted before the validation period.
+    let anchors: Vec<EtsModel> = panel
+        .target
+        .iter()
+        .map(|y| EtsModel::fit(y, val_origin, spec.season, &m.quantiles))
+        .collect();
 
     // Series with a training window that ends before the validation period.
     let trainable: Vec<usize> = (0..panel.len())
@@ -242,10 +323,10 @@ pub fn train_forecaster(
         for (step, chunk) in samples.chunks(tc.batch_size).enumerate() {
             let mut batch = WindowBatch::default();
             for &(s, origin) in chunk {
-                spec.push(&mut batch, &view(&panel, s), origin, true);
+                spec.push(&mut batch, &view(&panel, &anchors, s), origin, true);
             }
             let (input, target, mask) = training_input(batch, &spec, &train_device);
-            let loss = pinball(model.forward(input), target, mask, &m.quantiles);
+            let loss = pinball(model.forward_raw(input), target, mask, &m.quantiles);
             if step % 10 == 0 {
                 loss_sum += loss.clone().into_scalar::<f32>() as f64;
                 loss_n += 1;
@@ -261,7 +342,7 @@ pub fn train_forecaster(
         for chunk in val_series.chunks(512) {
             let mut batch = WindowBatch::default();
             for &s in chunk {
-                spec.push(&mut batch, &view(&panel, s), val_origin, true);
+                spec.push(&mut batch, &view(&panel, &anchors, s), val_origin, true);
             }
             let (input, target, mask) = training_input(batch, &spec, &plain);
             val_loss += pinball(snapshot.forward(input), target, mask, &m.quantiles)
@@ -293,45 +374,127 @@ pub fn train_forecaster(
         "best validation loss {best_loss:.4} at epoch {best_epoch}"
     ));
 
-    // Rolling-origin backtest on the folds.
+    // The blend of network and anchor, per quantile, on the validation windows.
     let q = m.quantiles.len();
-    let mut model_score = ForecastScore::new(&m.quantiles);
-    let mut naive_score = ForecastScore::new(&m.quantiles);
-    let mut ma_score = ForecastScore::new(&m.quantiles);
+    let ones = vec![1.0f32; q];
+    let (val_network, val_anchor) = forecast_at(
+        &best,
+        &panel,
+        &anchors,
+        &spec,
+        &val_series,
+        val_origin,
+        &ones,
+        &plain,
+    )
+    .context("validation forecast")?;
+    let val_actual: Vec<(&[f32], f64)> = val_series
+        .iter()
+        .map(|&s| {
+            let y = &panel.target[s];
+            let scale = seasonal_scale(&y[..val_origin], spec.season)
+                .filter(|v| *v > 0.0)
+                .unwrap_or(1.0);
+            (&y[val_origin..val_origin + h], scale)
+        })
+        .collect();
+    let blend = choose_blend(&val_network, &val_anchor, &val_actual, &m.quantiles);
+    progress.log(&format!(
+        "network weight against exponential smoothing, per quantile {:?}: {:?}",
+        m.quantiles, blend
+    ));
+
+    // Rolling-origin backtest on the folds: every method on the same series and origins.
+    let mut totals: Vec<ForecastScore> = METHODS
+        .iter()
+        .map(|_| ForecastScore::new(&m.quantiles))
+        .collect();
+    let mut per_series: Vec<Option<Vec<ForecastScore>>> = vec![None; panel.len()];
     for &origin in &fold_origins {
         let series: Vec<usize> = (0..panel.len())
             .filter(|&s| origin >= spec.min_origin(panel.start[s]))
             .collect();
-        let forecasts = forecast_at(&best, &panel, &spec, &series, origin, q, &plain)
-            .context("backtest forecast")?;
+        let (forecasts, _) = forecast_at(
+            &best, &panel, &anchors, &spec, &series, origin, &blend, &plain,
+        )
+        .context("backtest forecast")?;
         for (&s, f) in series.iter().zip(&forecasts) {
             let y = &panel.target[s];
             let history = &y[panel.start[s]..origin];
             let actual = &y[origin..origin + h];
-            model_score.add(history, actual, f, spec.season);
-            naive_score.add(
-                history,
-                actual,
-                &seasonal_naive(history, h, spec.season, &m.quantiles),
-                spec.season,
-            );
-            ma_score.add(
-                history,
-                actual,
-                &moving_average(history, h, tc.moving_average_window, &m.quantiles),
-                spec.season,
-            );
+            let ets = EtsModel::fit(y, origin, spec.season, &m.quantiles);
+            let by_method = [
+                f.clone(),
+                seasonal_naive(history, h, spec.season, &m.quantiles),
+                moving_average(history, h, tc.moving_average_window, &m.quantiles),
+                ets.quantiles_from(&ets.state_at(y, origin), h),
+            ];
+            let scores = per_series[s].get_or_insert_with(|| {
+                METHODS
+                    .iter()
+                    .map(|_| ForecastScore::new(&m.quantiles))
+                    .collect()
+            });
+            for ((total, own), forecast) in totals.iter_mut().zip(scores).zip(&by_method) {
+                total.add(history, actual, forecast, spec.season);
+                own.add(history, actual, forecast, spec.season);
+            }
         }
     }
     let mut metrics = BTreeMap::new();
-    for (prefix, score) in [
-        ("forecaster.", &model_score),
-        ("baseline.seasonal_naive.", &naive_score),
-        ("baseline.moving_average.", &ma_score),
-    ] {
+    for (method, score) in METHODS.iter().zip(&totals) {
+        let prefix = if *method == "forecaster" {
+            "forecaster.".to_string()
+        } else {
+            format!("baseline.{method}.")
+        };
         for (k, v) in score.metrics() {
             metrics.insert(format!("{prefix}{k}"), v);
         }
+    }
+    let series_metrics: Vec<SeriesMetrics> = per_series
+        .iter()
+        .enumerate()
+        .filter_map(|(s, scores)| {
+            let scores = scores.as_ref()?;
+            Some(SeriesMetrics {
+                keys: panel.key_values(s),
+                folds: scores[0].series_folds(),
+                metrics: METHODS
+                    .iter()
+                    .zip(scores)
+                    .map(|(name, sc)| (name.to_string(), sc.metrics()))
+                    .collect(),
+            })
+        })
+        .collect();
+    // The median over series of each method's MASE: the mean is led by a few series whose
+    // seasonal-naive scale is tiny.
+    for (j, method) in METHODS.iter().enumerate() {
+        let mut mase: Vec<f64> = per_series
+            .iter()
+            .flatten()
+            .filter(|sc| sc[j].has_mase())
+            .map(|sc| sc[j].metrics()["mase"])
+            .collect();
+        if !mase.is_empty() {
+            mase.sort_by(f64::total_cmp);
+            let key = if *method == "forecaster" {
+                "forecaster.mase_median".to_string()
+            } else {
+                format!("baseline.{method}.mase_median")
+            };
+            metrics.insert(key, mase[mase.len() / 2]);
+        }
+    }
+    for (level, w) in m.quantiles.iter().zip(&blend) {
+        metrics.insert(
+            format!(
+                "forecaster.network_weight.{}",
+                ForecasterArtifacts::quantile_column(*level)
+            ),
+            *w as f64,
+        );
     }
     metrics.insert("forecaster.validation.loss".into(), best_loss);
     metrics.insert("forecaster.best_epoch".into(), best_epoch as f64);
@@ -349,25 +512,31 @@ pub fn train_forecaster(
         ));
     }
 
-    let artifacts = build_artifacts(sec, &panel, &spec);
+    let artifacts = build_artifacts(sec, &panel, &spec, blend);
     Ok(ForecasterOutcome {
         model: best,
         model_config,
         training_config: tc,
         artifacts,
         metrics,
+        series_metrics,
         gate_failures,
         best_epoch,
     })
 }
 
+/// The bundle's side data: the spec, key vocabularies, the blend, and per series the last
+/// `context + horizon` periods (enough to forecast the next horizon, and to re-forecast the
+/// latest one for anomaly checks) with its exponential smoothing, fitted on all its history and
+/// moved on to the tail's start.
 fn build_artifacts(
     sec: &ForecasterSection,
     panel: &SalesPanel,
     spec: &WindowSpec,
+    blend: Vec<f32>,
 ) -> ForecasterArtifacts {
     let t_all = panel.periods;
-    let from = t_all.saturating_sub(spec.context);
+    let from = t_all.saturating_sub(spec.context + spec.horizon);
     let series = (0..panel.len())
         .map(|s| SeriesTail {
             keys: panel.series_keys[s].clone(),
@@ -378,6 +547,12 @@ fn build_artifacts(
                 .collect(),
             known: panel.known[s].iter().map(|v| v[from..].to_vec()).collect(),
             past: panel.past[s].iter().map(|v| v[from..].to_vec()).collect(),
+            // Refitted on all the history: a series that started after the validation period
+            // has no anchor otherwise.
+            ets: Some(
+                EtsModel::fit(&panel.target[s], t_all, spec.season, &sec.model.quantiles)
+                    .rebased(&panel.target[s], from),
+            ),
         })
         .collect();
     ForecasterArtifacts {
@@ -391,6 +566,7 @@ fn build_artifacts(
             .price
             .as_ref()
             .and_then(|p| panel.known_names.iter().position(|n| n == p)),
+        network_weights: blend,
         series,
     }
 }

@@ -261,6 +261,7 @@ fn write_models(
         save_config(writer, files::FORECASTER_CONFIG, &f.model_config)?;
         save_config(writer, files::FORECASTER_TRAINING, &f.training_config)?;
         writer.write_json(files::FORECASTER_ARTIFACTS, &f.artifacts)?;
+        writer.write_json(files::FORECASTER_SERIES_METRICS, &f.series_metrics)?;
         metrics.extend(f.metrics.clone());
     }
     Ok(())
@@ -325,7 +326,15 @@ pub fn print_summary(metrics: &BTreeMap<String, f64>) {
             ("model", "forecaster."),
             ("seasonal naive", "baseline.seasonal_naive."),
             ("moving average", "baseline.moving_average."),
+            ("ets", "baseline.ets."),
         ],
-        &["mase", "smape", "wql", "coverage_p10_p90", "bias"],
+        &[
+            "mase",
+            "mase_median",
+            "smape",
+            "wql",
+            "coverage_p10_p90",
+            "bias",
+        ],
     );
 }

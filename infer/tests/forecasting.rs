@@ -1,0 +1,444 @@
+//! The forecaster through the real binaries, on generated daily sales with a weekly pattern,
+//! promotions that lift sales, a slow trend and Poisson noise, plus one planted spike and one
+//! planted stock-out in the last weeks:
+//! - the backtest beats seasonal naive and the moving average on MASE and weighted quantile
+//!   loss, and the P10-P90 band covers roughly 80% of the actuals;
+//! - `infer forecast` is non-negative with non-crossing quantiles, also for a series that
+//!   started only two weeks before the end;
+//! - `--aggregate store_id` sums per store (checked by hand, with revenue);
+//! - `infer reorder` matches a hand computation from the forecast file;
+//! - `infer anomalies` flags the spike and the stock-out, and little else.
+
+mod common;
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+
+use common::{bin, run};
+use polars::prelude::*;
+
+fn read_csv(path: &Path) -> DataFrame {
+    CsvReadOptions::default()
+        .with_has_header(true)
+        .with_infer_schema_length(Some(0))
+        .try_into_reader_with_file_path(Some(path.to_path_buf()))
+        .expect("open csv")
+        .finish()
+        .expect("read csv")
+}
+
+fn col(df: &DataFrame, name: &str) -> Vec<String> {
+    df.column(name)
+        .unwrap_or_else(|_| panic!("no column {name}"))
+        .str()
+        .expect("str")
+        .iter()
+        .map(|s| s.unwrap_or_default().to_string())
+        .collect()
+}
+
+fn num(df: &DataFrame, name: &str) -> Vec<f64> {
+    col(df, name)
+        .iter()
+        .map(|s| s.parse().expect("number"))
+        .collect()
+}
+
+/// A small deterministic generator (SplitMix64), so the test needs no extra crate.
+struct Rng(u64);
+
+impl Rng {
+    fn uniform(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn poisson(&mut self, lambda: f64) -> u64 {
+        // Knuth for small means, a rounded normal for large ones.
+        if lambda > 30.0 {
+            let (u1, u2) = (self.uniform().max(1e-12), self.uniform());
+            let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+            return (lambda + lambda.sqrt() * z).round().max(0.0) as u64;
+        }
+        let (limit, mut k, mut p) = ((-lambda).exp(), 0u64, 1.0);
+        loop {
+            p *= self.uniform();
+            if p <= limit {
+                return k;
+            }
+            k += 1;
+        }
+    }
+}
+
+const DAYS: usize = 420;
+const SPIKE_DAY: usize = DAYS - 9;
+const STOCKOUT: std::ops::Range<usize> = DAYS - 12..DAYS - 7;
+
+/// Writes `sales.csv`: 2 stores x 6 products (+ one product that starts late in store 1).
+fn write_sales(path: &Path) {
+    let mut rng = Rng(2026);
+    let start = chrono::NaiveDate::from_ymd_opt(2024, 1, 1).expect("date");
+    let mut csv = String::from("store_id,product_id,date,units,price,promo\n");
+    let weekly = [
+        [1.0, 0.9, 0.9, 1.0, 1.3, 1.8, 0.6],
+        [0.8, 0.8, 1.0, 1.1, 1.2, 1.5, 1.1],
+    ];
+    for store in 0..2 {
+        for product in 0..7 {
+            let level =
+                [40.0, 25.0, 12.0, 6.0, 3.0, 60.0, 15.0][product] * (1.0 + 0.3 * store as f64);
+            let first = if product == 6 { DAYS - 14 } else { 0 };
+            let base_price = 2.0 + product as f64;
+            let mut promo_left = 0;
+            for d in first..DAYS {
+                if promo_left == 0 && rng.uniform() < 0.02 {
+                    promo_left = 5 + (rng.uniform() * 5.0) as usize;
+                }
+                let promo = promo_left > 0;
+                promo_left = promo_left.saturating_sub(1);
+                let date = start + chrono::Duration::days(d as i64);
+                let dow = d % 7;
+                let trend = 1.0 + 0.4 * d as f64 / DAYS as f64;
+                let lambda =
+                    level * weekly[product % 2][dow] * trend * if promo { 1.6 } else { 1.0 };
+                let mut units = rng.poisson(lambda);
+                // Planted: a spike for product 0 in store 0, a stock-out for product 5 in store 1.
+                if store == 0 && product == 0 && d == SPIKE_DAY {
+                    units = (lambda * 6.0).round() as u64;
+                }
+                if store == 1 && product == 5 && STOCKOUT.contains(&d) {
+                    units = 0;
+                }
+                let price = base_price * if promo { 0.8 } else { 1.0 };
+                writeln!(
+                    csv,
+                    "s{store},p{product},{},{units},{price:.2},{}",
+                    date.format("%Y-%m-%d"),
+                    promo as u8
+                )
+                .expect("write");
+            }
+        }
+    }
+    std::fs::write(path, csv).expect("write sales");
+}
+
+const SHOP: &str = r#"
+[business]
+name = "forecasting"
+seed = 3
+device = "flex"
+data_dir = "."
+
+[forecaster.data]
+sales = { path = "sales.csv" }
+series_keys = ["store_id", "product_id"]
+date = "date"
+target = "units"
+known_covariates = ["price", "promo"]
+price = "price"
+fill_missing = "zero"
+
+[forecaster.model]
+context_length = 28
+horizon = 14
+hidden_size = 32
+season_length = 7
+
+[forecaster.training]
+epochs = 12
+batch_size = 64
+learning_rate = 0.005
+windows_per_series = 64
+patience = 3
+
+[forecaster.evaluation]
+backtest_folds = 3
+"#;
+
+#[test]
+fn forecast_reorder_and_anomalies_on_generated_sales() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_sales(&dir.path().join("sales.csv"));
+    let config = dir.path().join("shop.toml");
+    std::fs::write(&config, SHOP).expect("write config");
+    let bundle = dir.path().join("bundle");
+    run(Command::new(bin("train"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--out")
+        .arg(&bundle));
+
+    // Backtest against the baselines, from metrics.json.
+    let m: HashMap<String, f64> =
+        serde_json::from_slice(&std::fs::read(bundle.join("metrics.json")).expect("metrics"))
+            .expect("json");
+    eprintln!("{m:#?}");
+    for metric in ["mase", "wql"] {
+        let model = m[&format!("forecaster.{metric}")];
+        for baseline in ["seasonal_naive", "moving_average"] {
+            let b = m[&format!("baseline.{baseline}.{metric}")];
+            assert!(
+                model < b,
+                "forecaster {metric} {model:.4} does not beat {baseline} {b:.4}"
+            );
+        }
+        assert!(m.contains_key(&format!("baseline.ets.{metric}")));
+    }
+    let coverage = m["forecaster.coverage_p10_p90"];
+    assert!(
+        (0.65..=0.93).contains(&coverage),
+        "P10-P90 covers {coverage:.3} of actuals, expected roughly 0.8"
+    );
+    let per_series: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(bundle.join("forecaster.series_metrics.json")).expect("series metrics"),
+    )
+    .expect("json");
+    let rows = per_series.as_array().expect("array");
+    assert!(
+        rows.len() >= 12,
+        "per-series metrics for {} series",
+        rows.len()
+    );
+    assert!(rows[0]["metrics"]["ets"]["mase"].is_number());
+
+    // Forecast: non-negative, non-crossing, every series including the late starter.
+    let forecast = dir.path().join("forecast.csv");
+    let stderr = run(Command::new(bin("infer"))
+        .args(["forecast", "--device", "flex", "--bundle"])
+        .arg(&bundle)
+        .arg("--out")
+        .arg(&forecast));
+    assert!(stderr.contains("promo assumed 0"), "{stderr}");
+    let f = read_csv(&forecast);
+    let (p10, p50, p90) = (num(&f, "p10"), num(&f, "p50"), num(&f, "p90"));
+    assert_eq!(f.height(), 14 * 14);
+    for i in 0..f.height() {
+        assert!(
+            p10[i] >= 0.0 && p10[i] <= p50[i] && p50[i] <= p90[i],
+            "row {i}"
+        );
+    }
+    let stores = col(&f, "store_id");
+    let products = col(&f, "product_id");
+    let late: Vec<f64> = (0..f.height())
+        .filter(|&i| stores[i] == "s0" && products[i] == "p6")
+        .map(|i| p50[i])
+        .collect();
+    let late_mean = late.iter().sum::<f64>() / late.len() as f64;
+    assert!(
+        late.len() == 14 && (5.0..40.0).contains(&late_mean),
+        "a series with two weeks of history (about 15-23 a day) is forecast {late_mean:.1} a day"
+    );
+
+    // Per store: the sum of the series' means, and revenue at the last prices, by hand.
+    let agg_path = dir.path().join("per-store.csv");
+    run(Command::new(bin("infer"))
+        .args([
+            "forecast",
+            "--device",
+            "flex",
+            "--aggregate",
+            "store_id",
+            "--bundle",
+        ])
+        .arg(&bundle)
+        .arg("--out")
+        .arg(&agg_path));
+    let agg = read_csv(&agg_path);
+    assert_eq!(agg.height(), 2 * 14);
+    let dates = col(&f, "date");
+    let (a_store, a_date, a_p50, a_rev) = (
+        col(&agg, "store_id"),
+        col(&agg, "date"),
+        num(&agg, "p50"),
+        num(&agg, "revenue"),
+    );
+    let sales = read_csv(&dir.path().join("sales.csv"));
+    let (s_store, s_product, s_price) = (
+        col(&sales, "store_id"),
+        col(&sales, "product_id"),
+        num(&sales, "price"),
+    );
+    let mut last_price: HashMap<(String, String), f64> = HashMap::new();
+    for i in 0..sales.height() {
+        last_price.insert((s_store[i].clone(), s_product[i].clone()), s_price[i]);
+    }
+    for j in 0..agg.height() {
+        let (mut mean, mut revenue) = (0.0, 0.0);
+        for i in 0..f.height() {
+            if stores[i] == a_store[j] && dates[i] == a_date[j] {
+                let mu = 0.3 * p10[i] + 0.4 * p50[i] + 0.3 * p90[i];
+                mean += mu;
+                revenue += mu * last_price[&(stores[i].clone(), products[i].clone())];
+            }
+        }
+        assert!(
+            (a_p50[j] - mean).abs() < 1e-3 * mean.max(1.0),
+            "row {j}: {} vs {mean}",
+            a_p50[j]
+        );
+        assert!(
+            (a_rev[j] - revenue).abs() < 1e-3 * revenue.max(1.0),
+            "row {j}: revenue"
+        );
+    }
+
+    // Reorder: lead-time demand at the service level by hand from the forecast file.
+    let stock = dir.path().join("stock.csv");
+    std::fs::write(
+        &stock,
+        "store_id,product_id,on_hand,lead_time_days,service_level\n\
+         s0,p0,30,3,0.95\ns1,p1,500,7.5,0.9\ns0,p4,0,14,\ns9,p9,1,1,0.9\n",
+    )
+    .expect("write stock");
+    let orders_path = dir.path().join("orders.csv");
+    run(Command::new(bin("infer"))
+        .args([
+            "reorder",
+            "--device",
+            "flex",
+            "--service-level",
+            "0.8",
+            "--bundle",
+        ])
+        .arg(&bundle)
+        .arg("--stock")
+        .arg(&stock)
+        .arg("--out")
+        .arg(&orders_path));
+    let orders = read_csv(&orders_path);
+    assert_eq!(orders.height(), 3, "the unknown series s9/p9 is skipped");
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("orders.csv.manifest.json")).expect("manifest"),
+    )
+    .expect("json");
+    assert_eq!(manifest["rows_skipped"]["unknown series"], 1);
+    let z = |p: f64| match p {
+        0.8 => 0.8416212336,
+        0.9 => 1.2815515655,
+        0.95 => 1.6448536270,
+        _ => unreachable!(),
+    };
+    let (o_store, o_product, o_on, o_lead, o_level, o_demand, o_qty) = (
+        col(&orders, "store_id"),
+        col(&orders, "product_id"),
+        num(&orders, "on_hand"),
+        num(&orders, "lead_time_days"),
+        num(&orders, "service_level"),
+        num(&orders, "demand_lead_time"),
+        num(&orders, "order_qty"),
+    );
+    assert_eq!(o_level, vec![0.95, 0.9, 0.8]);
+    for j in 0..orders.height() {
+        let rows: Vec<usize> = (0..f.height())
+            .filter(|&i| stores[i] == o_store[j] && products[i] == o_product[j])
+            .collect();
+        let (mut mean, mut var) = (0.0, 0.0);
+        for (t, &i) in rows.iter().enumerate() {
+            let w = (o_lead[j] - t as f64).clamp(0.0, 1.0);
+            let sd = (p90[i] - p10[i]) / (2.0 * 1.2815515655);
+            mean += w * (0.3 * p10[i] + 0.4 * p50[i] + 0.3 * p90[i]);
+            var += (w * sd).powi(2);
+        }
+        let demand = (mean + z(o_level[j]) * var.sqrt()).max(0.0);
+        assert!(
+            (o_demand[j] - demand).abs() < 1e-3 * demand.max(1.0),
+            "order {j}: {} vs {demand}",
+            o_demand[j]
+        );
+        assert_eq!(o_qty[j], (demand - o_on[j]).ceil().max(0.0), "order {j}");
+    }
+    assert_eq!(o_qty[1], 0.0, "500 on hand covers a week of p1");
+
+    // A lead time beyond the horizon is refused with the row and column named.
+    std::fs::write(
+        &stock,
+        "store_id,product_id,on_hand,lead_time_days\ns0,p0,3,30\n",
+    )
+    .expect("write");
+    let out = Command::new(bin("infer"))
+        .args(["reorder", "--device", "flex", "--bundle"])
+        .arg(&bundle)
+        .arg("--stock")
+        .arg(&stock)
+        .arg("--out")
+        .arg(dir.path().join("bad.csv"))
+        .output()
+        .expect("spawn");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("lead_time_days") && stderr.contains("row 1") && stderr.contains("14 days"),
+        "{stderr}"
+    );
+
+    // Anomalies: the planted spike and stock-out are flagged, with their direction.
+    let anomalies_path = dir.path().join("anomalies.csv");
+    run(Command::new(bin("infer"))
+        .args([
+            "anomalies",
+            "--device",
+            "flex",
+            "--periods",
+            "14",
+            "--bundle",
+        ])
+        .arg(&bundle)
+        .arg("--out")
+        .arg(&anomalies_path));
+    let an = read_csv(&anomalies_path);
+    let (an_store, an_product, an_date, an_dir) = (
+        col(&an, "store_id"),
+        col(&an, "product_id"),
+        col(&an, "date"),
+        col(&an, "direction"),
+    );
+    eprintln!(
+        "{}",
+        std::fs::read_to_string(&anomalies_path).expect("read")
+    );
+    let start = chrono::NaiveDate::from_ymd_opt(2024, 1, 1).expect("date");
+    let day = |d: usize| {
+        (start + chrono::Duration::days(d as i64))
+            .format("%Y-%m-%d")
+            .to_string()
+    };
+    let flagged = |s: &str, p: &str, d: usize, dir: &str| {
+        (0..an.height()).any(|i| {
+            an_store[i] == s && an_product[i] == p && an_date[i] == day(d) && an_dir[i] == dir
+        })
+    };
+    assert!(
+        flagged("s0", "p0", SPIKE_DAY, "spike"),
+        "the planted spike is not flagged"
+    );
+    for d in STOCKOUT {
+        assert!(
+            flagged("s1", "p5", d, "drop"),
+            "stock-out day {} is not flagged",
+            day(d)
+        );
+    }
+    // 12 established series x 14 periods are checked (the late starter has no history before
+    // them); 6 are planted, a P1-P99 band should add only a few more.
+    assert!(
+        an.height() <= 6 + 8,
+        "{} of 12 x 14 series-periods flagged: the band is too narrow",
+        an.height()
+    );
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("anomalies.csv.manifest.json")).expect("manifest"),
+    )
+    .expect("json");
+    assert_eq!(manifest["counts"]["periods_checked"], 12 * 14);
+    for c in ["actual", "p_low", "p_high", "surprise"] {
+        assert!(an.column(c).is_ok());
+    }
+}

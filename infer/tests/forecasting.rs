@@ -12,6 +12,8 @@
 mod common;
 
 use std::collections::HashMap;
+
+use chrono::Datelike;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Command;
@@ -440,5 +442,99 @@ fn forecast_reorder_and_anomalies_on_generated_sales() {
     assert_eq!(manifest["counts"]["periods_checked"], 12 * 14);
     for c in ["actual", "p_low", "p_high", "surprise"] {
         assert!(an.column(c).is_ok());
+    }
+}
+
+const WEEKLY_SHOP: &str = r#"
+[business]
+name = "weekly"
+seed = 4
+device = "flex"
+data_dir = "."
+
+[forecaster.data]
+sales = { path = "weekly.csv" }
+series_keys = ["product_id"]
+date = "week"
+target = "units"
+frequency = "weekly"
+known_covariates = ["promo"]
+
+[forecaster.model]
+context_length = 52
+horizon = 8
+hidden_size = 16
+season_length = 52
+
+[forecaster.training]
+epochs = 8
+batch_size = 64
+windows_per_series = 64
+
+[forecaster.evaluation]
+backtest_folds = 2
+"#;
+
+/// Weekly data: a yearly pattern, promotions, three years; the quality gate (not worse than
+/// seasonal naive) must pass and the forecast must continue on Mondays, a week apart.
+#[test]
+fn weekly_sales_are_forecast_week_by_week() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut rng = Rng(52);
+    // 2023-01-02 is a Monday; rows are dated mid-week to show that dates map to their week.
+    let start = chrono::NaiveDate::from_ymd_opt(2023, 1, 4).expect("date");
+    let mut csv = String::from("product_id,week,units,promo\n");
+    for product in 0..6 {
+        let level = [200.0, 80.0, 40.0, 120.0, 20.0, 60.0][product];
+        for w in 0..156 {
+            let promo = rng.uniform() < 0.1;
+            let year = (w as f64 / 52.0 * std::f64::consts::TAU + product as f64).sin();
+            let lambda = level * (1.0 + 0.5 * year) * if promo { 1.5 } else { 1.0 };
+            let date = start + chrono::Duration::days(7 * w as i64);
+            writeln!(
+                csv,
+                "p{product},{},{},{}",
+                date.format("%Y-%m-%d"),
+                rng.poisson(lambda),
+                promo as u8
+            )
+            .expect("write");
+        }
+    }
+    std::fs::write(dir.path().join("weekly.csv"), csv).expect("write");
+    let config = dir.path().join("weekly.toml");
+    std::fs::write(&config, WEEKLY_SHOP).expect("write config");
+    let bundle = dir.path().join("bundle");
+    run(Command::new(bin("train"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--out")
+        .arg(&bundle));
+    let out = dir.path().join("forecast.csv");
+    run(Command::new(bin("infer"))
+        .args(["forecast", "--device", "flex", "--bundle"])
+        .arg(&bundle)
+        .arg("--out")
+        .arg(&out));
+    let f = read_csv(&out);
+    assert_eq!(f.height(), 6 * 8);
+    let dates: Vec<chrono::NaiveDate> = col(&f, "date")
+        .iter()
+        .map(|d| d.parse().expect("date"))
+        .collect();
+    let last_week = start + chrono::Duration::days(7 * 155);
+    for (i, d) in dates.iter().enumerate() {
+        assert_eq!(d.weekday(), chrono::Weekday::Mon, "{d}");
+        let step = (i % 8) as i64;
+        assert_eq!((*d - dates[i - i % 8]).num_days(), 7 * step);
+        // The last row is a Wednesday: its week's Monday plus one week starts the forecast.
+        assert_eq!(dates[i - i % 8], last_week + chrono::Duration::days(5));
+    }
+    let (p10, p50, p90) = (num(&f, "p10"), num(&f, "p50"), num(&f, "p90"));
+    for i in 0..f.height() {
+        assert!(
+            p10[i] >= 0.0 && p10[i] <= p50[i] && p50[i] <= p90[i],
+            "row {i}"
+        );
     }
 }

@@ -162,7 +162,20 @@ impl WindowSpec {
             .filter(|v| !v.is_nan())
             .fold((0f32, 0usize), |(s, n), v| (s + v, n + 1));
         let mean = if n > 0 { sum / n as f32 } else { 0.0 };
-        let scale = mean.max(1.0);
+        let (mut diff_sum, mut diff_n) = (0f32, 0usize);
+        for t in self.season..ctx.len() {
+            let (a, b) = (ctx[t], ctx[t - self.season]);
+            if !a.is_nan() && !b.is_nan() {
+                diff_sum += (a - b).abs();
+                diff_n += 1;
+            }
+        }
+        let diff = if diff_n > 0 {
+            diff_sum / diff_n as f32
+        } else {
+            mean
+        };
+        let scale = diff.max(0.25 * mean).max(1.0);
         let base = (0..self.horizon)
             .map(|h| {
                 let t = origin + h;

@@ -501,16 +501,7 @@ pub fn train_forecaster(
     metrics.insert("forecaster.series".into(), panel.len() as f64);
     metrics.insert("forecaster.backtest_folds".into(), folds as f64);
 
-    let mut gate_failures = Vec::new();
-    let (model_mase, naive_mase) = (
-        metrics["forecaster.mase"],
-        metrics["baseline.seasonal_naive.mase"],
-    );
-    if model_mase > naive_mase {
-        gate_failures.push(format!(
-            "forecaster MASE {model_mase:.4} is worse than seasonal naive {naive_mase:.4} on the backtest"
-        ));
-    }
+    let gate_failures = quality_gate(&metrics);
 
     let artifacts = build_artifacts(sec, &panel, &spec, blend);
     Ok(ForecasterOutcome {
@@ -523,6 +514,25 @@ pub fn train_forecaster(
         gate_failures,
         best_epoch,
     })
+}
+
+/// The quality gate: the forecaster must not be worse than seasonal naive on the backtest, on
+/// MASE (point forecast) nor on weighted quantile loss (the whole distribution). Returns why it
+/// failed (empty when it passed).
+pub fn quality_gate(metrics: &BTreeMap<String, f64>) -> Vec<String> {
+    ["mase", "wql"]
+        .iter()
+        .filter_map(|m| {
+            let model = *metrics.get(&format!("forecaster.{m}"))?;
+            let naive = *metrics.get(&format!("baseline.seasonal_naive.{m}"))?;
+            (model > naive || !model.is_finite()).then(|| {
+                format!(
+                    "forecaster {} {model:.4} is worse than seasonal naive {naive:.4} on the backtest",
+                    m.to_uppercase()
+                )
+            })
+        })
+        .collect()
 }
 
 /// The bundle's side data: the spec, key vocabularies, the blend, and per series the last
@@ -568,5 +578,31 @@ fn build_artifacts(
             .and_then(|p| panel.known_names.iter().position(|n| n == p)),
         network_weights: blend,
         series,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quality_gate_checks_mase_and_wql_against_seasonal_naive() {
+        let metrics = |mase: f64, wql: f64| -> BTreeMap<String, f64> {
+            [
+                ("forecaster.mase", mase),
+                ("forecaster.wql", wql),
+                ("baseline.seasonal_naive.mase", 1.0),
+                ("baseline.seasonal_naive.wql", 0.5),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
+        };
+        assert!(quality_gate(&metrics(0.9, 0.4)).is_empty());
+        let mase = quality_gate(&metrics(1.1, 0.4));
+        assert_eq!(mase.len(), 1);
+        assert!(mase[0].contains("MASE 1.1000") && mase[0].contains("seasonal naive 1.0000"));
+        assert_eq!(quality_gate(&metrics(0.9, 0.6)).len(), 1);
+        assert_eq!(quality_gate(&metrics(f64::NAN, 0.4)).len(), 1);
     }
 }

@@ -91,6 +91,9 @@ pub struct RecommenderArtifacts {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SeriesTail {
     pub keys: Vec<u32>,
+    /// Static attribute indices (see [`ForecasterArtifacts::static_vocabs`]).
+    #[serde(default)]
+    pub statics: Vec<u32>,
     /// Day number of the first period of the tail.
     pub first_day: i64,
     /// Target per period (NaN stored as null).
@@ -108,6 +111,11 @@ pub struct ForecasterArtifacts {
     pub spec: WindowSpec,
     pub key_names: Vec<String>,
     pub key_vocabs: Vec<IdVocab>,
+    /// Static attribute columns (e.g. category) and their vocabularies.
+    #[serde(default)]
+    pub static_names: Vec<String>,
+    #[serde(default)]
+    pub static_vocabs: Vec<IdVocab>,
     pub date_column: String,
     pub quantiles: Vec<f64>,
     /// Index of the price among the known covariates, for expected revenue.

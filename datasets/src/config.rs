@@ -323,6 +323,10 @@ pub struct SalesData {
     /// Covariates only known up to today (temperature).
     #[serde(default)]
     pub past_covariates: Vec<String>,
+    /// Categorical attributes of a series (e.g. `category`), embedded like the keys: they let a
+    /// new series borrow from the others of its kind. The latest value of each series is used.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub static_attributes: Vec<String>,
     /// Price column used for expected revenue (may also be a known covariate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price: Option<String>,

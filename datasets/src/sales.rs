@@ -29,6 +29,11 @@ pub struct SalesPanel {
     pub key_vocabs: Vec<IdVocab>,
     /// Per series, the index of its value in each key vocabulary.
     pub series_keys: Vec<Vec<u32>>,
+    /// Static attribute columns (e.g. category) and their vocabularies.
+    pub static_names: Vec<String>,
+    pub static_vocabs: Vec<IdVocab>,
+    /// Per series, the index of its latest value of each static attribute.
+    pub series_statics: Vec<Vec<u32>>,
     pub period_days: i64,
     pub first_day: i64,
     pub periods: usize,
@@ -80,6 +85,7 @@ pub fn load_sales_panel(
     columns.push(d.target.clone());
     columns.extend(d.known_covariates.iter().cloned());
     columns.extend(d.past_covariates.iter().cloned());
+    columns.extend(d.static_attributes.iter().cloned());
     columns.extend(d.filters.iter().map(|f| f.column.clone()));
     let mut seen = std::collections::HashSet::new();
     columns.retain(|c| seen.insert(c.clone()));
@@ -106,6 +112,11 @@ pub fn load_sales_panel(
         .map(day_of)
         .collect();
     let target = table.finite_numbers(&d.target)?;
+    let statics: Vec<Vec<Option<String>>> = d
+        .static_attributes
+        .iter()
+        .map(|c| table.strings(c))
+        .collect::<Result<_, _>>()?;
     let known: Vec<Vec<Option<f64>>> = d
         .known_covariates
         .iter()
@@ -220,11 +231,43 @@ pub fn load_sales_panel(
     let key_vocabs: Vec<IdVocab> = (0..d.series_keys.len())
         .map(|k| IdVocab::build(order.iter().map(|&s| series_key_values[s][k].as_str())))
         .collect();
+    // Each series' latest non-empty value of each static attribute ("(none)" when it has none).
+    let static_values: Vec<Vec<String>> = order
+        .iter()
+        .map(|&s| {
+            statics
+                .iter()
+                .map(|col| {
+                    rows_of[s]
+                        .iter()
+                        .filter_map(|&i| col[i].as_deref().filter(|v| !v.is_empty()).map(|v| (days[i], v)))
+                        .max_by_key(|(day, _)| *day)
+                        .map(|(_, v)| v.to_string())
+                        .unwrap_or_else(|| "(none)".into())
+                })
+                .collect()
+        })
+        .collect();
+    let static_vocabs: Vec<IdVocab> = (0..statics.len())
+        .map(|k| IdVocab::build(static_values.iter().map(|v| v[k].as_str())))
+        .collect();
+    let series_statics: Vec<Vec<u32>> = static_values
+        .iter()
+        .map(|v| {
+            v.iter()
+                .zip(&static_vocabs)
+                .map(|(x, voc)| voc.get(x).unwrap_or(0))
+                .collect()
+        })
+        .collect();
     let zero_fill = d.fill_missing == "zero";
     let mut panel = SalesPanel {
         key_names: d.series_keys.clone(),
         key_vocabs,
         series_keys: Vec::new(),
+        static_names: d.static_attributes.clone(),
+        static_vocabs,
+        series_statics,
         period_days,
         first_day,
         periods,

@@ -95,6 +95,8 @@ pub struct SeriesView<'a> {
     pub first_day: i64,
     /// Key indices of the series (one per key column).
     pub keys: &'a [u32],
+    /// Static attribute indices (one per attribute column), embedded after the keys.
+    pub statics: &'a [u32],
     /// The series' exponential smoothing, with its state at index 0 of `target` or earlier.
     pub ets: Option<&'a EtsModel>,
 }
@@ -107,7 +109,7 @@ pub struct WindowBatch {
     pub encoder: Vec<f32>,
     /// `[len, horizon, decoder_features]`
     pub decoder: Vec<f32>,
-    /// `[len, n_keys]`
+    /// `[len, n_keys + n_statics]`
     pub keys: Vec<i64>,
     /// `[len, horizon]` scaled anchor forecast the network corrects.
     pub baseline: Vec<f32>,
@@ -288,7 +290,13 @@ impl WindowSpec {
             }
         }
         batch.baseline.extend_from_slice(&base);
-        batch.keys.extend(series.keys.iter().map(|&k| k as i64));
+        batch.keys.extend(
+            series
+                .keys
+                .iter()
+                .chain(series.statics)
+                .map(|&k| k as i64),
+        );
         batch.scale.push(scale);
         batch.len += 1;
     }

@@ -145,6 +145,7 @@ impl LoadedForecaster {
                     past: &tail.past,
                     first_day: tail.first_day,
                     keys: &tail.keys,
+                    statics: &tail.statics,
                     ets: tail.ets.as_ref(),
                 };
                 spec.push(&mut batch, &view, *origin, false);

@@ -82,11 +82,12 @@ const DAYS: usize = 420;
 const SPIKE_DAY: usize = DAYS - 9;
 const STOCKOUT: std::ops::Range<usize> = DAYS - 12..DAYS - 7;
 
-/// Writes `sales.csv`: 2 stores x 6 products (+ one product that starts late in store 1).
+/// Writes `sales.csv`: 2 stores x 6 products (+ one product that starts late in both stores);
+/// the category (`c0`/`c1`) decides the weekly pattern.
 fn write_sales(path: &Path) {
     let mut rng = Rng(2026);
     let start = chrono::NaiveDate::from_ymd_opt(2024, 1, 1).expect("date");
-    let mut csv = String::from("store_id,product_id,date,units,price,promo\n");
+    let mut csv = String::from("store_id,product_id,category,date,units,price,promo\n");
     let weekly = [
         [1.0, 0.9, 0.9, 1.0, 1.3, 1.8, 0.6],
         [0.8, 0.8, 1.0, 1.1, 1.2, 1.5, 1.1],
@@ -120,7 +121,8 @@ fn write_sales(path: &Path) {
                 let price = base_price * if promo { 0.8 } else { 1.0 };
                 writeln!(
                     csv,
-                    "s{store},p{product},{},{units},{price:.2},{}",
+                    "s{store},p{product},c{},{},{units},{price:.2},{}",
+                    product % 2,
                     date.format("%Y-%m-%d"),
                     promo as u8
                 )
@@ -144,6 +146,7 @@ series_keys = ["store_id", "product_id"]
 date = "date"
 target = "units"
 known_covariates = ["price", "promo"]
+static_attributes = ["category"]
 price = "price"
 fill_missing = "zero"
 

@@ -2,8 +2,8 @@
 //!
 //! The encoder reads the context window (scaled past sales, covariates, calendar); the decoder
 //! runs over the horizon fed the known-future covariates and an anchor forecast (the series'
-//! exponential smoothing), starting from the encoder's state. Each static key (store,
-//! product...) has an embedding appended to every step. The head does not forecast sales from
+//! exponential smoothing), starting from the encoder's state. Each series key (store,
+//! product...) and static attribute (category...) has an embedding appended to every step. The head does not forecast sales from
 //! scratch: it predicts a correction to the anchor for the median, and positive gaps to the
 //! neighbouring quantiles, so quantiles never cross and a model that has learnt nothing falls
 //! back to the anchor. Forecasts are clamped at zero, so intermittent series never get negative
@@ -19,7 +19,8 @@ use burn::tensor::activation::softplus;
 pub struct ForecasterConfig {
     pub encoder_features: usize,
     pub decoder_features: usize,
-    /// Number of values of each series key (stores, products...).
+    /// Number of values of each series key (stores, products...), then of each static
+    /// attribute (categories...).
     pub key_cardinalities: Vec<usize>,
     pub context: usize,
     pub horizon: usize,
@@ -48,7 +49,7 @@ pub struct ForecastInput {
     pub encoder: Tensor<3>,
     /// `[B, horizon, decoder_features]`
     pub decoder: Tensor<3>,
-    /// `[B, n_keys]`
+    /// `[B, n_keys + n_static_attributes]`
     pub keys: Tensor<2, Int>,
     /// `[B, horizon]` scaled anchor forecast the median corrects.
     pub baseline: Tensor<2>,

@@ -82,6 +82,7 @@ fn view<'a>(panel: &'a SalesPanel, anchors: &'a [EtsModel], s: usize) -> SeriesV
         past: &panel.past[s],
         first_day: panel.first_day,
         keys: &panel.series_keys[s],
+        statics: &panel.series_statics[s],
         ets: anchors.get(s),
     }
 }
@@ -292,7 +293,12 @@ pub fn train_forecaster(
     let model_config = ForecasterConfig::new(
         spec.encoder_features(),
         spec.decoder_features(),
-        panel.key_vocabs.iter().map(|v| v.len()).collect(),
+        panel
+            .key_vocabs
+            .iter()
+            .chain(&panel.static_vocabs)
+            .map(|v| v.len())
+            .collect(),
         spec.context,
         h,
         m.quantiles.clone(),
@@ -550,6 +556,7 @@ fn build_artifacts(
     let series = (0..panel.len())
         .map(|s| SeriesTail {
             keys: panel.series_keys[s].clone(),
+            statics: panel.series_statics[s].clone(),
             first_day: panel.day_of_period(from),
             target: panel.target[s][from..]
                 .iter()
@@ -569,6 +576,8 @@ fn build_artifacts(
         spec: spec.clone(),
         key_names: panel.key_names.clone(),
         key_vocabs: panel.key_vocabs.clone(),
+        static_names: panel.static_names.clone(),
+        static_vocabs: panel.static_vocabs.clone(),
         date_column: sec.data.date.clone(),
         quantiles: sec.model.quantiles.clone(),
         price_covariate: sec

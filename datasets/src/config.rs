@@ -385,6 +385,9 @@ pub struct ForecasterTrainingSection {
     /// Epochs without validation-loss improvement before stopping.
     #[serde(default = "d_patience")]
     pub patience: usize,
+    /// Networks trained from different seeds whose quantiles are averaged (1 = a single one).
+    #[serde(default = "d_ensemble")]
+    pub ensemble: usize,
 }
 
 /// Backtest settings.
@@ -445,6 +448,7 @@ defaults! {
     d_quantiles: Vec<f64> = vec![0.1, 0.5, 0.9];
     d_season: usize = 7;
     d_fc_epochs: usize = 15;
+    d_ensemble: usize = 1;
     d_fc_batch: usize = 256;
     d_fc_lr: f64 = 0.003;
     d_windows: usize = 32;
@@ -507,6 +511,7 @@ impl Default for ForecasterTrainingSection {
             learning_rate: d_fc_lr(),
             windows_per_series: d_windows(),
             patience: d_patience(),
+            ensemble: d_ensemble(),
         }
     }
 }
@@ -757,6 +762,7 @@ impl ShopConfig {
             let t = &f.training;
             positive("forecaster.training.epochs", t.epochs)?;
             positive("forecaster.training.batch_size", t.batch_size)?;
+            positive("forecaster.training.ensemble", t.ensemble)?;
             positive(
                 "forecaster.training.windows_per_series",
                 t.windows_per_series,

@@ -240,7 +240,12 @@ pub fn load_sales_panel(
                 .map(|col| {
                     rows_of[s]
                         .iter()
-                        .filter_map(|&i| col[i].as_deref().filter(|v| !v.is_empty()).map(|v| (days[i], v)))
+                        .filter_map(|&i| {
+                            col[i]
+                                .as_deref()
+                                .filter(|v| !v.is_empty())
+                                .map(|v| (days[i], v))
+                        })
                         .max_by_key(|(day, _)| *day)
                         .map(|(_, v)| v.to_string())
                         .unwrap_or_else(|| "(none)".into())

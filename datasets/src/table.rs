@@ -624,54 +624,147 @@ pub fn date_of_day(day: i64) -> NaiveDate {
     NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default() + chrono::Days::new(day.max(0) as u64)
 }
 
-/// Writes a data frame as CSV or Parquet (by extension) through a temporary file and a rename.
+/// Writes `df` to `path` (CSV or Parquet by extension) through a temporary file in the same
+/// directory that is renamed over `path` when complete: a reader never sees a partial file, and
+/// a job killed mid-write leaves the previous output as it was.
 pub fn write_frame_atomic(df: &mut DataFrame, path: &Path) -> Result<(), DataError> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| DataError::Io {
-        path: dir.to_path_buf(),
-        what: "create the output directory".into(),
-        source: e,
-    })?;
-    let file_name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("output");
-    // A temporary file in the same directory, renamed over the destination when complete.
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{file_name}."))
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(|e| DataError::Io {
+    let mut out = AtomicFrameWriter::create(path, df.schema())?;
+    out.write(df)?;
+    out.finish()
+}
+
+enum FrameSink {
+    Csv { header_written: bool },
+    Parquet(polars::io::parquet::write::BatchedWriter<std::fs::File>),
+}
+
+/// An output written in chunks (so that a job's memory does not grow with its output) into a
+/// temporary file beside the destination, renamed into place by [`AtomicFrameWriter::finish`].
+/// Dropped or killed before that, the destination is untouched.
+pub struct AtomicFrameWriter {
+    path: PathBuf,
+    tmp: tempfile::NamedTempFile,
+    schema: Schema,
+    sink: FrameSink,
+    rows: usize,
+    /// Fault injection for the crash tests: sleep this long after each chunk.
+    slow_write: Option<std::time::Duration>,
+}
+
+impl AtomicFrameWriter {
+    /// Opens the temporary file for `path` (CSV unless the extension is `.parquet`).
+    pub fn create(path: &Path, schema: &Schema) -> Result<Self, DataError> {
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| DataError::Io {
             path: dir.to_path_buf(),
-            what: "create a temporary output file".into(),
+            what: "create the output directory".into(),
             source: e,
         })?;
-    let is_parquet = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
-    if is_parquet {
-        ParquetWriter::new(tmp.as_file_mut())
-            .finish(df)
-            .map_err(|e| polars_err(path, "write Parquet", e))?;
-    } else {
-        CsvWriter::new(tmp.as_file_mut())
-            .include_header(true)
-            .finish(df)
-            .map_err(|e| polars_err(path, "write CSV", e))?;
+        let file_name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("output");
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{file_name}."))
+            .suffix(".tmp")
+            .tempfile_in(dir)
+            .map_err(|e| DataError::Io {
+                path: dir.to_path_buf(),
+                what: "create a temporary output file".into(),
+                source: e,
+            })?;
+        let is_parquet = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
+        let sink = if is_parquet {
+            let file = tmp.as_file().try_clone().map_err(|e| DataError::Io {
+                path: tmp.path().to_path_buf(),
+                what: "open the temporary output file".into(),
+                source: e,
+            })?;
+            FrameSink::Parquet(
+                ParquetWriter::new(file)
+                    .batched(schema)
+                    .map_err(|e| polars_err(path, "start writing Parquet", e))?,
+            )
+        } else {
+            FrameSink::Csv {
+                header_written: false,
+            }
+        };
+        let slow_write = std::env::var("SHOPCAST_FAULT_SLOW_WRITE_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(std::time::Duration::from_millis);
+        Ok(AtomicFrameWriter {
+            path: path.to_path_buf(),
+            tmp,
+            schema: schema.clone(),
+            sink,
+            rows: 0,
+            slow_write,
+        })
     }
-    tmp.as_file().sync_all().map_err(|e| DataError::Io {
-        path: tmp.path().to_path_buf(),
-        what: "flush the output".into(),
-        source: e,
-    })?;
-    tmp.persist(path).map_err(|e| DataError::Io {
-        path: path.to_path_buf(),
-        what: "move the finished output into place".into(),
-        source: e.error,
-    })?;
-    Ok(())
+
+    /// Appends a chunk (same columns as the schema).
+    pub fn write(&mut self, df: &mut DataFrame) -> Result<(), DataError> {
+        match &mut self.sink {
+            FrameSink::Csv { header_written } => {
+                CsvWriter::new(self.tmp.as_file_mut())
+                    .include_header(!*header_written)
+                    .finish(df)
+                    .map_err(|e| polars_err(&self.path, "write CSV", e))?;
+                *header_written = true;
+            }
+            FrameSink::Parquet(writer) => writer
+                .write_batch(df)
+                .map_err(|e| polars_err(&self.path, "write Parquet", e))?,
+        }
+        self.rows += df.height();
+        if let Some(pause) = self.slow_write {
+            std::thread::sleep(pause);
+        }
+        Ok(())
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Flushes the file to disk and renames it over the destination.
+    pub fn finish(mut self) -> Result<(), DataError> {
+        match &mut self.sink {
+            FrameSink::Csv { header_written } => {
+                if !*header_written {
+                    let mut empty = DataFrame::empty_with_schema(&self.schema);
+                    CsvWriter::new(self.tmp.as_file_mut())
+                        .include_header(true)
+                        .finish(&mut empty)
+                        .map_err(|e| polars_err(&self.path, "write CSV", e))?;
+                }
+            }
+            FrameSink::Parquet(writer) => {
+                writer
+                    .finish()
+                    .map_err(|e| polars_err(&self.path, "finish the Parquet file", e))?;
+            }
+        }
+        self.tmp.as_file().sync_all().map_err(|e| DataError::Io {
+            path: self.tmp.path().to_path_buf(),
+            what: "flush the output".into(),
+            source: e,
+        })?;
+        let path = self.path;
+        self.tmp.persist(&path).map_err(|e| DataError::Io {
+            path: path.clone(),
+            what: "move the finished output into place".into(),
+            source: e.error,
+        })?;
+        Ok(())
+    }
 }

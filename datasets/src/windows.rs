@@ -290,13 +290,9 @@ impl WindowSpec {
             }
         }
         batch.baseline.extend_from_slice(&base);
-        batch.keys.extend(
-            series
-                .keys
-                .iter()
-                .chain(series.statics)
-                .map(|&k| k as i64),
-        );
+        batch
+            .keys
+            .extend(series.keys.iter().chain(series.statics).map(|&k| k as i64));
         batch.scale.push(scale);
         batch.len += 1;
     }

@@ -227,3 +227,51 @@ fn rating_that_is_not_a_number_names_the_row() {
     assert!(e.contains("\"five\""), "{e}");
     assert!(e.contains("rating"), "{e}");
 }
+
+#[test]
+fn weekly_panel_sums_weeks_fills_gaps_and_keeps_the_latest_static_value() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // 2024-01-01 is a Monday. Series a: two rows in week 1, nothing in week 2, one in week 3,
+    // a return (-2) that is dropped; its category changes to "toys" in its last row. Series b
+    // starts in week 3.
+    write(
+        dir.path(),
+        "weekly.csv",
+        "sku,day,units,category\n\
+         a,2024-01-01,3,games\na,2024-01-07,4,games\na,2024-01-10,-2,games\n\
+         a,2024-01-16,5,toys\nb,2024-01-18,7,games\n",
+    );
+    let text = r#"
+[business]
+name = "weekly"
+data_dir = "."
+
+[forecaster.data]
+sales = { path = "weekly.csv" }
+series_keys = ["sku"]
+date = "day"
+target = "units"
+frequency = "weekly"
+aggregate = true
+static_attributes = ["category"]
+"#;
+    let path = dir.path().join("weekly.toml");
+    std::fs::write(&path, text).expect("write config");
+    let cfg = shopcast_datasets::ShopConfig::load(&path).expect("config loads");
+    let fc = cfg.config.forecaster.clone().expect("forecaster section");
+    let panel = shopcast_datasets::sales::load_sales_panel(&cfg, &fc).expect("panel loads");
+    assert_eq!(panel.period_days, 7);
+    assert_eq!(panel.periods, 3);
+    assert_eq!(panel.report.negative_targets_dropped, 1);
+    assert_eq!(panel.target[0], vec![7.0, 0.0, 5.0]);
+    assert!(panel.target[1][0].is_nan() && panel.target[1][1].is_nan());
+    assert_eq!(panel.target[1][2], 7.0);
+    assert_eq!(panel.start, vec![0, 2]);
+    let category = |s: usize| {
+        panel.static_vocabs[0]
+            .id(panel.series_statics[s][0])
+            .to_string()
+    };
+    assert_eq!(category(0), "toys");
+    assert_eq!(category(1), "games");
+}

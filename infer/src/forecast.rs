@@ -16,8 +16,8 @@ use shopcast_datasets::table::{date_of_day, day_of, Table};
 use shopcast_datasets::windows::{blend_quantiles, SeriesView, WindowBatch};
 use shopcast_datasets::DataError;
 use shopcast_model::{
-    select_device, Bundle, BundleError, DemandForecaster, DeviceChoice, ForecastInput,
-    ForecasterConfig,
+    select_device, Bundle, BundleError, DeviceChoice, ForecastInput, ForecasterConfig,
+    ForecasterEnsemble,
 };
 
 use crate::output::{check_output_path, write_output, JobManifest};
@@ -40,7 +40,7 @@ pub struct ForecastOptions {
 /// A loaded forecaster with its side data.
 pub struct LoadedForecaster {
     pub bundle: Bundle,
-    pub model: DemandForecaster,
+    pub model: ForecasterEnsemble,
     pub config: ForecasterConfig,
     pub artifacts: ForecasterArtifacts,
     pub device: Device,
@@ -64,7 +64,7 @@ pub fn load_forecaster(dir: &std::path::Path, device: &Device) -> Result<LoadedF
     let config = ForecasterConfig::load(bundle.dir.join(files::FORECASTER_CONFIG))
         .map_err(|e| invalid(format!("{}: {e}", files::FORECASTER_CONFIG)))?;
     let artifacts: ForecasterArtifacts = bundle.read_json(files::FORECASTER_ARTIFACTS)?;
-    let model = bundle.load_module(files::FORECASTER_WEIGHTS, config.init(device))?;
+    let model = bundle.load_module(files::FORECASTER_WEIGHTS, config.init_ensemble(device))?;
     Ok(LoadedForecaster {
         bundle,
         model,

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use infer::output::parse_shard;
+use infer::output::{parse_shard, resolve_shard};
 use infer::{AnomalyOptions, ForecastOptions, RecommendOptions, ReorderOptions};
 use shopcast_datasets::DataError;
 use shopcast_model::{BundleError, DeviceChoice};
@@ -43,9 +43,8 @@ enum Command {
         /// Output file, `.csv` or `.parquet`.
         #[arg(long)]
         out: PathBuf,
-        /// Score only shard I of N (by a stable hash of the customer id).
-        #[arg(long, value_parser = parse_shard)]
-        shard: Option<(u32, u32)>,
+        #[command(flatten)]
+        shard: ShardArgs,
         #[arg(long, value_parser = parse_device, default_value = "auto")]
         device: DeviceChoice,
     },
@@ -66,9 +65,8 @@ enum Command {
         aggregate: Option<String>,
         #[arg(long)]
         out: PathBuf,
-        /// Forecast only shard I of N (by a stable hash of the series keys).
-        #[arg(long, value_parser = parse_shard)]
-        shard: Option<(u32, u32)>,
+        #[command(flatten)]
+        shard: ShardArgs,
         #[arg(long, value_parser = parse_device, default_value = "auto")]
         device: DeviceChoice,
     },
@@ -103,11 +101,35 @@ enum Command {
         band: f64,
         #[arg(long)]
         out: PathBuf,
-        #[arg(long, value_parser = parse_shard)]
-        shard: Option<(u32, u32)>,
+        #[command(flatten)]
+        shard: ShardArgs,
         #[arg(long, value_parser = parse_device, default_value = "auto")]
         device: DeviceChoice,
     },
+}
+
+/// Which part of the input a job covers (customers or series, by a stable hash of their id).
+#[derive(Debug, clap::Args)]
+struct ShardArgs {
+    /// Score only shard I of N (I from 0).
+    #[arg(long, value_parser = parse_shard)]
+    shard: Option<(u32, u32)>,
+    /// The number of shards, the index coming from JOB_COMPLETION_INDEX (Kubernetes Indexed
+    /// Job) or SLURM_ARRAY_TASK_ID (Slurm array). Inside a Slurm array the shard is taken from
+    /// SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT even without this flag.
+    #[arg(long)]
+    shards: Option<u32>,
+}
+
+impl ShardArgs {
+    fn resolve(&self) -> anyhow::Result<Option<(u32, u32)>> {
+        let (shard, from) =
+            resolve_shard(self.shard, self.shards, &|name| std::env::var(name).ok())?;
+        if let Some((i, n)) = shard {
+            eprintln!("infer: shard {i}/{n} (from {from})");
+        }
+        Ok(shard)
+    }
 }
 
 /// `auto`, `flex`, `ndarray` or `wgpu`.
@@ -117,7 +139,24 @@ fn parse_device(s: &str) -> Result<DeviceChoice, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let result = match args.command {
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            let code = if err.chain().any(|e| e.is::<BundleError>()) {
+                4
+            } else if err.chain().any(|e| e.is::<DataError>()) {
+                3
+            } else {
+                5
+            };
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    match args.command {
         Command::Recommend {
             bundle,
             customers,
@@ -132,7 +171,7 @@ fn main() -> ExitCode {
             new_products,
             top_k,
             out,
-            shard,
+            shard: shard.resolve()?,
             device,
         }),
         Command::Forecast {
@@ -148,7 +187,7 @@ fn main() -> ExitCode {
             future,
             horizon,
             out,
-            shard,
+            shard: shard.resolve()?,
             device,
             aggregate,
         }),
@@ -179,22 +218,9 @@ fn main() -> ExitCode {
             out,
             periods,
             band,
-            shard,
+            shard: shard.resolve()?,
             device,
         }),
-    };
-    match result {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            let code = if err.chain().any(|e| e.is::<BundleError>()) {
-                4
-            } else if err.chain().any(|e| e.is::<DataError>()) {
-                3
-            } else {
-                5
-            };
-            ExitCode::from(code)
-        }
-    }
+    }?;
+    Ok(())
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use polars::prelude::DataFrame;
 use serde::Serialize;
-use shopcast_datasets::table::write_frame_atomic;
+use shopcast_datasets::table::AtomicFrameWriter;
 use shopcast_model::bundle::{sha256_file, MANIFEST};
 use shopcast_model::Bundle;
 
@@ -95,8 +95,20 @@ pub fn write_output(
     manifest: &mut JobManifest,
     started: std::time::Instant,
 ) -> Result<()> {
-    write_frame_atomic(df, out)?;
-    manifest.rows_written = df.height();
+    let mut writer = AtomicFrameWriter::create(out, df.schema())?;
+    writer.write(df)?;
+    finish_output(writer, out, manifest, started)
+}
+
+/// Moves a streamed output into place, then writes the manifest beside it.
+pub fn finish_output(
+    writer: AtomicFrameWriter,
+    out: &Path,
+    manifest: &mut JobManifest,
+    started: std::time::Instant,
+) -> Result<()> {
+    manifest.rows_written = writer.rows();
+    writer.finish()?;
     manifest.duration_seconds = started.elapsed().as_secs_f64();
     manifest.finished_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let path = manifest_path(out);
@@ -106,6 +118,69 @@ pub fn write_output(
     std::fs::rename(&tmp, &path)
         .with_context(|| format!("moving the manifest into place at {}", path.display()))?;
     Ok(())
+}
+
+/// The shard a job scores: `--shard I/N` when given; else, with `--shards N`, index `I` from
+/// `JOB_COMPLETION_INDEX` (Kubernetes Indexed Job) or `SLURM_ARRAY_TASK_ID` (minus
+/// `SLURM_ARRAY_TASK_MIN`); else, inside a Slurm array, `SLURM_ARRAY_TASK_ID` of
+/// `SLURM_ARRAY_TASK_COUNT`; else the whole input. Also says where the shard came from.
+pub fn resolve_shard(
+    explicit: Option<(u32, u32)>,
+    shards: Option<u32>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Option<(u32, u32)>, String), shopcast_datasets::DataError> {
+    use shopcast_datasets::DataError;
+    let number = |name: &str| -> Result<Option<u32>, DataError> {
+        match env(name) {
+            None => Ok(None),
+            Some(v) => v.trim().parse::<u32>().map(Some).map_err(|_| {
+                DataError::Invalid(format!(
+                    "environment variable {name}={v:?}: expected a whole number"
+                ))
+            }),
+        }
+    };
+    let slurm_index = || -> Result<Option<u32>, DataError> {
+        let (id, min) = (
+            number("SLURM_ARRAY_TASK_ID")?,
+            number("SLURM_ARRAY_TASK_MIN")?,
+        );
+        Ok(id.map(|i| i.saturating_sub(min.unwrap_or(0))))
+    };
+    let checked =
+        |i: u32, n: u32, from: String| -> Result<(Option<(u32, u32)>, String), DataError> {
+            if n == 0 || i >= n {
+                return Err(DataError::Invalid(format!(
+                    "shard {i} of {n} ({from}): need 0 <= index < count"
+                )));
+            }
+            Ok((Some((i, n)), from))
+        };
+    if let Some((i, n)) = explicit {
+        if shards.is_some_and(|s| s != n) {
+            return Err(DataError::Invalid(format!(
+                "--shard {i}/{n} and --shards {} disagree",
+                shards.unwrap_or(0)
+            )));
+        }
+        return checked(i, n, "--shard".into());
+    }
+    if let Some(n) = shards {
+        if let Some(i) = number("JOB_COMPLETION_INDEX")? {
+            return checked(i, n, "JOB_COMPLETION_INDEX with --shards".into());
+        }
+        if let Some(i) = slurm_index()? {
+            return checked(i, n, "SLURM_ARRAY_TASK_ID with --shards".into());
+        }
+        return Err(DataError::Invalid(format!(
+            "--shards {n}: the shard index comes from JOB_COMPLETION_INDEX (Kubernetes Indexed Job) \
+             or SLURM_ARRAY_TASK_ID (Slurm array), and neither is set; pass --shard I/{n} instead"
+        )));
+    }
+    if let (Some(i), Some(n)) = (slurm_index()?, number("SLURM_ARRAY_TASK_COUNT")?) {
+        return checked(i, n, "SLURM_ARRAY_TASK_ID of SLURM_ARRAY_TASK_COUNT".into());
+    }
+    Ok((None, "unsharded".into()))
 }
 
 /// Parses `--shard I/N` (I counts from 0).
@@ -125,4 +200,50 @@ pub fn parse_shard(s: &str) -> Result<(u32, u32), String> {
         return Err(format!("--shard {s:?}: need 0 <= I < N"));
     }
     Ok((i, n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k: &str| map.get(k).cloned()
+    }
+
+    #[test]
+    fn shard_comes_from_the_flag_kubernetes_or_slurm() {
+        let none = env_of(&[]);
+        assert_eq!(resolve_shard(None, None, &none).unwrap().0, None);
+        assert_eq!(
+            resolve_shard(Some((1, 4)), None, &none).unwrap().0,
+            Some((1, 4))
+        );
+        let k8s = env_of(&[("JOB_COMPLETION_INDEX", "2")]);
+        assert_eq!(resolve_shard(None, Some(3), &k8s).unwrap().0, Some((2, 3)));
+        let slurm = env_of(&[
+            ("SLURM_ARRAY_TASK_ID", "5"),
+            ("SLURM_ARRAY_TASK_MIN", "4"),
+            ("SLURM_ARRAY_TASK_COUNT", "3"),
+        ]);
+        assert_eq!(resolve_shard(None, None, &slurm).unwrap().0, Some((1, 3)));
+        assert_eq!(
+            resolve_shard(None, Some(3), &slurm).unwrap().0,
+            Some((1, 3))
+        );
+        let err = resolve_shard(None, Some(3), &none).unwrap_err().to_string();
+        assert!(
+            err.contains("JOB_COMPLETION_INDEX") && err.contains("--shard I/3"),
+            "{err}"
+        );
+        let err = resolve_shard(None, Some(2), &k8s).unwrap_err().to_string();
+        assert!(err.contains("shard 2 of 2"), "{err}");
+        let bad = env_of(&[("JOB_COMPLETION_INDEX", "x")]);
+        let err = resolve_shard(None, Some(2), &bad).unwrap_err().to_string();
+        assert!(err.contains("JOB_COMPLETION_INDEX=\"x\""), "{err}");
+        assert!(resolve_shard(Some((0, 2)), Some(3), &none).is_err());
+    }
 }

@@ -22,7 +22,7 @@ use polars::prelude::{Column, DataFrame};
 use shopcast_datasets::artifacts::{files, shard_of, RecommenderArtifacts};
 use shopcast_datasets::config::FileSpec;
 use shopcast_datasets::interactions::{attribute_columns, pad_tokens};
-use shopcast_datasets::table::Table;
+use shopcast_datasets::table::{AtomicFrameWriter, Table};
 use shopcast_datasets::DataError;
 use shopcast_model::recommender::ids_tensor;
 use shopcast_model::{
@@ -30,7 +30,7 @@ use shopcast_model::{
     Recommender, RecommenderConfig,
 };
 
-use crate::output::{check_output_path, write_output, JobManifest};
+use crate::output::{check_output_path, finish_output, JobManifest};
 
 /// Working memory of one scoring call, in floats (64 MiB).
 const SCORING_BUDGET_FLOATS: usize = 16 << 20;
@@ -671,6 +671,49 @@ fn read_with_id(
     }
 }
 
+/// One output row of `infer recommend`.
+struct Recommendation<'a> {
+    customer: &'a str,
+    rank: i64,
+    product: &'a str,
+    score: f64,
+    reason: String,
+    segment: i64,
+}
+
+/// Output rows as a frame: `customer_id, rank, product_id, score, reason, segment`.
+fn recommendation_frame(lines: &[Recommendation<'_>]) -> Result<DataFrame> {
+    Ok(DataFrame::new(
+        lines.len(),
+        vec![
+            Column::new(
+                "customer_id".into(),
+                lines.iter().map(|l| l.customer).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "rank".into(),
+                lines.iter().map(|l| l.rank).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "product_id".into(),
+                lines.iter().map(|l| l.product).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "score".into(),
+                lines.iter().map(|l| l.score).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "reason".into(),
+                lines.iter().map(|l| l.reason.as_str()).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "segment".into(),
+                lines.iter().map(|l| l.segment).collect::<Vec<_>>(),
+            ),
+        ],
+    )?)
+}
+
 /// Runs `infer recommend`.
 pub fn recommend(opts: &RecommendOptions) -> Result<JobManifest> {
     let started = Instant::now();
@@ -730,8 +773,10 @@ pub fn recommend(opts: &RecommendOptions) -> Result<JobManifest> {
         let flat = to_vec_f32(vectors.clone())?;
         Some((vectors, flat))
     };
-    let mut lists: Vec<Vec<(u32, f32)>> = vec![Vec::new(); targets.len()];
-    let mut segments: Vec<u32> = vec![0; targets.len()];
+    // Each chunk's rows are written as soon as it is scored, so memory does not grow with the
+    // number of customers.
+    let explainer = Explainer::new(a, &catalogue);
+    let mut writer = AtomicFrameWriter::create(&opts.out, recommendation_frame(&[])?.schema())?;
     let chunk = loaded.model.customers_per_chunk(n_p, SCORING_BUDGET_FLOATS);
     let d = catalogue.dim;
     for (group, is_new) in [(&known, false), (&cold, true)] {
@@ -756,56 +801,36 @@ pub fn recommend(opts: &RecommendOptions) -> Result<JobManifest> {
             let top = loaded
                 .top_k_for_vectors(u, &exclude, &catalogue, opts.top_k)
                 .context("scoring customers")?;
+            let mut lines: Vec<Recommendation> = Vec::with_capacity(rows.len() * opts.top_k);
             for ((&i, list), j) in rows.iter().zip(top).zip(k * chunk..) {
-                lists[i] = list;
-                segments[i] = match (&cold_vectors, targets[i].known) {
+                let t = &targets[i];
+                let segment = match (&cold_vectors, t.known) {
                     (_, Some(c)) => a.segments.get(c as usize).copied().unwrap_or(0),
                     (Some((_, flat)), None) => {
                         nearest_segment(&a.segment_centroids, &flat[j * d..(j + 1) * d])
                     }
                     (None, None) => 0,
                 };
+                let context = CustomerContext {
+                    bought: &t.bought,
+                    viewed: &t.viewed,
+                    segment,
+                };
+                for (r, &(p, score)) in list.iter().enumerate() {
+                    lines.push(Recommendation {
+                        customer: &t.id,
+                        rank: r as i64 + 1,
+                        product: &catalogue.ids[p as usize],
+                        score: score as f64,
+                        reason: explainer.reason(&context, p),
+                        segment: segment as i64,
+                    });
+                }
             }
+            writer.write(&mut recommendation_frame(&lines)?)?;
         }
     }
-
-    let explainer = Explainer::new(a, &catalogue);
-    let n: usize = lists.iter().map(Vec::len).sum();
-    let (mut c_id, mut c_rank, mut c_prod, mut c_score, mut c_reason, mut c_seg) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    for ((t, list), &segment) in targets.iter().zip(&lists).zip(&segments) {
-        let context = CustomerContext {
-            bought: &t.bought,
-            viewed: &t.viewed,
-            segment,
-        };
-        for (r, &(p, score)) in list.iter().enumerate() {
-            c_id.push(t.id.clone());
-            c_rank.push(r as i64 + 1);
-            c_prod.push(catalogue.ids[p as usize].clone());
-            c_score.push(score as f64);
-            c_reason.push(explainer.reason(&context, p));
-            c_seg.push(segment as i64);
-        }
-    }
-    let mut df = DataFrame::new(
-        n,
-        vec![
-            Column::new("customer_id".into(), c_id),
-            Column::new("rank".into(), c_rank),
-            Column::new("product_id".into(), c_prod),
-            Column::new("score".into(), c_score),
-            Column::new("reason".into(), c_reason),
-            Column::new("segment".into(), c_seg),
-        ],
-    )?;
-    write_output(&mut df, &opts.out, &mut manifest, started)?;
+    finish_output(writer, &opts.out, &mut manifest, started)?;
     eprintln!(
         "recommend: {} customers ({} new), {} rows written to {} ({:.1}s)",
         targets.len(),

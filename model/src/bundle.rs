@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// Bumped whenever a bundle written by this version cannot be read by an older one or vice versa.
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: the forecaster is saved as an ensemble of networks.
+pub const FORMAT_VERSION: u32 = 2;
 /// The Burn version the weights were written with (pinned in the workspace manifest).
 pub const BURN_VERSION: &str = "0.22.1";
 /// Name of the manifest file.

@@ -30,6 +30,9 @@ pub struct ForecasterConfig {
     pub hidden_size: usize,
     #[config(default = 8)]
     pub key_embedding_dim: usize,
+    /// Networks in the [`ForecasterEnsemble`] (trained from different seeds).
+    #[config(default = 1)]
+    pub ensemble: usize,
 }
 
 /// The model. Inputs are built by `shopcast_datasets::windows`.
@@ -120,6 +123,63 @@ impl ForecasterConfig {
     }
 }
 
+/// The saved forecaster: `ensemble` networks whose quantile forecasts are averaged (an average
+/// of non-crossing, non-negative quantiles is still both). One network is an ensemble of one.
+#[derive(Module, Debug)]
+pub struct ForecasterEnsemble {
+    pub members: Vec<DemandForecaster>,
+}
+
+impl ForecasterConfig {
+    /// An ensemble of freshly initialised networks, the shape a saved one loads into.
+    pub fn init_ensemble(&self, device: &Device) -> ForecasterEnsemble {
+        ForecasterEnsemble {
+            members: (0..self.ensemble.max(1))
+                .map(|_| self.init(device))
+                .collect(),
+        }
+    }
+}
+
+impl ForecasterEnsemble {
+    /// Scaled quantile forecasts `[B, horizon, Q]`: the members' mean.
+    pub fn forward(&self, input: ForecastInput) -> Tensor<3> {
+        let n = self.members.len().max(1) as f64;
+        let mut sum: Option<Tensor<3>> = None;
+        for member in &self.members {
+            let f = member.forward(input.clone());
+            sum = Some(match sum {
+                Some(s) => s + f,
+                None => f,
+            });
+        }
+        match sum {
+            Some(s) => s / n,
+            None => input.baseline.unsqueeze_dim::<3>(2).clamp_min(0.0),
+        }
+    }
+
+    /// Forecasts in units: `[B, horizon, Q]` row-major, each window multiplied back by its scale.
+    pub fn predict(&self, input: ForecastInput, scale: &[f32]) -> Result<Vec<f32>, String> {
+        to_units(self.forward(input), scale)
+    }
+}
+
+fn to_units(scaled: Tensor<3>, scale: &[f32]) -> Result<Vec<f32>, String> {
+    let [b, h, q] = scaled.dims();
+    let values = scaled
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| format!("reading forecasts back from the device: {e:?}"))?;
+    let per_window = h * q;
+    Ok(values
+        .chunks(per_window)
+        .zip(scale.iter().take(b))
+        .flat_map(|(w, s)| w.iter().map(move |v| v * s))
+        .collect())
+}
+
 impl DemandForecaster {
     /// Scaled quantile forecasts `[B, horizon, Q]`, non-negative and non-crossing.
     pub fn forward(&self, input: ForecastInput) -> Tensor<3> {
@@ -174,18 +234,62 @@ impl DemandForecaster {
 
     /// Forecasts in units: `[B, horizon, Q]` row-major, each window multiplied back by its scale.
     pub fn predict(&self, input: ForecastInput, scale: &[f32]) -> Result<Vec<f32>, String> {
-        let scaled = self.forward(input);
-        let [b, h, q] = scaled.dims();
-        let values = scaled
-            .into_data()
+        to_units(self.forward(input), scale)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(b: usize, config: &ForecasterConfig, device: &Device) -> ForecastInput {
+        let (c, h) = (config.context, config.horizon);
+        let wave = |n: usize, k: usize| -> Vec<f32> {
+            (0..n).map(|i| ((i * k) % 17) as f32 / 8.0 - 1.0).collect()
+        };
+        ForecastInput::from_arrays(
+            wave(b * c * config.encoder_features, 5),
+            wave(b * h * config.decoder_features, 3),
+            (0..b * 2).map(|i| (i % 3) as i64).collect(),
+            wave(b * h, 7),
+            b,
+            c,
+            h,
+            device,
+        )
+    }
+
+    fn values(t: Tensor<3>) -> Vec<f32> {
+        t.into_data()
             .convert::<f32>()
             .try_into_vec::<f32>()
-            .map_err(|e| format!("reading forecasts back from the device: {e:?}"))?;
-        let per_window = h * q;
-        Ok(values
-            .chunks(per_window)
-            .zip(scale.iter().take(b))
-            .flat_map(|(w, s)| w.iter().map(move |v| v * s))
-            .collect())
+            .expect("f32 values")
+    }
+
+    /// Quantiles never cross and never go below zero, even where the anchor is negative noise;
+    /// an ensemble forecasts its members' mean.
+    #[test]
+    fn quantiles_are_ordered_and_the_ensemble_averages_its_members() {
+        let device = Device::flex();
+        let config = ForecasterConfig::new(6, 5, vec![3, 3], 8, 4, vec![0.1, 0.5, 0.9])
+            .with_hidden_size(8)
+            .with_ensemble(2);
+        let ensemble = crate::seeded_init(&device, 9, || config.init_ensemble(&device));
+        let x = input(5, &config, &device);
+        let each: Vec<Vec<f32>> = ensemble
+            .members
+            .iter()
+            .map(|m| values(m.forward(x.clone())))
+            .collect();
+        let mean = values(ensemble.forward(x));
+        for (i, v) in mean.iter().enumerate() {
+            assert!((v - (each[0][i] + each[1][i]) / 2.0).abs() < 1e-5);
+        }
+        for step in mean.chunks(3) {
+            assert!(
+                step[0] >= 0.0 && step[0] <= step[1] && step[1] <= step[2],
+                "{step:?}"
+            );
+        }
     }
 }

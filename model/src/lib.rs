@@ -14,7 +14,7 @@ pub mod recommender;
 
 pub use bundle::{Bundle, BundleError, BundleManifest, BundleWriter};
 pub use device::{seeded_init, select_device, DeviceChoice, SelectedDevice};
-pub use forecaster::{DemandForecaster, ForecastInput, ForecasterConfig};
+pub use forecaster::{DemandForecaster, ForecastInput, ForecasterConfig, ForecasterEnsemble};
 pub use recommender::{
     EntityFeatures, FoldInConfig, InteractionBatch, ProductMatrix, Recommender, RecommenderConfig,
 };

@@ -28,7 +28,7 @@ use shopcast_datasets::windows::{
 };
 use shopcast_datasets::{DataError, LoadedConfig};
 use shopcast_model::losses::pinball;
-use shopcast_model::{DemandForecaster, ForecastInput, ForecasterConfig};
+use shopcast_model::{DemandForecaster, ForecastInput, ForecasterConfig, ForecasterEnsemble};
 
 use crate::forecast_eval::{moving_average, seasonal_naive, seasonal_scale, ForecastScore};
 use crate::progress::Progress;
@@ -45,11 +45,13 @@ pub struct ForecasterTrainingConfig {
     pub backtest_folds: usize,
     pub moving_average_window: usize,
     pub allow_worse_than_baseline: bool,
+    #[config(default = 1)]
+    pub ensemble: usize,
 }
 
 /// The result of a forecaster training run.
 pub struct ForecasterOutcome {
-    pub model: DemandForecaster,
+    pub model: ForecasterEnsemble,
     pub model_config: ForecasterConfig,
     pub training_config: ForecasterTrainingConfig,
     pub artifacts: ForecasterArtifacts,
@@ -115,7 +117,7 @@ fn training_input(
 /// the network's blended with the anchor's by `weights`, and the anchor's alone.
 #[allow(clippy::too_many_arguments, clippy::type_complexity)]
 fn forecast_at(
-    model: &DemandForecaster,
+    model: &ForecasterEnsemble,
     panel: &SalesPanel,
     anchors: &[EtsModel],
     spec: &WindowSpec,
@@ -198,6 +200,102 @@ fn choose_blend(
         .collect()
 }
 
+/// What one network trains on.
+struct TrainingData<'a> {
+    panel: &'a SalesPanel,
+    anchors: &'a [EtsModel],
+    spec: &'a WindowSpec,
+    trainable: &'a [usize],
+    val_series: &'a [usize],
+    val_origin: usize,
+    quantiles: &'a [f64],
+}
+
+/// Trains one network from `seed`: random windows per series each epoch, Adam on the pinball
+/// loss, early stopping on the validation windows. Returns the best epoch's network, its
+/// validation loss and the epoch.
+fn train_network(
+    data: &TrainingData<'_>,
+    model_config: &ForecasterConfig,
+    tc: &ForecasterTrainingConfig,
+    device: &Device,
+    seed: u64,
+    progress: &mut Progress,
+) -> (DemandForecaster, f64, usize) {
+    let (panel, anchors, spec) = (data.panel, data.anchors, data.spec);
+    let h = spec.horizon;
+    let plain = device.clone();
+    let train_device = device.clone().autodiff();
+    let mut model =
+        shopcast_model::seeded_init(&train_device, seed, || model_config.init(&train_device));
+    let mut optim = AdamConfig::new().init();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xf0_7eca57);
+    let windows_per_epoch = data.trainable.len() * tc.windows_per_series;
+    let (mut best, mut best_loss, mut best_epoch, mut since_best) =
+        (model.valid(), f64::INFINITY, 0, 0);
+    for epoch in 1..=tc.epochs {
+        let mut samples: Vec<(usize, usize)> = Vec::with_capacity(windows_per_epoch);
+        for &s in data.trainable {
+            let (lo, hi) = (spec.min_origin(panel.start[s]), data.val_origin - h);
+            for _ in 0..tc.windows_per_series {
+                samples.push((s, rng.random_range(lo..=hi)));
+            }
+        }
+        samples.shuffle(&mut rng);
+        let (mut loss_sum, mut loss_n) = (0.0, 0usize);
+        for (step, chunk) in samples.chunks(tc.batch_size).enumerate() {
+            let mut batch = WindowBatch::default();
+            for &(s, origin) in chunk {
+                spec.push(&mut batch, &view(panel, anchors, s), origin, true);
+            }
+            let (input, target, mask) = training_input(batch, spec, &train_device);
+            let loss = pinball(model.forward_raw(input), target, mask, data.quantiles);
+            if step % 10 == 0 {
+                loss_sum += loss.clone().into_scalar::<f32>() as f64;
+                loss_n += 1;
+            }
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(tc.learning_rate, model, grads);
+            let shown = loss_sum / loss_n.max(1) as f64;
+            progress.step(|| format!("epoch {epoch}/{} loss {shown:.4}", tc.epochs));
+        }
+        // Validation: every series' window at the validation origin.
+        let snapshot = model.valid();
+        let mut val_loss = 0.0;
+        for chunk in data.val_series.chunks(512) {
+            let mut batch = WindowBatch::default();
+            for &s in chunk {
+                spec.push(&mut batch, &view(panel, anchors, s), data.val_origin, true);
+            }
+            let (input, target, mask) = training_input(batch, spec, &plain);
+            val_loss += pinball(snapshot.forward(input), target, mask, data.quantiles)
+                .into_scalar::<f32>() as f64
+                * chunk.len() as f64;
+        }
+        val_loss /= data.val_series.len().max(1) as f64;
+        progress.log(&format!(
+            "epoch {epoch}: train loss {:.4}, validation loss {val_loss:.4}",
+            loss_sum / loss_n.max(1) as f64
+        ));
+        if val_loss < best_loss {
+            best_loss = val_loss;
+            best = snapshot;
+            best_epoch = epoch;
+            since_best = 0;
+        } else {
+            since_best += 1;
+            if since_best >= tc.patience {
+                progress.log(&format!(
+                    "no improvement for {} epochs: stopping, keeping epoch {best_epoch}",
+                    tc.patience
+                ));
+                break;
+            }
+        }
+    }
+    (best, best_loss, best_epoch)
+}
+
 /// Trains, backtests and packages the forecaster.
 pub fn train_forecaster(
     cfg: &LoadedConfig,
@@ -217,7 +315,8 @@ pub fn train_forecaster(
         sec.evaluation.backtest_folds,
         sec.evaluation.moving_average_window,
         sec.evaluation.allow_worse_than_baseline,
-    );
+    )
+    .with_ensemble(sec.training.ensemble);
     let (h, t_all, folds) = (m.horizon, panel.periods, tc.backtest_folds);
     eprintln!(
         "forecaster: {} series ({} in the file), {} periods from day {}; {} rows read, {} negative targets dropped",
@@ -304,81 +403,49 @@ pub fn train_forecaster(
         m.quantiles.clone(),
     )
     .with_hidden_size(m.hidden_size)
-    .with_key_embedding_dim(m.key_embedding_dim);
+    .with_key_embedding_dim(m.key_embedding_dim)
+    .with_ensemble(tc.ensemble);
     let plain = device.clone();
-    let train_device = device.clone().autodiff();
-    let mut model =
-        shopcast_model::seeded_init(&train_device, seed, || model_config.init(&train_device));
-    let mut optim = AdamConfig::new().init();
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xf0_7eca57);
+    let data = TrainingData {
+        panel: &panel,
+        anchors: &anchors,
+        spec: &spec,
+        trainable: &trainable,
+        val_series: &val_series,
+        val_origin,
+        quantiles: &m.quantiles,
+    };
     let windows_per_epoch = trainable.len() * tc.windows_per_series;
     let steps_per_epoch = windows_per_epoch.div_ceil(tc.batch_size);
-    let mut progress = Progress::new("forecaster", (steps_per_epoch * tc.epochs) as u64);
-    let (mut best, mut best_loss, mut best_epoch, mut since_best) =
-        (model.valid(), f64::INFINITY, 0, 0);
-    for epoch in 1..=tc.epochs {
-        let mut samples: Vec<(usize, usize)> = Vec::with_capacity(windows_per_epoch);
-        for &s in &trainable {
-            let (lo, hi) = (spec.min_origin(panel.start[s]), val_origin - h);
-            for _ in 0..tc.windows_per_series {
-                samples.push((s, rng.random_range(lo..=hi)));
-            }
+    let mut progress = Progress::new(
+        "forecaster",
+        (steps_per_epoch * tc.epochs * tc.ensemble) as u64,
+    );
+    let mut members = Vec::with_capacity(tc.ensemble);
+    let (mut best_loss, mut best_epoch) = (0.0, 0);
+    for member in 0..tc.ensemble {
+        // Member 0 uses the run's seed, so an ensemble of one is the plain model.
+        let member_seed = seed.wrapping_add(member as u64 * 0x9e37_79b9);
+        if tc.ensemble > 1 {
+            progress.log(&format!("network {} of {}", member + 1, tc.ensemble));
         }
-        samples.shuffle(&mut rng);
-        let (mut loss_sum, mut loss_n) = (0.0, 0usize);
-        for (step, chunk) in samples.chunks(tc.batch_size).enumerate() {
-            let mut batch = WindowBatch::default();
-            for &(s, origin) in chunk {
-                spec.push(&mut batch, &view(&panel, &anchors, s), origin, true);
-            }
-            let (input, target, mask) = training_input(batch, &spec, &train_device);
-            let loss = pinball(model.forward_raw(input), target, mask, &m.quantiles);
-            if step % 10 == 0 {
-                loss_sum += loss.clone().into_scalar::<f32>() as f64;
-                loss_n += 1;
-            }
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(tc.learning_rate, model, grads);
-            let shown = loss_sum / loss_n.max(1) as f64;
-            progress.step(|| format!("epoch {epoch}/{} loss {shown:.4}", tc.epochs));
-        }
-        // Validation: every series' window at the validation origin.
-        let snapshot = model.valid();
-        let mut val_loss = 0.0;
-        for chunk in val_series.chunks(512) {
-            let mut batch = WindowBatch::default();
-            for &s in chunk {
-                spec.push(&mut batch, &view(&panel, &anchors, s), val_origin, true);
-            }
-            let (input, target, mask) = training_input(batch, &spec, &plain);
-            val_loss += pinball(snapshot.forward(input), target, mask, &m.quantiles)
-                .into_scalar::<f32>() as f64
-                * chunk.len() as f64;
-        }
-        val_loss /= val_series.len().max(1) as f64;
-        progress.log(&format!(
-            "epoch {epoch}: train loss {:.4}, validation loss {val_loss:.4}",
-            loss_sum / loss_n.max(1) as f64
-        ));
-        if val_loss < best_loss {
-            best_loss = val_loss;
-            best = snapshot;
-            best_epoch = epoch;
-            since_best = 0;
-        } else {
-            since_best += 1;
-            if since_best >= tc.patience {
-                progress.log(&format!(
-                    "no improvement for {} epochs: stopping, keeping epoch {best_epoch}",
-                    tc.patience
-                ));
-                break;
-            }
-        }
+        let (net, loss, epoch) = train_network(
+            &data,
+            &model_config,
+            &tc,
+            device,
+            member_seed,
+            &mut progress,
+        );
+        members.push(net);
+        best_loss += loss / tc.ensemble as f64;
+        best_epoch = best_epoch.max(epoch);
     }
     progress.finish(&format!(
-        "best validation loss {best_loss:.4} at epoch {best_epoch}"
+        "mean best validation loss {best_loss:.4} over {} network(s)",
+        tc.ensemble
     ));
+    let best = ForecasterEnsemble { members };
 
     // The blend of network and anchor, per quantile, on the validation windows.
     let q = m.quantiles.len();

@@ -1,0 +1,270 @@
+//! `infer` as a scheduled job, through the real binaries: shards (by flag, Kubernetes Indexed Job
+//! and Slurm array variables) partition the output exactly; reruns are byte-identical; the
+//! manifest says what was read and written; a job killed while writing leaves the previous
+//! output intact; bad input and bundle mismatches get their documented exit codes.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{bin, run};
+
+const SHOP: &str = r#"
+[business]
+name = "jobs"
+seed = 13
+device = "flex"
+data_dir = "data"
+
+[demo]
+customers = 300
+products = 80
+categories = 5
+days = 240
+stores = 2
+series_products = 5
+
+[recommender.data]
+events = { path = "events.csv" }
+customer_id = "customer_id"
+product_id = "product_id"
+timestamp = "timestamp"
+event_type = "event_type"
+target_event = "purchase"
+event_weights = { view = 0.1, cart = 0.4, purchase = 1.0 }
+
+[recommender.data.products]
+file = { path = "products.csv" }
+id = "product_id"
+name = "name"
+categorical = ["category"]
+
+[recommender.model]
+embedding_dim = 16
+segments = 3
+
+[recommender.training]
+epochs = 3
+batch_size = 256
+
+[forecaster.data]
+sales = { path = "sales.csv" }
+series_keys = ["store_id", "product_id"]
+date = "date"
+target = "units"
+known_covariates = ["price", "promo"]
+
+[forecaster.model]
+context_length = 21
+horizon = 7
+hidden_size = 8
+
+[forecaster.training]
+epochs = 1
+windows_per_series = 8
+
+[forecaster.evaluation]
+backtest_folds = 1
+allow_worse_than_baseline = true
+"#;
+
+fn train(dir: &Path) -> PathBuf {
+    let config = dir.join("shop.toml");
+    std::fs::write(&config, SHOP).expect("write config");
+    let bundle = dir.join("bundle");
+    run(Command::new(bin("train"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--out")
+        .arg(&bundle));
+    bundle
+}
+
+/// Data lines of a CSV output (header dropped).
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .expect("read output")
+        .lines()
+        .skip(1)
+        .map(str::to_string)
+        .collect()
+}
+
+fn infer(args: &[&str], bundle: &Path, out: &Path, env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(bin("infer"));
+    cmd.args(args)
+        .args(["--device", "flex", "--bundle"])
+        .arg(bundle)
+        .arg("--out")
+        .arg(out)
+        .env_remove("JOB_COMPLETION_INDEX")
+        .env_remove("SLURM_ARRAY_TASK_ID")
+        .env_remove("SLURM_ARRAY_TASK_COUNT")
+        .env_remove("SLURM_ARRAY_TASK_MIN")
+        .envs(env.iter().copied());
+    cmd
+}
+
+#[test]
+fn shards_partition_reruns_repeat_and_kills_leave_the_previous_output() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bundle = train(dir.path());
+    let out = |name: &str| dir.path().join(name);
+
+    // Shards: by flag, by Kubernetes' index with --shards, by Slurm's array variables.
+    for (job, key_columns) in [("recommend", 1usize), ("forecast", 2)] {
+        let whole = out(&format!("{job}.csv"));
+        run(&mut infer(&[job], &bundle, &whole, &[]));
+        let all = lines(&whole);
+        assert!(!all.is_empty());
+        let parts = [
+            (out(&format!("{job}-0.csv")), vec!["--shard", "0/3"], vec![]),
+            (
+                out(&format!("{job}-1.csv")),
+                vec!["--shards", "3"],
+                vec![("JOB_COMPLETION_INDEX", "1")],
+            ),
+            (
+                out(&format!("{job}-2.csv")),
+                vec![],
+                vec![
+                    ("SLURM_ARRAY_TASK_ID", "7"),
+                    ("SLURM_ARRAY_TASK_MIN", "5"),
+                    ("SLURM_ARRAY_TASK_COUNT", "3"),
+                ],
+            ),
+        ];
+        let mut union: Vec<String> = Vec::new();
+        let mut owner: BTreeMap<String, usize> = BTreeMap::new();
+        for (k, (path, flags, env)) in parts.iter().enumerate() {
+            let mut args = vec![job];
+            args.extend(flags.iter().copied());
+            let stderr = run(&mut infer(&args, &bundle, path, env));
+            assert!(stderr.contains(&format!("shard {k}/3")), "{stderr}");
+            for line in lines(path) {
+                let key: Vec<&str> = line.split(',').take(key_columns).collect();
+                let key = key.join(",");
+                let first = *owner.entry(key.clone()).or_insert(k);
+                assert_eq!(first, k, "{key} is in shards {first} and {k}");
+                union.push(line);
+            }
+            let manifest: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(path.with_file_name(format!(
+                    "{}.manifest.json",
+                    path.file_name().and_then(|n| n.to_str()).unwrap_or_default()
+                )))
+                .expect("manifest"),
+            )
+            .expect("json");
+            assert_eq!(manifest["shard"], format!("{k}/3"));
+        }
+        let (mut a, mut b) = (all.clone(), union);
+        a.sort();
+        b.sort();
+        assert_eq!(
+            a, b,
+            "{job}: the shards' union differs from the unsharded output"
+        );
+        assert!(
+            owner.values().collect::<BTreeSet<_>>().len() == 3,
+            "a shard is empty"
+        );
+    }
+
+    // Reruns give byte-identical outputs, CSV and Parquet.
+    for name in ["recs.csv", "recs.parquet"] {
+        let (first, second) = (out(&format!("a-{name}")), out(&format!("b-{name}")));
+        run(&mut infer(&["recommend"], &bundle, &first, &[]));
+        run(&mut infer(&["recommend"], &bundle, &second, &[]));
+        assert_eq!(
+            std::fs::read(&first).expect("first"),
+            std::fs::read(&second).expect("second"),
+            "{name}: two runs differ"
+        );
+    }
+
+    // The manifest.
+    let recs = out("a-recs.csv");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out("a-recs.csv.manifest.json")).expect("manifest"))
+            .expect("json");
+    assert_eq!(manifest["job"], "recommend");
+    assert_eq!(manifest["device"], "flex");
+    // Every known customer (the generated shop's 300, less any without a purchase), ten rows each.
+    let customers = manifest["input_rows"].as_u64().unwrap_or(0) as usize;
+    assert!((250..=300).contains(&customers), "{customers} customers");
+    assert_eq!(manifest["rows_written"], lines(&recs).len());
+    assert_eq!(lines(&recs).len(), 10 * customers);
+    assert_eq!(manifest["bundle_checksum"].as_str().map(str::len), Some(64));
+    assert!(manifest["duration_seconds"]
+        .as_f64()
+        .is_some_and(|d| d > 0.0));
+    assert!(manifest["shard"].is_null());
+
+    // Killed mid-write (the write slowed down by fault injection): the previous output stays,
+    // byte for byte, and the unfinished file is only a hidden temporary beside it.
+    let before = std::fs::read(&recs).expect("previous output");
+    let mut child = infer(
+        &["recommend"],
+        &bundle,
+        &recs,
+        &[("SHOPCAST_FAULT_SLOW_WRITE_MS", "20000")],
+    )
+    .spawn()
+    .expect("spawn");
+    let started = Instant::now();
+    let temporary = loop {
+        let found = std::fs::read_dir(dir.path())
+            .expect("list")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .find(|n| n.starts_with(".a-recs.csv.") && n.ends_with(".tmp"));
+        if let Some(name) = found {
+            break name;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the job never started writing"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    child.kill().expect("kill -9");
+    let status = child.wait().expect("wait");
+    assert!(!status.success());
+    assert_eq!(std::fs::read(&recs).expect("output"), before);
+    assert!(dir.path().join(&temporary).exists());
+
+    // Exit codes: 3 for bad input, 4 for a bundle that does not fit the job.
+    let code = |cmd: &mut Command| cmd.output().expect("spawn").status.code();
+    let mut missing = infer(&["recommend"], &bundle, &out("x.csv"), &[]);
+    missing.arg("--customers").arg(out("no-such-file.csv"));
+    assert_eq!(code(&mut missing), Some(3));
+    assert_eq!(
+        code(&mut infer(
+            &["recommend", "--shards", "3"],
+            &bundle,
+            &out("x.csv"),
+            &[]
+        )),
+        Some(3),
+        "--shards without an index"
+    );
+    assert_eq!(
+        code(&mut infer(
+            &["forecast"],
+            &out("no-bundle"),
+            &out("x.csv"),
+            &[]
+        )),
+        Some(4)
+    );
+    // A bundle with only a forecaster cannot recommend.
+    std::fs::remove_file(bundle.join("recommender.bpk")).expect("remove");
+    assert_eq!(
+        code(&mut infer(&["recommend"], &bundle, &out("x.csv"), &[])),
+        Some(4)
+    );
+}

@@ -3,6 +3,7 @@
 //! atomically with a manifest beside its output.
 
 pub mod anomalies;
+pub mod audience;
 pub mod forecast;
 pub mod output;
 pub mod quantiles;
@@ -10,6 +11,7 @@ pub mod recommend;
 pub mod reorder;
 
 pub use anomalies::{anomalies, AnomalyOptions};
+pub use audience::{audience, AudienceOptions};
 pub use forecast::{forecast, ForecastOptions};
 pub use recommend::{recommend, RecommendOptions};
 pub use reorder::{reorder, ReorderOptions};

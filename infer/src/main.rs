@@ -1,6 +1,7 @@
-//! `infer recommend --bundle DIR [--customers FILE] [--top-k K] --out FILE.(csv|parquet) [--shard I/N] [--device D]`
+//! `infer recommend --bundle DIR [--customers FILE] [--new-products FILE] [--exclude FILE] [--top-k K] --out FILE.(csv|parquet) [--shard I/N | --shards N] [--device D]`
 //! `infer forecast  --bundle DIR [--future FILE] [--horizon H] [--aggregate KEY] --out FILE.(csv|parquet) [--shard I/N] [--device D]`
 //! `infer reorder   --bundle DIR --stock FILE [--future FILE] [--service-level P] --out FILE.(csv|parquet) [--device D]`
+//! `infer audience  --bundle DIR (--products FILE | --category NAME) --top N --out FILE.(csv|parquet) [--device D]`
 //! `infer anomalies --bundle DIR [--periods N] [--band P] --out FILE.(csv|parquet) [--shard I/N] [--device D]`
 //!
 //! Exit codes: 0 success, 2 usage error, 3 bad input, 4 bundle missing, corrupt or incompatible,
@@ -11,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use infer::output::{parse_shard, resolve_shard};
-use infer::{AnomalyOptions, ForecastOptions, RecommendOptions, ReorderOptions};
+use infer::{AnomalyOptions, AudienceOptions, ForecastOptions, RecommendOptions, ReorderOptions};
 use shopcast_datasets::DataError;
 use shopcast_model::{BundleError, DeviceChoice};
 
@@ -40,6 +41,10 @@ enum Command {
         new_products: Option<PathBuf>,
         #[arg(long, default_value_t = 10)]
         top_k: usize,
+        /// CSV or Parquet file of products to recommend to no one (out of stock, withdrawn):
+        /// the product id column.
+        #[arg(long)]
+        exclude: Option<PathBuf>,
         /// Output file, `.csv` or `.parquet`.
         #[arg(long)]
         out: PathBuf,
@@ -84,6 +89,28 @@ enum Command {
         /// Service level for rows without one in the stock file.
         #[arg(long, default_value_t = 0.95)]
         service_level: f64,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_parser = parse_device, default_value = "auto")]
+        device: DeviceChoice,
+    },
+    /// The customers most likely to buy given products, or a category, for a campaign.
+    Audience {
+        #[arg(long)]
+        bundle: PathBuf,
+        /// CSV or Parquet file with the product id column: one audience per product.
+        #[arg(
+            long,
+            conflicts_with = "category",
+            required_unless_present = "category"
+        )]
+        products: Option<PathBuf>,
+        /// One audience for the products of this category (the products' primary attribute).
+        #[arg(long)]
+        category: Option<String>,
+        /// Customers per audience.
+        #[arg(long)]
+        top: usize,
         #[arg(long)]
         out: PathBuf,
         #[arg(long, value_parser = parse_device, default_value = "auto")]
@@ -162,6 +189,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             customers,
             new_products,
             top_k,
+            exclude,
             out,
             shard,
             device,
@@ -170,6 +198,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             customers,
             new_products,
             top_k,
+            exclude,
             out,
             shard: shard.resolve()?,
             device,
@@ -203,6 +232,21 @@ fn run(args: Args) -> anyhow::Result<()> {
             stock,
             future,
             service_level,
+            out,
+            device,
+        }),
+        Command::Audience {
+            bundle,
+            products,
+            category,
+            top,
+            out,
+            device,
+        } => infer::audience(&AudienceOptions {
+            bundle,
+            products,
+            category,
+            top,
             out,
             device,
         }),

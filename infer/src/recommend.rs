@@ -33,7 +33,7 @@ use shopcast_model::{
 use crate::output::{check_output_path, finish_output, JobManifest};
 
 /// Working memory of one scoring call, in floats (64 MiB).
-const SCORING_BUDGET_FLOATS: usize = 16 << 20;
+pub(crate) const SCORING_BUDGET_FLOATS: usize = 16 << 20;
 /// New customers fitted per fold-in call (bounds its `[C, P]` working set).
 const FOLD_IN_CHUNK: usize = 256;
 /// Cosine similarity above which "because you bought X" is given.
@@ -51,6 +51,9 @@ pub struct RecommendOptions {
     /// Products not in the bundle, described by their attributes.
     pub new_products: Option<PathBuf>,
     pub top_k: usize,
+    /// Products no one is to be offered (out of stock, discontinued): a file with the product
+    /// id column.
+    pub exclude: Option<PathBuf>,
     pub out: PathBuf,
     pub shard: Option<(u32, u32)>,
     pub device: DeviceChoice,
@@ -75,7 +78,7 @@ fn bundle_invalid(bundle: &Bundle, msg: String) -> anyhow::Error {
     .into()
 }
 
-fn to_vec_f32(t: Tensor<2>) -> Result<Vec<f32>> {
+pub(crate) fn to_vec_f32(t: Tensor<2>) -> Result<Vec<f32>> {
     t.into_data()
         .convert::<f32>()
         .try_into_vec::<f32>()
@@ -291,11 +294,12 @@ impl LoadedRecommender {
     }
 
     /// Top-`k` products for each row of `vectors` (`[C, d]`), skipping each row's `exclude`
-    /// products, best first: `(product, score)` per row.
+    /// products and the `blocked` ones, best first: `(product, score)` per row.
     pub fn top_k_for_vectors(
         &self,
         vectors: Tensor<2>,
         exclude: &[&[u32]],
+        blocked: &[u32],
         catalogue: &Catalogue,
         k: usize,
     ) -> Result<Vec<Vec<(u32, f32)>>> {
@@ -303,7 +307,7 @@ impl LoadedRecommender {
         let rows = exclude.len();
         let mut mask = vec![false; rows * n_p];
         for (row, items) in exclude.iter().enumerate() {
-            for &p in *items {
+            for &p in items.iter().chain(blocked) {
                 if (p as usize) < n_p {
                     mask[row * n_p + p as usize] = true;
                 }
@@ -445,22 +449,22 @@ fn nearest_segment(centroids: &[Vec<f32>], v: &[f32]) -> u32 {
 }
 
 /// One customer to score.
-struct Target {
-    id: String,
+pub(crate) struct Target {
+    pub(crate) id: String,
     /// Index in the bundle; `None` for a new customer.
-    known: Option<u32>,
+    pub(crate) known: Option<u32>,
     /// Products bought (masked from the list and used in reasons).
-    bought: Vec<u32>,
-    viewed: Vec<u32>,
+    pub(crate) bought: Vec<u32>,
+    pub(crate) viewed: Vec<u32>,
     /// Latest purchases, oldest first (the recency term).
-    recent: Vec<u32>,
+    pub(crate) recent: Vec<u32>,
     /// Attribute tokens of a new customer.
-    attributes: Vec<u32>,
+    pub(crate) attributes: Vec<u32>,
 }
 
 /// Adds the recency term (the bundle's weight, each customer's latest purchases; at most as
 /// many as training used) to the vectors of `rows`.
-fn with_recent(
+pub(crate) fn with_recent(
     loaded: &LoadedRecommender,
     u: Tensor<2>,
     rows: &[usize],
@@ -545,8 +549,8 @@ fn read_new_products(
 }
 
 /// Reads the customers to score from `--customers`, or every known customer.
-fn read_targets(
-    opts: &RecommendOptions,
+pub(crate) fn read_targets(
+    customers: Option<&PathBuf>,
     a: &RecommenderArtifacts,
     catalogue: &Catalogue,
     manifest: &mut JobManifest,
@@ -559,7 +563,7 @@ fn read_targets(
         recent: a.recent.get(c as usize).cloned().unwrap_or_default(),
         attributes: Vec::new(),
     };
-    let Some(path) = &opts.customers else {
+    let Some(path) = customers else {
         manifest.input_rows = a.customers.len();
         return Ok((0..a.customers.len() as u32).map(known_target).collect());
     };
@@ -671,6 +675,47 @@ fn read_with_id(
     }
 }
 
+/// Reads a file of product ids (the business's product column, or `product_id`).
+pub(crate) fn read_product_ids(path: &Path, column: &str) -> Result<(Table, String), DataError> {
+    read_with_id(path, column, "product_id", &[])
+}
+
+/// The catalogue indices of the products listed in an exclusion file (by the product id column
+/// of the business's files, or `product_id`); ids not in the catalogue are counted.
+fn read_excluded(
+    path: &Path,
+    a: &RecommenderArtifacts,
+    catalogue: &Catalogue,
+    manifest: &mut JobManifest,
+) -> Result<Vec<u32>, DataError> {
+    let (table, column) = read_product_ids(path, &a.product_column)?;
+    let index: HashMap<&str, u32> = catalogue
+        .ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i as u32))
+        .collect();
+    let mut blocked = Vec::new();
+    let mut unknown = 0usize;
+    for id in table.ids(&column)? {
+        match index.get(id.as_str()) {
+            Some(&p) => blocked.push(p),
+            None => unknown += 1,
+        }
+    }
+    blocked.sort_unstable();
+    blocked.dedup();
+    manifest
+        .counts
+        .insert("excluded_products".into(), blocked.len());
+    if unknown > 0 {
+        manifest
+            .counts
+            .insert("excluded_ids_not_in_catalogue".into(), unknown);
+    }
+    Ok(blocked)
+}
+
 /// One output row of `infer recommend`.
 struct Recommendation<'a> {
     customer: &'a str,
@@ -746,7 +791,11 @@ pub fn recommend(opts: &RecommendOptions) -> Result<JobManifest> {
             opts.top_k
         )));
     }
-    let mut targets = read_targets(opts, a, &catalogue, &mut manifest)?;
+    let blocked = match &opts.exclude {
+        Some(path) => read_excluded(path, a, &catalogue, &mut manifest)?,
+        None => Vec::new(),
+    };
+    let mut targets = read_targets(opts.customers.as_ref(), a, &catalogue, &mut manifest)?;
     if let Some((i, n)) = opts.shard {
         targets.retain(|t| shard_of(&t.id, n) == i);
     }
@@ -799,7 +848,7 @@ pub fn recommend(opts: &RecommendOptions) -> Result<JobManifest> {
             let u = with_recent(&loaded, u, rows, &targets, &catalogue);
             let exclude: Vec<&[u32]> = rows.iter().map(|&i| targets[i].bought.as_slice()).collect();
             let top = loaded
-                .top_k_for_vectors(u, &exclude, &catalogue, opts.top_k)
+                .top_k_for_vectors(u, &exclude, &blocked, &catalogue, opts.top_k)
                 .context("scoring customers")?;
             let mut lines: Vec<Recommendation> = Vec::with_capacity(rows.len() * opts.top_k);
             for ((&i, list), j) in rows.iter().zip(top).zip(k * chunk..) {

@@ -237,6 +237,110 @@ fn shards_partition_reruns_repeat_and_kills_leave_the_previous_output() {
     assert_eq!(std::fs::read(&recs).expect("output"), before);
     assert!(dir.path().join(&temporary).exists());
 
+    // Audience: the customers with the highest score for a product are those whose full
+    // recommendation lists score it highest (the same model, the other way round).
+    let full = out("full.csv");
+    run(&mut infer(
+        &["recommend", "--top-k", "80"],
+        &bundle,
+        &full,
+        &[],
+    ));
+    let full_lines = lines(&full);
+    let product = full_lines[0]
+        .split(',')
+        .nth(2)
+        .expect("product")
+        .to_string();
+    let mut by_score: Vec<(f64, String)> = full_lines
+        .iter()
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .filter(|f| f[2] == product)
+        .map(|f| (f[3].parse().expect("score"), f[0].to_string()))
+        .collect();
+    by_score.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let products_file = out("campaign.csv");
+    std::fs::write(
+        &products_file,
+        format!("product_id\n{product}\nNOT-A-PRODUCT\n"),
+    )
+    .expect("write");
+    let audience = out("audience.csv");
+    let mut cmd = infer(&["audience", "--top", "20"], &bundle, &audience, &[]);
+    cmd.arg("--products").arg(&products_file);
+    run(&mut cmd);
+    let rows: Vec<Vec<String>> = lines(&audience)
+        .iter()
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect();
+    assert_eq!(rows.len(), 20);
+    for (r, row) in rows.iter().enumerate() {
+        assert_eq!(row[0], product);
+        assert_eq!(row[1], (r + 1).to_string());
+        let score: f64 = row[3].parse().expect("score");
+        assert!(
+            (score - by_score[r].0).abs() < 1e-3,
+            "rank {r}: {score} vs {}",
+            by_score[r].0
+        );
+        assert!(!row[4].is_empty(), "no reason");
+    }
+    let ours: BTreeSet<&str> = rows.iter().map(|r| r[2].as_str()).collect();
+    let theirs: BTreeSet<&str> = by_score[..20].iter().map(|(_, c)| c.as_str()).collect();
+    assert!(
+        ours.intersection(&theirs).count() >= 19,
+        "{ours:?} vs {theirs:?}"
+    );
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out("audience.csv.manifest.json")).expect("manifest"),
+    )
+    .expect("json");
+    assert_eq!(manifest["rows_skipped"]["product not in the bundle"], 1);
+    // By category: one audience, labelled with the category.
+    let by_category = out("audience-category.csv");
+    let products = std::fs::read_to_string(dir.path().join("data/products.csv")).expect("products");
+    let header: Vec<&str> = products
+        .lines()
+        .next()
+        .expect("header")
+        .split(',')
+        .collect();
+    let category_at = header
+        .iter()
+        .position(|c| *c == "category")
+        .expect("category column");
+    let category = products
+        .lines()
+        .nth(1)
+        .expect("row")
+        .split(',')
+        .nth(category_at)
+        .expect("category")
+        .to_string();
+    run(&mut infer(
+        &["audience", "--top", "15", "--category", &category],
+        &bundle,
+        &by_category,
+        &[],
+    ));
+    let rows = lines(&by_category);
+    assert_eq!(rows.len(), 15);
+    assert!(rows.iter().all(|l| l.starts_with(&format!("{category},"))));
+
+    // Excluded products (out of stock) are recommended to no one.
+    let exclude = out("out-of-stock.csv");
+    std::fs::write(&exclude, format!("product_id\n{product}\n")).expect("write");
+    let recs_excluded = out("recs-excluded.csv");
+    let mut cmd = infer(&["recommend"], &bundle, &recs_excluded, &[]);
+    cmd.arg("--exclude").arg(&exclude);
+    run(&mut cmd);
+    assert!(lines(&recs)
+        .iter()
+        .any(|l| l.split(',').nth(2) == Some(product.as_str())));
+    assert!(!lines(&recs_excluded)
+        .iter()
+        .any(|l| l.split(',').nth(2) == Some(product.as_str())));
+
     // Exit codes: 3 for bad input, 4 for a bundle that does not fit the job.
     let code = |cmd: &mut Command| cmd.output().expect("spawn").status.code();
     let mut missing = infer(&["recommend"], &bundle, &out("x.csv"), &[]);

@@ -1,0 +1,254 @@
+//! `infer audience`: the customers most likely to buy given products (or any product of a
+//! category), for an email campaign or a push notification.
+//!
+//! Scored the same way as `recommend`, the other way round: one matrix product of all customer
+//! vectors (chunk by chunk, with the recency term) with the chosen products' vectors. Customers
+//! who already bought a product are not in its audience. With `--category`, a customer's score
+//! is that of their best product of the category not bought yet, and the reason is given for
+//! that product.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use polars::prelude::{Column, DataFrame};
+use shopcast_datasets::DataError;
+use shopcast_model::recommender::ids_tensor;
+use shopcast_model::{select_device, DeviceChoice};
+
+use crate::output::{check_output_path, write_output, JobManifest};
+use crate::recommend::{
+    load_recommender, read_targets, to_vec_f32, with_recent, CustomerContext, Explainer,
+    SCORING_BUDGET_FLOATS,
+};
+
+/// Options of `infer audience`.
+#[derive(Debug, Clone)]
+pub struct AudienceOptions {
+    pub bundle: PathBuf,
+    /// A file with the product id column: one audience per product.
+    pub products: Option<PathBuf>,
+    /// One audience for the products whose primary attribute (e.g. category) is this value.
+    pub category: Option<String>,
+    /// Customers per audience.
+    pub top: usize,
+    pub out: PathBuf,
+    pub device: DeviceChoice,
+}
+
+/// A candidate in an audience, ordered so that the heap's top is the weakest kept.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Candidate {
+    score: f32,
+    customer: usize,
+    product: u32,
+}
+
+impl Eq for Candidate {}
+
+impl Ord for Candidate {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // Reversed: a higher score is "less", so the max-heap's top is the lowest score; among
+        // equal scores the larger customer index goes first, keeping the output deterministic.
+        other
+            .score
+            .total_cmp(&self.score)
+            .then(self.customer.cmp(&other.customer))
+    }
+}
+
+impl PartialOrd for Candidate {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Runs `infer audience`.
+pub fn audience(opts: &AudienceOptions) -> Result<JobManifest> {
+    let started = Instant::now();
+    check_output_path(&opts.out)?;
+    if opts.top == 0 {
+        anyhow::bail!(DataError::Invalid("--top must be at least 1".into()));
+    }
+    if opts.products.is_some() == opts.category.is_some() {
+        anyhow::bail!(DataError::Invalid(
+            "give exactly one of --products FILE and --category NAME".into()
+        ));
+    }
+    let selected = select_device(opts.device).map_err(DataError::Invalid)?;
+    if let Some(note) = &selected.note {
+        eprintln!("warning: {note}");
+    }
+    let loaded = load_recommender(&opts.bundle, &selected.device)?;
+    let a = &loaded.artifacts;
+    let mut manifest = JobManifest::new(
+        "audience",
+        &opts.out,
+        &loaded.bundle,
+        &selected.backend.to_string(),
+        None,
+    )?;
+    let catalogue = loaded.catalogue(&[])?;
+
+    // The audiences: (label, products).
+    let groups: Vec<(String, Vec<u32>)> = match (&opts.products, &opts.category) {
+        (Some(path), _) => {
+            let index: std::collections::HashMap<&str, u32> = catalogue
+                .ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| (id.as_str(), i as u32))
+                .collect();
+            let (table, column) = crate::recommend::read_product_ids(path, &a.product_column)?;
+            let mut groups = Vec::new();
+            let mut unknown = 0usize;
+            for id in table.ids(&column)? {
+                match index.get(id.as_str()) {
+                    Some(&p) if !groups.iter().any(|(l, _): &(String, Vec<u32>)| *l == id) => {
+                        groups.push((id, vec![p]))
+                    }
+                    Some(_) => {}
+                    None => unknown += 1,
+                }
+            }
+            manifest.input_rows = groups.len() + unknown;
+            if unknown > 0 {
+                manifest
+                    .rows_skipped
+                    .insert("product not in the bundle".into(), unknown);
+            }
+            if groups.is_empty() {
+                anyhow::bail!(DataError::File {
+                    path: path.clone(),
+                    msg: "none of its products is in the bundle's catalogue".into(),
+                });
+            }
+            groups
+        }
+        (None, Some(name)) => {
+            let products: Vec<u32> = (0..catalogue.len() as u32)
+                .filter(|&p| catalogue.primary[p as usize].as_deref() == Some(name.as_str()))
+                .collect();
+            if products.is_empty() {
+                let mut known: Vec<&str> = catalogue
+                    .primary
+                    .iter()
+                    .filter_map(|c| c.as_deref())
+                    .collect();
+                known.sort_unstable();
+                known.dedup();
+                anyhow::bail!(DataError::Invalid(format!(
+                    "--category {name:?}: no product has it; categories: {}",
+                    known.join(", ")
+                )));
+            }
+            manifest.input_rows = 1;
+            vec![(name.clone(), products)]
+        }
+        (None, None) => unreachable!("checked above"),
+    };
+    let mut selected_products: Vec<u32> = groups.iter().flat_map(|(_, p)| p.clone()).collect();
+    selected_products.sort_unstable();
+    selected_products.dedup();
+    let column_of = |p: u32| selected_products.binary_search(&p).unwrap_or(0);
+    let matrix = {
+        let idx = ids_tensor(&selected_products, &loaded.device);
+        loaded.model.product_matrix(
+            catalogue.matrix.vectors().select(0, idx.clone()),
+            catalogue.matrix.biases().select(0, idx),
+        )
+    };
+
+    let targets = read_targets(None, a, &catalogue, &mut manifest)?;
+    manifest
+        .counts
+        .insert("customers_scored".into(), targets.len());
+    let n_sel = selected_products.len();
+    let chunk = loaded
+        .model
+        .customers_per_chunk(n_sel, SCORING_BUDGET_FLOATS);
+    let mut heaps: Vec<BinaryHeap<Candidate>> = vec![BinaryHeap::new(); groups.len()];
+    let rows: Vec<usize> = (0..targets.len()).collect();
+    for rows in rows.chunks(chunk) {
+        let ids: Vec<u32> = rows.iter().filter_map(|&i| targets[i].known).collect();
+        let u = loaded
+            .model
+            .customer_vectors(ids_tensor(&ids, &loaded.device), &loaded.customer_features);
+        let u = with_recent(&loaded, u, rows, &targets, &catalogue);
+        let scores = to_vec_f32(loaded.model.score_all(u, &matrix)).context("scoring")?;
+        for (r, &i) in rows.iter().enumerate() {
+            let bought = &targets[i].bought;
+            for ((_, products), heap) in groups.iter().zip(heaps.iter_mut()) {
+                let best = products
+                    .iter()
+                    .filter(|p| bought.binary_search(p).is_err())
+                    .map(|&p| (scores[r * n_sel + column_of(p)], p))
+                    .max_by(|x, y| x.0.total_cmp(&y.0).then(y.1.cmp(&x.1)));
+                let Some((score, product)) = best else {
+                    continue;
+                };
+                let c = Candidate {
+                    score,
+                    customer: i,
+                    product,
+                };
+                if heap.len() < opts.top {
+                    heap.push(c);
+                } else if heap.peek().is_some_and(|weakest| c < *weakest) {
+                    heap.pop();
+                    heap.push(c);
+                }
+            }
+        }
+    }
+
+    let explainer = Explainer::new(a, &catalogue);
+    let label_column = if opts.category.is_some() {
+        "category"
+    } else {
+        "product_id"
+    };
+    let (mut c_label, mut c_rank, mut c_customer, mut c_score, mut c_reason) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for ((label, _), heap) in groups.iter().zip(heaps) {
+        for (r, c) in heap.into_sorted_vec().into_iter().enumerate() {
+            let t = &targets[c.customer];
+            let segment = t
+                .known
+                .and_then(|k| a.segments.get(k as usize).copied())
+                .unwrap_or(0);
+            let context = CustomerContext {
+                bought: &t.bought,
+                viewed: &t.viewed,
+                segment,
+            };
+            c_label.push(label.clone());
+            c_rank.push(r as i64 + 1);
+            c_customer.push(t.id.clone());
+            c_score.push(c.score as f64);
+            c_reason.push(explainer.reason(&context, c.product));
+        }
+    }
+    let n = c_label.len();
+    let mut df = DataFrame::new(
+        n,
+        vec![
+            Column::new(label_column.into(), c_label),
+            Column::new("rank".into(), c_rank),
+            Column::new("customer_id".into(), c_customer),
+            Column::new("score".into(), c_score),
+            Column::new("reason".into(), c_reason),
+        ],
+    )?;
+    write_output(&mut df, &opts.out, &mut manifest, started)?;
+    eprintln!(
+        "audience: {} audience(s) of up to {} customers, {} rows written to {}",
+        groups.len(),
+        opts.top,
+        manifest.rows_written,
+        opts.out.display()
+    );
+    Ok(manifest)
+}

@@ -182,9 +182,12 @@ pub fn anomalies(opts: &AnomalyOptions) -> Result<JobManifest> {
         a.quantiles
     ));
     write_output(&mut df, &opts.out, &mut manifest, started)?;
-    eprintln!(
-        "anomalies: {n} of {checked} series-periods outside the band, written to {}",
-        opts.out.display()
+    crate::log::info(
+        "anomalies",
+        &format!(
+            "{n} of {checked} series-periods outside the band, written to {}",
+            opts.out.display()
+        ),
     );
     Ok(manifest)
 }

@@ -79,7 +79,7 @@ pub fn audience(opts: &AudienceOptions) -> Result<JobManifest> {
     }
     let selected = select_device(opts.device).map_err(DataError::Invalid)?;
     if let Some(note) = &selected.note {
-        eprintln!("warning: {note}");
+        crate::log::warn("audience", note);
     }
     let loaded = load_recommender(&opts.bundle, &selected.device)?;
     let a = &loaded.artifacts;
@@ -243,12 +243,15 @@ pub fn audience(opts: &AudienceOptions) -> Result<JobManifest> {
         ],
     )?;
     write_output(&mut df, &opts.out, &mut manifest, started)?;
-    eprintln!(
-        "audience: {} audience(s) of up to {} customers, {} rows written to {}",
-        groups.len(),
-        opts.top,
-        manifest.rows_written,
-        opts.out.display()
+    crate::log::info(
+        "audience",
+        &format!(
+            "{} audience(s) of up to {} customers, {} rows written to {}",
+            groups.len(),
+            opts.top,
+            manifest.rows_written,
+            opts.out.display()
+        ),
     );
     Ok(manifest)
 }

@@ -328,7 +328,7 @@ pub fn open_forecaster(
 ) -> Result<(LoadedForecaster, String)> {
     let selected = select_device(device).map_err(DataError::Invalid)?;
     if let Some(note) = &selected.note {
-        eprintln!("warning: {note}");
+        crate::log::warn("forecast", note);
     }
     let loaded = load_forecaster(bundle, &selected.device)?;
     Ok((loaded, selected.backend.to_string()))
@@ -363,7 +363,7 @@ pub fn forecast(opts: &ForecastOptions) -> Result<JobManifest> {
     let mut assumptions = Vec::new();
     let future = loaded.future_covariates(opts.future.as_ref(), &mut assumptions)?;
     for line in &assumptions {
-        eprintln!("forecast: {line}");
+        crate::log::info("forecast", line);
     }
     let forecasts = loaded.forecast(&series, &future).context("forecasting")?;
     let mut df = match aggregate_key {
@@ -381,12 +381,15 @@ pub fn forecast(opts: &ForecastOptions) -> Result<JobManifest> {
     manifest.assumptions = assumptions;
     manifest.rows_skipped = BTreeMap::new();
     write_output(&mut df, &opts.out, &mut manifest, started)?;
-    eprintln!(
-        "forecast: {} series x {horizon} periods, {} rows written to {} ({:.1}s)",
-        forecasts.len(),
-        manifest.rows_written,
-        opts.out.display(),
-        manifest.duration_seconds
+    crate::log::info(
+        "forecast",
+        &format!(
+            "{} series x {horizon} periods, {} rows written to {} ({:.1}s)",
+            forecasts.len(),
+            manifest.rows_written,
+            opts.out.display(),
+            manifest.duration_seconds
+        ),
     );
     Ok(manifest)
 }

@@ -5,6 +5,7 @@
 pub mod anomalies;
 pub mod audience;
 pub mod forecast;
+pub mod log;
 pub mod output;
 pub mod quantiles;
 pub mod recommend;

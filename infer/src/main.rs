@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use infer::log::{self, LogFormat};
 use infer::output::{parse_shard, resolve_shard};
 use infer::{AnomalyOptions, AudienceOptions, ForecastOptions, RecommendOptions, ReorderOptions};
 use shopcast_datasets::DataError;
@@ -20,8 +21,16 @@ use shopcast_model::{BundleError, DeviceChoice};
 #[derive(Debug, Parser)]
 #[command(name = "infer", version)]
 struct Args {
+    /// `text` (for people) or `json` (one JSON object per stderr line, for log collectors).
+    #[arg(long, global = true, value_parser = parse_log_format, default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `text` or `json`.
+fn parse_log_format(s: &str) -> Result<LogFormat, String> {
+    s.parse()
 }
 
 #[derive(Debug, Subcommand)]
@@ -153,7 +162,7 @@ impl ShardArgs {
         let (shard, from) =
             resolve_shard(self.shard, self.shards, &|name| std::env::var(name).ok())?;
         if let Some((i, n)) = shard {
-            eprintln!("infer: shard {i}/{n} (from {from})");
+            log::info("infer", &format!("shard {i}/{n} (from {from})"));
         }
         Ok(shard)
     }
@@ -166,10 +175,11 @@ fn parse_device(s: &str) -> Result<DeviceChoice, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    log::set_format(args.log_format);
+    let job = args.command.name();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
             let code = if err.chain().any(|e| e.is::<BundleError>()) {
                 4
             } else if err.chain().any(|e| e.is::<DataError>()) {
@@ -177,7 +187,21 @@ fn main() -> ExitCode {
             } else {
                 5
             };
+            log::error(job, &format!("{err:#}"), code);
             ExitCode::from(code)
+        }
+    }
+}
+
+impl Command {
+    /// The subcommand's name, for log lines.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Recommend { .. } => "recommend",
+            Command::Forecast { .. } => "forecast",
+            Command::Audience { .. } => "audience",
+            Command::Reorder { .. } => "reorder",
+            Command::Anomalies { .. } => "anomalies",
         }
     }
 }

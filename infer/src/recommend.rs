@@ -768,7 +768,7 @@ pub fn recommend(opts: &RecommendOptions) -> Result<JobManifest> {
     }
     let selected = select_device(opts.device).map_err(DataError::Invalid)?;
     if let Some(note) = &selected.note {
-        eprintln!("warning: {note}");
+        crate::log::warn("recommend", note);
     }
     let loaded = load_recommender(&opts.bundle, &selected.device)?;
     let a = &loaded.artifacts;
@@ -880,13 +880,16 @@ pub fn recommend(opts: &RecommendOptions) -> Result<JobManifest> {
         }
     }
     finish_output(writer, &opts.out, &mut manifest, started)?;
-    eprintln!(
-        "recommend: {} customers ({} new), {} rows written to {} ({:.1}s)",
-        targets.len(),
-        cold.len(),
-        manifest.rows_written,
-        opts.out.display(),
-        manifest.duration_seconds
+    crate::log::info(
+        "recommend",
+        &format!(
+            "{} customers ({} new), {} rows written to {} ({:.1}s)",
+            targets.len(),
+            cold.len(),
+            manifest.rows_written,
+            opts.out.display(),
+            manifest.duration_seconds
+        ),
     );
     Ok(manifest)
 }

@@ -210,11 +210,14 @@ pub fn reorder(opts: &ReorderOptions) -> Result<JobManifest> {
     manifest.assumptions = assumptions;
     manifest.rows_skipped = skipped;
     write_output(&mut df, &opts.out, &mut manifest, started)?;
-    eprintln!(
-        "reorder: {} order lines written to {} ({} stock rows skipped)",
-        manifest.rows_written,
-        opts.out.display(),
-        manifest.rows_skipped.values().sum::<usize>()
+    crate::log::info(
+        "reorder",
+        &format!(
+            "{} order lines written to {} ({} stock rows skipped)",
+            manifest.rows_written,
+            opts.out.display(),
+            manifest.rows_skipped.values().sum::<usize>()
+        ),
     );
     Ok(manifest)
 }

@@ -341,6 +341,47 @@ fn shards_partition_reruns_repeat_and_kills_leave_the_previous_output() {
         .iter()
         .any(|l| l.split(',').nth(2) == Some(product.as_str())));
 
+    // Machine-read logs: every stderr line is one JSON object; the last one of a failed job is
+    // the error with its exit code.
+    let json_lines = |stderr: &[u8]| -> Vec<serde_json::Value> {
+        String::from_utf8_lossy(stderr)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+            .collect()
+    };
+    let ok = infer(
+        &["forecast", "--log-format", "json"],
+        &bundle,
+        &out("f.csv"),
+        &[],
+    )
+    .output()
+    .expect("spawn");
+    assert!(ok.status.success());
+    let logged = json_lines(&ok.stderr);
+    assert!(logged
+        .iter()
+        .any(|l| l["level"] == "info" && l["job"] == "forecast"));
+    assert!(logged
+        .iter()
+        .all(|l| l["ts"].is_string() && l["msg"].is_string()));
+    let mut failing = infer(
+        &["recommend", "--log-format", "json"],
+        &bundle,
+        &out("x.csv"),
+        &[],
+    );
+    failing.arg("--customers").arg(out("no-such-file.csv"));
+    let failed = failing.output().expect("spawn");
+    assert_eq!(failed.status.code(), Some(3));
+    let last = json_lines(&failed.stderr).pop().expect("a log line");
+    assert_eq!(last["level"], "error");
+    assert_eq!(last["job"], "recommend");
+    assert_eq!(last["exit_code"], 3);
+    assert!(last["msg"]
+        .as_str()
+        .is_some_and(|m| m.contains("no-such-file.csv")));
+
     // Exit codes: 3 for bad input, 4 for a bundle that does not fit the job.
     let code = |cmd: &mut Command| cmd.output().expect("spawn").status.code();
     let mut missing = infer(&["recommend"], &bundle, &out("x.csv"), &[]);

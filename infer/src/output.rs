@@ -31,6 +31,8 @@ pub struct JobManifest {
     /// Assumptions the job made (e.g. future prices when no future file was given).
     pub assumptions: Vec<String>,
     pub duration_seconds: f64,
+    /// The process's peak resident memory so far (Linux `VmHWM`), when the system reports it.
+    pub peak_memory_bytes: Option<u64>,
     pub finished_at: String,
 }
 
@@ -56,6 +58,7 @@ impl JobManifest {
             counts: BTreeMap::new(),
             assumptions: Vec::new(),
             duration_seconds: 0.0,
+            peak_memory_bytes: None,
             finished_at: String::new(),
         })
     }
@@ -110,6 +113,7 @@ pub fn finish_output(
     manifest.rows_written = writer.rows();
     writer.finish()?;
     manifest.duration_seconds = started.elapsed().as_secs_f64();
+    manifest.peak_memory_bytes = peak_memory_bytes();
     manifest.finished_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let path = manifest_path(out);
     let tmp = path.with_extension(format!("json.tmp-{}", std::process::id()));
@@ -118,6 +122,14 @@ pub fn finish_output(
     std::fs::rename(&tmp, &path)
         .with_context(|| format!("moving the manifest into place at {}", path.display()))?;
     Ok(())
+}
+
+/// Peak resident memory of this process (`VmHWM` in `/proc/self/status`; Linux only).
+pub fn peak_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// The shard a job scores: `--shard I/N` when given; else, with `--shards N`, index `I` from

@@ -32,8 +32,11 @@ use shopcast_model::{
 
 use crate::output::{check_output_path, finish_output, JobManifest};
 
-/// Working memory of one scoring call, in floats (64 MiB).
-pub(crate) const SCORING_BUDGET_FLOATS: usize = 16 << 20;
+/// Working memory of one scoring call, in floats (16 MiB): customers per chunk keep the score
+/// matrix about this size. Smaller than it could be on purpose: every chunk's score matrix is a
+/// fresh allocation, and on this project's machines the page faults of a 64 MiB buffer cost
+/// more than the larger matrix product saves (`cargo bench --workspace --bench scoring`).
+pub(crate) const SCORING_BUDGET_FLOATS: usize = 4 << 20;
 /// New customers fitted per fold-in call (bounds its `[C, P]` working set).
 const FOLD_IN_CHUNK: usize = 256;
 /// Cosine similarity above which "because you bought X" is given.
@@ -303,37 +306,9 @@ impl LoadedRecommender {
         catalogue: &Catalogue,
         k: usize,
     ) -> Result<Vec<Vec<(u32, f32)>>> {
-        let n_p = catalogue.len();
-        let rows = exclude.len();
-        let mut mask = vec![false; rows * n_p];
-        for (row, items) in exclude.iter().enumerate() {
-            for &p in items.iter().chain(blocked) {
-                if (p as usize) < n_p {
-                    mask[row * n_p + p as usize] = true;
-                }
-            }
-        }
-        let mask = Tensor::<2, Bool>::from_data(TensorData::new(mask, [rows, n_p]), &self.device);
-        let scores = self
-            .model
-            .score_all(vectors, &catalogue.matrix)
-            .mask_fill(mask, -1.0e30);
-        let (values, indices) = scores.topk_with_indices(k, 1);
-        let values = to_vec_f32(values)?;
-        let indices = indices
-            .into_data()
-            .convert::<i64>()
-            .try_into_vec::<i64>()
-            .map_err(|e| anyhow::anyhow!("reading indices from the device: {e:?}"))?;
-        Ok((0..rows)
-            .map(|row| {
-                (0..k)
-                    .map(|r| (indices[row * k + r] as u32, values[row * k + r]))
-                    // Fewer than k products left that the customer has not bought.
-                    .take_while(|(_, s)| *s > -1.0e29)
-                    .collect()
-            })
-            .collect())
+        self.model
+            .top_k_excluding(vectors, &catalogue.matrix, exclude, blocked, k)
+            .map_err(anyhow::Error::msg)
     }
 }
 

@@ -145,3 +145,26 @@ pub fn seeded_init<T>(device: &Device, seed: u64, init: impl FnOnce() -> T) -> T
     device.seed(seed);
     init()
 }
+
+/// Whether the device's tensors live in host memory (the CPU backends flex and ndarray, with or
+/// without autodiff), so that reading a tensor back is a copy rather than a transfer. Burn 0.22
+/// exposes the backend of a [`Device`] only through its `Debug` form (`Device<Flex(Cpu)>`); a
+/// test pins that form.
+pub fn memory_is_host(device: &Device) -> bool {
+    let name = format!("{device:?}");
+    name.contains("Flex(") || name.contains("NdArray(")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_backends_are_recognised() {
+        assert!(memory_is_host(&Device::flex()));
+        assert!(memory_is_host(&Device::flex().autodiff()));
+        #[allow(deprecated)]
+        let ndarray = Device::ndarray();
+        assert!(memory_is_host(&ndarray));
+    }
+}

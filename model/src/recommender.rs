@@ -16,6 +16,7 @@
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
+use burn::tensor::IndexingUpdateOp;
 
 /// Shapes and sizes of a [`Recommender`]; saved in the bundle to rebuild the model.
 #[derive(Config, Debug)]
@@ -161,6 +162,10 @@ pub struct ProductMatrix {
     vectors: Tensor<2>,
     /// `[1, P]`.
     bias: Tensor<2>,
+    /// `[d + 1, P]`: the vectors with the bias as one more row, so that a customer vector with
+    /// a trailing 1 scores the whole catalogue in one matrix product, without a second pass
+    /// over the score matrix to add the biases.
+    with_bias: Tensor<2>,
     /// `[P, h1]` (NeuMF only).
     mlp_product_part: Option<Tensor<2>>,
 }
@@ -170,6 +175,7 @@ impl ProductMatrix {
     pub fn detach(self) -> Self {
         ProductMatrix {
             transposed: self.transposed.detach(),
+            with_bias: self.with_bias.detach(),
             vectors: self.vectors.detach(),
             bias: self.bias.detach(),
             mlp_product_part: self.mlp_product_part.map(Tensor::detach),
@@ -311,10 +317,12 @@ impl Recommender {
             let w_p = head.mlp[0].weight.val().narrow(0, d, d); // product half of the first layer
             vectors.clone().matmul(w_p)
         });
+        let bias = biases.unsqueeze_dim::<2>(0);
         ProductMatrix {
             transposed: vectors.clone().transpose(),
+            with_bias: Tensor::cat(vec![vectors.clone().transpose(), bias.clone()], 0),
             vectors,
-            bias: biases.unsqueeze_dim::<2>(0),
+            bias,
             mlp_product_part,
         }
     }
@@ -353,11 +361,14 @@ impl Recommender {
 
     /// Scores `[C, P]` of customer vectors `[C, d]` against the whole catalogue.
     pub fn score_all(&self, customers: Tensor<2>, products: &ProductMatrix) -> Tensor<2> {
-        let scores = match &self.neumf {
-            None => customers.matmul(products.transposed.clone()),
-            Some(head) => head.all_scores(customers, products),
-        };
-        scores + products.bias.clone()
+        match &self.neumf {
+            None => {
+                let [c, _] = customers.dims();
+                let ones = Tensor::<2>::ones([c, 1], &customers.device());
+                Tensor::cat(vec![customers, ones], 1).matmul(products.with_bias.clone())
+            }
+            Some(head) => head.all_scores(customers, products) + products.bias.clone(),
+        }
     }
 
     /// Customers per [`Recommender::score_all`] call that keep its working memory near
@@ -502,6 +513,198 @@ impl Recommender {
         }
         start + offset
     }
+}
+
+impl Recommender {
+    /// The `k` best products `(index, score)` per customer `[C, d]`, best first (ties: lower
+    /// index first), leaving out each customer's `lists[c]` and every `blocked` product; fewer
+    /// than `k` when not enough are left.
+    ///
+    /// Burn's `topk` sorts whole rows, which on a 20k-product catalogue costs several times the
+    /// matrix product that made the scores, and its `gather` is slow on the CPU backends. So:
+    /// - on a CPU backend (flex, ndarray), whose tensors live in host memory, the score matrix
+    ///   is read as it is and one pass per row keeps the best `k` allowed products (most scores
+    ///   fall below the k-th best so far at the first comparison);
+    /// - on a GPU, on the device: the score matrix cut into blocks of about sqrt(P) columns, the
+    ///   maximum of every block and the `k + m` blocks with the largest maxima (`m` the longest
+    ///   exclusion list: the best `k` allowed products lie in them, as a product outside them is
+    ///   beaten by `k + m` block maxima of which at most `m` are excluded). Only those blocks'
+    ///   scores, about `(k + m) sqrt(P)` per customer instead of `P`, are read back, and the
+    ///   host picks the best `k` allowed among them. Customers with long exclusion lists get
+    ///   their exclusions written into the score matrix on the device first, so that `k` blocks
+    ///   suffice.
+    pub fn top_k_excluding(
+        &self,
+        customers: Tensor<2>,
+        products: &ProductMatrix,
+        lists: &[&[u32]],
+        blocked: &[u32],
+        k: usize,
+    ) -> Result<Vec<Vec<(u32, f32)>>, String> {
+        let on_host = crate::device::memory_is_host(&customers.device());
+        self.select_top_k(customers, products, lists, blocked, k, on_host)
+    }
+
+    /// [`Recommender::top_k_excluding`] with the path chosen by the caller (the tests run the
+    /// GPU path on the CPU too).
+    fn select_top_k(
+        &self,
+        customers: Tensor<2>,
+        products: &ProductMatrix,
+        lists: &[&[u32]],
+        blocked: &[u32],
+        k: usize,
+        on_host: bool,
+    ) -> Result<Vec<Vec<(u32, f32)>>, String> {
+        let rows = lists.len();
+        let n_p = products.len();
+        if rows == 0 || n_p == 0 || k == 0 {
+            return Ok(vec![Vec::new(); rows]);
+        }
+        let device = customers.device();
+        let mut scores = self.score_all(customers, products);
+        let longest = lists.iter().map(|l| l.len()).max().unwrap_or(0) + blocked.len();
+        // A CPU backend's tensors are in host memory already: read the scores as they are
+        // (one block per row) and select there.
+        let block = if on_host {
+            n_p
+        } else {
+            block_size(n_p, k + longest)
+        };
+        let blocks = n_p.div_ceil(block);
+        let (wide, penalised) = if on_host || (k + longest) * 2 <= blocks {
+            (k + longest, false)
+        } else {
+            let ex = Exclusions::new(lists, blocked, &device);
+            scores = scores.scatter(1, ex.indices, ex.penalties, IndexingUpdateOp::Add);
+            (k.min(blocks), true)
+        };
+        // Held as `TensorData` and borrowed as a slice: on a CPU backend that is the score
+        // matrix itself, no copy.
+        let read = |t: Tensor<2>| -> TensorData { t.into_data().convert::<f32>() };
+        // Per row, the candidate blocks (all of them when the catalogue is read back whole) and
+        // their scores, `block` per candidate block.
+        let (top_blocks, values, wide) = if on_host || wide * block * 2 >= n_p {
+            // Small catalogue, or most blocks needed anyway: read the rows back whole.
+            let padded = pad_columns(scores, blocks * block);
+            let all: Vec<i64> = (0..blocks as i64).collect();
+            (all.repeat(rows), read(padded), blocks)
+        } else {
+            let blocked_scores = pad_columns(scores, blocks * block).reshape([rows, blocks, block]);
+            let maxima = blocked_scores.clone().max_dim(2).reshape([rows, blocks]);
+            let (_, top_blocks) = maxima.topk_with_indices(wide, 1); // [rows, wide]
+            let candidates = blocked_scores.gather(
+                1,
+                top_blocks
+                    .clone()
+                    .reshape([rows, wide, 1])
+                    .expand([rows, wide, block]),
+            );
+            let top_blocks = top_blocks
+                .into_data()
+                .convert::<i64>()
+                .try_into_vec::<i64>()
+                .map_err(|e| format!("reading indices back from the device: {e:?}"))?;
+            (
+                top_blocks,
+                read(candidates.reshape([rows, wide * block])),
+                wide,
+            )
+        };
+        let values = values
+            .as_slice::<f32>()
+            .map_err(|e| format!("reading scores back from the device: {e:?}"))?;
+        let mut blocked_sorted = blocked.to_vec();
+        blocked_sorted.sort_unstable();
+        let order = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        Ok(lists
+            .iter()
+            .enumerate()
+            .map(|(row, own)| {
+                let mut own = own.to_vec();
+                own.sort_unstable();
+                let allowed = |p: u32| {
+                    (p as usize) < n_p
+                        && (penalised
+                            || (own.binary_search(&p).is_err()
+                                && blocked_sorted.binary_search(&p).is_err()))
+                };
+                // The best k so far, kept sorted; most candidates fall below its last.
+                let mut best: Vec<(u32, f32)> = Vec::with_capacity(k + 1);
+                for (j, &b) in top_blocks[row * wide..(row + 1) * wide].iter().enumerate() {
+                    let first = (row * wide + j) * block;
+                    for (offset, &v) in values[first..first + block].iter().enumerate() {
+                        let p = (b as usize * block + offset) as u32;
+                        let candidate = (p, v);
+                        if v <= -1.0e29
+                            || (best.len() == k
+                                && order(&candidate, &best[k - 1]) != std::cmp::Ordering::Less)
+                            || !allowed(p)
+                        {
+                            continue;
+                        }
+                        let at = best.partition_point(|x| order(x, &candidate).is_lt());
+                        best.insert(at, candidate);
+                        best.truncate(k);
+                    }
+                }
+                best
+            })
+            .collect())
+    }
+}
+
+/// `scores` widened to `width` columns with a value below any score (penalised ones included).
+fn pad_columns(scores: Tensor<2>, width: usize) -> Tensor<2> {
+    let [rows, p] = scores.dims();
+    if width <= p {
+        return scores;
+    }
+    let pad = Tensor::<2>::full([rows, width - p], -1.0e38, &scores.device());
+    Tensor::cat(vec![scores, pad], 1)
+}
+
+/// Products to keep out of each customer's list (already bought, out of stock), as a small
+/// `[C, m]` table of product indices and penalties that is added onto the score matrix on the
+/// device: m is the longest list, far smaller than the catalogue, so nothing catalogue-sized
+/// crosses from the host.
+#[derive(Debug, Clone)]
+struct Exclusions {
+    indices: Tensor<2, Int>,
+    penalties: Tensor<2>,
+}
+
+impl Exclusions {
+    /// Each row excludes its own list and every product of `blocked`.
+    fn new(lists: &[&[u32]], blocked: &[u32], device: &Device) -> Self {
+        let rows = lists.len();
+        let width = lists.iter().map(|l| l.len()).max().unwrap_or(0) + blocked.len();
+        let width = width.max(1);
+        // Padding adds 0 to product 0.
+        let mut indices = vec![0i64; rows * width];
+        let mut penalties = vec![0f32; rows * width];
+        for (r, list) in lists.iter().enumerate() {
+            for (j, &p) in list.iter().chain(blocked).enumerate() {
+                indices[r * width + j] = p as i64;
+                penalties[r * width + j] = -1.0e30;
+            }
+        }
+        Exclusions {
+            indices: Tensor::from_data(TensorData::new(indices, [rows, width]), device),
+            penalties: Tensor::from_data(TensorData::new(penalties, [rows, width]), device),
+        }
+    }
+}
+
+/// Columns per block: about sqrt(P) and at least `k`, preferably a divisor of P (padding the
+/// score matrix to whole blocks costs a copy of it).
+fn block_size(p: usize, k: usize) -> usize {
+    let root = ((p as f64).sqrt().ceil() as usize).max(1);
+    let lowest = k.max(1).max(root / 2);
+    (root.max(lowest)..=2 * root.max(lowest))
+        .find(|b| p % b == 0)
+        .or_else(|| (lowest..root).rev().find(|b| p % b == 0))
+        .unwrap_or(root.max(lowest))
 }
 
 #[cfg(test)]
@@ -667,6 +870,63 @@ mod tests {
                     assert!(
                         after < 2,
                         "seed {seed}: chosen product {product} ranks {after}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Every path (short exclusion lists filtered on the host, long ones written into the score
+    /// matrix; a catalogue in whole blocks, padded, or read back whole) gives the plain answer:
+    /// every allowed product's score, sorted.
+    #[test]
+    fn top_k_excluding_matches_a_full_mask_on_both_paths() {
+        for n_p in [3000, 3001, 50] {
+            check_top_k_excluding(9, n_p);
+        }
+    }
+
+    fn check_top_k_excluding(n_c: usize, n_p: usize) {
+        let device = Device::flex();
+        let model = crate::seeded_init(&device, 21, || {
+            RecommenderConfig::new(n_c, n_p, 3, 3)
+                .with_embedding_dim(8)
+                .init(&device)
+        });
+        let cf = features(n_c, 3, &device);
+        let pf = features(n_p, 3, &device);
+        let all: Vec<u32> = (0..n_p as u32).collect();
+        let matrix = model.product_matrix(
+            model.product_vectors(ids_tensor(&all, &device), &pf),
+            model.product_biases(ids_tensor(&all, &device)),
+        );
+        let customers: Vec<u32> = (0..n_c as u32).collect();
+        let u = model.customer_vectors(ids_tensor(&customers, &device), &cf);
+        let full = values(model.score_all(u.clone(), &matrix));
+        for list_len in [3usize, 200] {
+            let lists: Vec<Vec<u32>> = (0..n_c)
+                .map(|c| {
+                    (0..list_len)
+                        .map(|j| ((c * 131 + j * 17) % n_p) as u32)
+                        .collect()
+                })
+                .collect();
+            let refs: Vec<&[u32]> = lists.iter().map(Vec::as_slice).collect();
+            let blocked = [7u32, (n_p - 1) as u32];
+            for on_host in [true, false] {
+                let got = model
+                    .select_top_k(u.clone(), &matrix, &refs, &blocked, 10, on_host)
+                    .expect("scores");
+                for c in 0..n_c {
+                    let mut expected: Vec<(u32, f32)> = (0..n_p as u32)
+                        .filter(|p| !lists[c].contains(p) && !blocked.contains(p))
+                        .map(|p| (p, full[c * n_p + p as usize]))
+                        .collect();
+                    expected.sort_by(|a, b| b.1.total_cmp(&a.1));
+                    expected.truncate(10);
+                    assert_eq!(
+                        got[c], expected,
+                        "customer {c}, lists of {list_len}, host {on_host}"
                     );
                 }
             }

@@ -320,7 +320,9 @@ impl Recommender {
         let bias = biases.unsqueeze_dim::<2>(0);
         ProductMatrix {
             transposed: vectors.clone().transpose(),
-            with_bias: Tensor::cat(vec![vectors.clone().transpose(), bias.clone()], 0),
+            // Built as [P, d + 1] and viewed transposed: the layout the matrix product is
+            // fastest with (the same as `transposed`).
+            with_bias: Tensor::cat(vec![vectors.clone(), bias.clone().transpose()], 1).transpose(),
             vectors,
             bias,
             mlp_product_part,
@@ -631,21 +633,36 @@ impl Recommender {
                 };
                 // The best k so far, kept sorted; most candidates fall below its last.
                 let mut best: Vec<(u32, f32)> = Vec::with_capacity(k + 1);
+                // Scores below this cannot enter (the k-th best so far, once there are k).
+                let mut floor = -1.0e29f32;
                 for (j, &b) in top_blocks[row * wide..(row + 1) * wide].iter().enumerate() {
                     let first = (row * wide + j) * block;
-                    for (offset, &v) in values[first..first + block].iter().enumerate() {
-                        let p = (b as usize * block + offset) as u32;
-                        let candidate = (p, v);
-                        if v <= -1.0e29
-                            || (best.len() == k
-                                && order(&candidate, &best[k - 1]) != std::cmp::Ordering::Less)
-                            || !allowed(p)
-                        {
+                    for (run, chunk) in values[first..first + block].chunks(64).enumerate() {
+                        // A vectorised maximum skips runs of 64 scores that cannot enter.
+                        if chunk.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x)) < floor {
                             continue;
                         }
-                        let at = best.partition_point(|x| order(x, &candidate).is_lt());
-                        best.insert(at, candidate);
-                        best.truncate(k);
+                        for (within, &v) in chunk.iter().enumerate() {
+                            // Ties go on to the full order.
+                            if v < floor || v <= -1.0e29 {
+                                continue;
+                            }
+                            let offset = run * 64 + within;
+                            let p = (b as usize * block + offset) as u32;
+                            let candidate = (p, v);
+                            if (best.len() == k
+                                && order(&candidate, &best[k - 1]) != std::cmp::Ordering::Less)
+                                || !allowed(p)
+                            {
+                                continue;
+                            }
+                            let at = best.partition_point(|x| order(x, &candidate).is_lt());
+                            best.insert(at, candidate);
+                            best.truncate(k);
+                            if best.len() == k {
+                                floor = best[k - 1].1;
+                            }
+                        }
                     }
                 }
                 best

@@ -161,7 +161,10 @@ pub fn audience(opts: &AudienceOptions) -> Result<JobManifest> {
         )
     };
 
+    // `input_rows` stays the products (or category) asked for; the customers are a count.
+    let requested = manifest.input_rows;
     let targets = read_targets(None, a, &catalogue, &mut manifest)?;
+    manifest.input_rows = requested;
     manifest
         .counts
         .insert("customers_scored".into(), targets.len());

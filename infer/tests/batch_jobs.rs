@@ -296,6 +296,10 @@ fn shards_partition_reruns_repeat_and_kills_leave_the_previous_output() {
     )
     .expect("json");
     assert_eq!(manifest["rows_skipped"]["product not in the bundle"], 1);
+    assert_eq!(manifest["input_rows"], 2, "two product rows asked for");
+    assert!(manifest["counts"]["customers_scored"]
+        .as_u64()
+        .is_some_and(|n| n >= 250));
     // By category: one audience, labelled with the category.
     let by_category = out("audience-category.csv");
     let products = std::fs::read_to_string(dir.path().join("data/products.csv")).expect("products");

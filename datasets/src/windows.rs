@@ -114,7 +114,8 @@ pub struct WindowBatch {
     /// `[len, horizon]` scaled anchor forecast the network corrects.
     pub baseline: Vec<f32>,
     /// `[len, horizon, quantiles]` the anchor's own quantile forecast in units (empty without
-    /// exponential smoothing), blended with the network's by [`blend_quantiles`].
+    /// exponential smoothing, and for training windows), blended with the network's by
+    /// [`blend_quantiles`].
     pub anchor_quantiles: Vec<f32>,
     /// `[len, horizon]` scaled target (0 where unknown).
     pub target: Vec<f32>,
@@ -214,9 +215,11 @@ impl WindowSpec {
         let base: Vec<f32> = match series.ets {
             Some(ets) => {
                 let state = ets.state_at(series.target, origin);
-                let q = ets.quantiles_from(&state, self.horizon);
-                for step in &q {
-                    batch.anchor_quantiles.extend_from_slice(step);
+                // The anchor's own quantiles are only blended into forecasts, never trained on.
+                if !with_target {
+                    for step in ets.quantiles_from(&state, self.horizon) {
+                        batch.anchor_quantiles.extend_from_slice(&step);
+                    }
                 }
                 state
                     .forecast(&ets.params, self.horizon)

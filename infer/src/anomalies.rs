@@ -18,7 +18,7 @@ use shopcast_datasets::DataError;
 use shopcast_model::DeviceChoice;
 
 use crate::forecast::{open_forecaster, series_in_shard};
-use crate::output::{check_output_path, write_output, JobManifest};
+use crate::output::{check_output_path, key_columns, write_output, JobManifest};
 use crate::quantiles::normal_quantile;
 
 /// Options of `infer anomalies`.
@@ -145,12 +145,7 @@ pub fn anomalies(opts: &AnomalyOptions) -> Result<JobManifest> {
         }
     }
     let n = dates.len();
-    let mut columns: Vec<Column> = a
-        .key_names
-        .iter()
-        .zip(key_cols)
-        .map(|(name, v)| Column::new(name.as_str().into(), v))
-        .collect();
+    let mut columns = key_columns(&a.key_names, key_cols);
     columns.extend([
         Column::new("date".into(), dates),
         Column::new("actual".into(), actual),

@@ -16,9 +16,9 @@ use anyhow::{Context, Result};
 use polars::prelude::{Column, DataFrame};
 use shopcast_datasets::DataError;
 use shopcast_model::recommender::ids_tensor;
-use shopcast_model::{select_device, DeviceChoice};
+use shopcast_model::DeviceChoice;
 
-use crate::output::{check_output_path, write_output, JobManifest};
+use crate::output::{check_output_path, open_device, write_output, JobManifest};
 use crate::recommend::{
     load_recommender, read_targets, to_vec_f32, with_recent, CustomerContext, Explainer,
     SCORING_BUDGET_FLOATS,
@@ -72,15 +72,12 @@ pub fn audience(opts: &AudienceOptions) -> Result<JobManifest> {
     if opts.top == 0 {
         anyhow::bail!(DataError::Invalid("--top must be at least 1".into()));
     }
+    let exactly_one =
+        || DataError::Invalid("give exactly one of --products FILE and --category NAME".into());
     if opts.products.is_some() == opts.category.is_some() {
-        anyhow::bail!(DataError::Invalid(
-            "give exactly one of --products FILE and --category NAME".into()
-        ));
+        anyhow::bail!(exactly_one());
     }
-    let selected = select_device(opts.device).map_err(DataError::Invalid)?;
-    if let Some(note) = &selected.note {
-        crate::log::warn("audience", note);
-    }
+    let selected = open_device("audience", opts.device)?;
     let loaded = load_recommender(&opts.bundle, &selected.device)?;
     let a = &loaded.artifacts;
     let mut manifest = JobManifest::new(
@@ -147,7 +144,7 @@ pub fn audience(opts: &AudienceOptions) -> Result<JobManifest> {
             manifest.input_rows = 1;
             vec![(name.clone(), products)]
         }
-        (None, None) => unreachable!("checked above"),
+        (None, None) => anyhow::bail!(exactly_one()),
     };
     let mut selected_products: Vec<u32> = groups.iter().flat_map(|(_, p)| p.clone()).collect();
     selected_products.sort_unstable();

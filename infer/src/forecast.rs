@@ -16,11 +16,10 @@ use shopcast_datasets::table::{date_of_day, day_of, Table};
 use shopcast_datasets::windows::{blend_quantiles, SeriesView, WindowBatch};
 use shopcast_datasets::DataError;
 use shopcast_model::{
-    select_device, Bundle, BundleError, DeviceChoice, ForecastInput, ForecasterConfig,
-    ForecasterEnsemble,
+    Bundle, BundleError, DeviceChoice, ForecastInput, ForecasterConfig, ForecasterEnsemble,
 };
 
-use crate::output::{check_output_path, write_output, JobManifest};
+use crate::output::{check_output_path, key_columns, open_device, write_output, JobManifest};
 use crate::quantiles::{period_demand, sum_quantile, PeriodDemand};
 
 /// Options of `infer forecast`.
@@ -326,10 +325,7 @@ pub fn open_forecaster(
     bundle: &std::path::Path,
     device: DeviceChoice,
 ) -> Result<(LoadedForecaster, String)> {
-    let selected = select_device(device).map_err(DataError::Invalid)?;
-    if let Some(note) = &selected.note {
-        crate::log::warn("forecast", note);
-    }
+    let selected = open_device("forecast", device)?;
     let loaded = load_forecaster(bundle, &selected.device)?;
     Ok((loaded, selected.backend.to_string()))
 }
@@ -417,12 +413,7 @@ fn per_series_frame(
             }
         }
     }
-    let mut columns: Vec<Column> = a
-        .key_names
-        .iter()
-        .zip(key_cols)
-        .map(|(name, v)| Column::new(name.as_str().into(), v))
-        .collect();
+    let mut columns = key_columns(&a.key_names, key_cols);
     columns.push(Column::new("date".into(), dates));
     for (q, v) in a.quantiles.iter().zip(q_cols) {
         columns.push(Column::new(

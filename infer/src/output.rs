@@ -64,6 +64,28 @@ impl JobManifest {
     }
 }
 
+/// Picks the device for a job, logging the fallback note (e.g. no GPU for `auto`) as a warning.
+pub fn open_device(
+    job: &str,
+    choice: shopcast_model::DeviceChoice,
+) -> Result<shopcast_model::SelectedDevice> {
+    let selected =
+        shopcast_model::select_device(choice).map_err(shopcast_datasets::DataError::Invalid)?;
+    if let Some(note) = &selected.note {
+        crate::log::warn(job, note);
+    }
+    Ok(selected)
+}
+
+/// Output columns holding the series keys, named as in the business's files.
+pub fn key_columns(names: &[String], values: Vec<Vec<String>>) -> Vec<polars::prelude::Column> {
+    names
+        .iter()
+        .zip(values)
+        .map(|(name, v)| polars::prelude::Column::new(name.as_str().into(), v))
+        .collect()
+}
+
 /// Path of the manifest beside an output file.
 pub fn manifest_path(out: &Path) -> PathBuf {
     let mut name = out

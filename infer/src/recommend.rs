@@ -26,11 +26,11 @@ use shopcast_datasets::table::{AtomicFrameWriter, Table};
 use shopcast_datasets::DataError;
 use shopcast_model::recommender::ids_tensor;
 use shopcast_model::{
-    select_device, Bundle, BundleError, DeviceChoice, EntityFeatures, FoldInConfig, ProductMatrix,
-    Recommender, RecommenderConfig,
+    Bundle, BundleError, DeviceChoice, EntityFeatures, FoldInConfig, ProductMatrix, Recommender,
+    RecommenderConfig,
 };
 
-use crate::output::{check_output_path, finish_output, JobManifest};
+use crate::output::{check_output_path, finish_output, open_device, JobManifest};
 
 /// Working memory of one scoring call, in floats (16 MiB): customers per chunk keep the score
 /// matrix about this size. Smaller than it could be on purpose: every chunk's score matrix is a
@@ -741,10 +741,7 @@ pub fn recommend(opts: &RecommendOptions) -> Result<JobManifest> {
     if opts.top_k == 0 {
         anyhow::bail!(DataError::Invalid("--top-k must be at least 1".into()));
     }
-    let selected = select_device(opts.device).map_err(DataError::Invalid)?;
-    if let Some(note) = &selected.note {
-        crate::log::warn("recommend", note);
-    }
+    let selected = open_device("recommend", opts.device)?;
     let loaded = load_recommender(&opts.bundle, &selected.device)?;
     let a = &loaded.artifacts;
     let mut manifest = JobManifest::new(

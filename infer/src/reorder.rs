@@ -19,7 +19,7 @@ use shopcast_datasets::DataError;
 use shopcast_model::DeviceChoice;
 
 use crate::forecast::open_forecaster;
-use crate::output::{check_output_path, write_output, JobManifest};
+use crate::output::{check_output_path, key_columns, write_output, JobManifest};
 use crate::quantiles::{period_demand, sum_quantile};
 
 /// Options of `infer reorder`.
@@ -193,12 +193,7 @@ pub fn reorder(opts: &ReorderOptions) -> Result<JobManifest> {
         c_demand.push(line.demand_lead_time);
         c_qty.push(line.order_qty);
     }
-    let mut columns: Vec<Column> = a
-        .key_names
-        .iter()
-        .zip(key_cols)
-        .map(|(name, v)| Column::new(name.as_str().into(), v))
-        .collect();
+    let mut columns = key_columns(&a.key_names, key_cols);
     columns.extend([
         Column::new("on_hand".into(), c_on),
         Column::new("lead_time_days".into(), c_lead),

@@ -1,7 +1,7 @@
 //! The recommender's data: interactions loaded from the business's event file, customer and
 //! product attributes turned into feature tokens, and the leave-one-out split.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -98,6 +98,9 @@ pub struct LoadReport {
     /// Rows dropped because their rating was below `rating_threshold`.
     pub below_rating_threshold: usize,
     pub rows_used: usize,
+    /// Rows repeating an earlier row exactly (same customer, product, time and event), collapsed.
+    #[serde(default)]
+    pub duplicate_rows: usize,
     pub pairs: usize,
 }
 
@@ -309,8 +312,11 @@ pub fn load_recommender_data(
         }
     }
 
-    // Deduplicate per customer-product pair: latest timestamp, largest weight.
+    // Deduplicate per customer-product pair: latest timestamp, largest weight. Rows that repeat
+    // an earlier one exactly (an export run twice) are counted for the report.
     let mut by_pair: HashMap<(u32, u32), Pair> = HashMap::new();
+    let mut distinct_rows: HashSet<(u32, u32, i64, u32, bool)> = HashSet::new();
+    let mut duplicate_rows = 0usize;
     for i in 0..events.customer.len() {
         let (Some(c), Some(p)) = (
             customers.get(&events.customer[i]),
@@ -318,6 +324,16 @@ pub fn load_recommender_data(
         ) else {
             continue;
         };
+        let row = (
+            c,
+            p,
+            events.ts[i],
+            events.weight[i].to_bits(),
+            events.is_target[i],
+        );
+        if !distinct_rows.insert(row) {
+            duplicate_rows += 1;
+        }
         let e = by_pair.entry((c, p)).or_insert(Pair {
             customer: c,
             product: p,
@@ -342,6 +358,7 @@ pub fn load_recommender_data(
     pairs.sort_by_key(|p| (p.customer, p.ts, p.product));
     let mut report = events.report;
     report.pairs = pairs.len();
+    report.duplicate_rows = duplicate_rows;
     let first_ts = events.ts.iter().copied().min().unwrap_or(0);
     let last_ts = events.ts.iter().copied().max().unwrap_or(0);
     Ok(RecommenderData {

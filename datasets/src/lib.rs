@@ -13,6 +13,7 @@ pub mod exp_smoothing;
 pub mod interactions;
 pub mod sales;
 pub mod table;
+pub mod table_chunks;
 pub mod vocab;
 pub mod windows;
 

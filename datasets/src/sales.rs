@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{ForecasterSection, LoadedConfig};
 use crate::error::DataError;
-use crate::table::{day_of, FilterReport, Table};
+use crate::table::{day_of, FilterReport};
+use crate::table_chunks::TableChunks;
 use crate::vocab::IdVocab;
 
 /// Counts of what loading did.
@@ -16,6 +17,9 @@ pub struct SalesReport {
     pub rows_read: usize,
     pub filters: Vec<FilterReport>,
     pub negative_targets_dropped: usize,
+    /// Exact copies of earlier rows (daily data without `aggregate`), dropped.
+    #[serde(default)]
+    pub duplicate_rows_dropped: usize,
     pub rows_used: usize,
     pub series_total: usize,
     pub series_kept: usize,
@@ -73,6 +77,77 @@ impl SalesPanel {
     }
 }
 
+/// Data rows per piece when reading a sales file (a few tens of MB of text).
+const SALES_ROWS_PER_PIECE: usize = 250_000;
+
+/// The parsed columns of a sales file, with repeated text (keys, attributes) stored once.
+struct SalesRows {
+    file_row: Vec<usize>,
+    /// Per key column, per row, the index of its value in `key_names`.
+    keys: Vec<Vec<u32>>,
+    key_names: Vec<Vec<String>>,
+    days: Vec<i64>,
+    target: Vec<f64>,
+    /// Per static attribute, per row, the index of its non-empty value in `static_names`.
+    statics: Vec<Vec<Option<u32>>>,
+    static_names: Vec<Vec<String>>,
+    key_index: Vec<HashMap<String, u32>>,
+    static_index: Vec<HashMap<String, u32>>,
+}
+
+fn intern(index: &mut HashMap<String, u32>, names: &mut Vec<String>, value: &str) -> u32 {
+    if let Some(&i) = index.get(value) {
+        return i;
+    }
+    let i = names.len() as u32;
+    names.push(value.to_string());
+    index.insert(value.to_string(), i);
+    i
+}
+
+impl SalesRows {
+    fn new(n_keys: usize, n_statics: usize) -> Self {
+        SalesRows {
+            file_row: Vec::new(),
+            keys: vec![Vec::new(); n_keys],
+            key_names: vec![Vec::new(); n_keys],
+            days: Vec::new(),
+            target: Vec::new(),
+            statics: vec![Vec::new(); n_statics],
+            static_names: vec![Vec::new(); n_statics],
+            key_index: vec![HashMap::new(); n_keys],
+            static_index: vec![HashMap::new(); n_statics],
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.target.len()
+    }
+
+    fn push<'a>(
+        &mut self,
+        file_row: usize,
+        keys: impl Iterator<Item = &'a str>,
+        day: i64,
+        target: f64,
+        statics: impl Iterator<Item = Option<&'a str>>,
+    ) {
+        self.file_row.push(file_row);
+        for (k, v) in keys.enumerate() {
+            let i = intern(&mut self.key_index[k], &mut self.key_names[k], v);
+            self.keys[k].push(i);
+        }
+        self.days.push(day);
+        self.target.push(target);
+        for (c, v) in statics.enumerate() {
+            let i = v
+                .filter(|v| !v.is_empty())
+                .map(|v| intern(&mut self.static_index[c], &mut self.static_names[c], v));
+            self.statics[c].push(i);
+        }
+    }
+}
+
 /// Loads the sales file into a panel.
 pub fn load_sales_panel(
     cfg: &LoadedConfig,
@@ -89,59 +164,92 @@ pub fn load_sales_panel(
     columns.extend(d.filters.iter().map(|f| f.column.clone()));
     let mut seen = std::collections::HashSet::new();
     columns.retain(|c| seen.insert(c.clone()));
-    let mut table = Table::read(&path, &d.sales, &columns)?;
-    let mut report = SalesReport {
-        rows_read: table.len(),
-        ..Default::default()
-    };
-    report.filters = table.apply_filters(&d.filters)?;
-    if table.is_empty() {
+    let mut report = SalesReport::default();
+    let mut rows = SalesRows::new(d.series_keys.len(), d.static_attributes.len());
+    let mut known: Vec<Vec<Option<f64>>> = vec![Vec::new(); d.known_covariates.len()];
+    let mut past: Vec<Vec<Option<f64>>> = vec![Vec::new(); d.past_covariates.len()];
+    // Piece by piece, so that only the parsed columns of the whole history are held, never its
+    // text: a sales file larger than memory comfortably allows still loads.
+    let pieces = TableChunks::open(&path, &d.sales, &columns, &[], SALES_ROWS_PER_PIECE)?;
+    for piece in pieces {
+        let mut table = piece?;
+        report.rows_read += table.len();
+        let dropped = table.apply_filters(&d.filters)?;
+        if report.filters.is_empty() {
+            report.filters = dropped;
+        } else {
+            for (total, f) in report.filters.iter_mut().zip(dropped) {
+                total.dropped += f.dropped;
+            }
+        }
+        let keys: Vec<Vec<String>> = d
+            .series_keys
+            .iter()
+            .map(|k| table.ids(k))
+            .collect::<Result<_, _>>()?;
+        let days = table.timestamps(&d.date, d.date_format.as_deref())?;
+        let target = table.finite_numbers(&d.target)?;
+        let statics: Vec<Vec<Option<String>>> = d
+            .static_attributes
+            .iter()
+            .map(|c| table.strings(c))
+            .collect::<Result<_, _>>()?;
+        for (name, out) in d
+            .known_covariates
+            .iter()
+            .zip(known.iter_mut())
+            .chain(d.past_covariates.iter().zip(past.iter_mut()))
+        {
+            let values = table.numbers(name)?;
+            if let Some(i) = values
+                .iter()
+                .position(|v| v.is_some_and(|x| !x.is_finite()))
+            {
+                return Err(DataError::Value {
+                    path: path.clone(),
+                    row: table.file_row(i),
+                    column: name.clone(),
+                    msg: "expected a finite number".into(),
+                });
+            }
+            out.extend(values);
+        }
+        for (i, y) in target.into_iter().enumerate() {
+            if y < 0.0 && d.negative_targets == "error" {
+                return Err(DataError::Value {
+                    path: path.clone(),
+                    row: table.file_row(i),
+                    column: d.target.clone(),
+                    msg: format!(
+                        "negative value {y}; set `forecaster.data.negative_targets = \"drop\"` to drop returns"
+                    ),
+                });
+            }
+            rows.push(
+                table.file_row(i),
+                keys.iter().map(|k| k[i].as_str()),
+                day_of(days[i]),
+                y,
+                statics.iter().map(|c| c[i].as_deref()),
+            );
+        }
+    }
+    if rows.len() == 0 {
         return Err(DataError::file(
             &path,
             "no rows are left after the configured filters",
         ));
     }
-    let keys: Vec<Vec<String>> = d
-        .series_keys
-        .iter()
-        .map(|k| table.ids(k))
-        .collect::<Result<_, _>>()?;
-    let days: Vec<i64> = table
-        .timestamps(&d.date, d.date_format.as_deref())?
-        .into_iter()
-        .map(day_of)
-        .collect();
-    let target = table.finite_numbers(&d.target)?;
-    let statics: Vec<Vec<Option<String>>> = d
-        .static_attributes
-        .iter()
-        .map(|c| table.strings(c))
-        .collect::<Result<_, _>>()?;
-    let known: Vec<Vec<Option<f64>>> = d
-        .known_covariates
-        .iter()
-        .map(|c| table.numbers(c))
-        .collect::<Result<_, _>>()?;
-    let past: Vec<Vec<Option<f64>>> = d
-        .past_covariates
-        .iter()
-        .map(|c| table.numbers(c))
-        .collect::<Result<_, _>>()?;
-    for (name, cols) in d
-        .known_covariates
-        .iter()
-        .zip(&known)
-        .chain(d.past_covariates.iter().zip(&past))
-    {
-        if let Some(i) = cols.iter().position(|v| v.is_some_and(|x| !x.is_finite())) {
-            return Err(DataError::Value {
-                path: path.clone(),
-                row: table.file_row(i),
-                column: name.clone(),
-                msg: "expected a finite number".into(),
-            });
-        }
-    }
+    let SalesRows {
+        file_row,
+        keys,
+        key_names,
+        days,
+        target,
+        statics,
+        static_names,
+        ..
+    } = rows;
 
     let period_days: i64 = if d.frequency == "weekly" { 7 } else { 1 };
     // Weekly periods start on Mondays (day 4 since 1970-01-01 was a Monday).
@@ -153,36 +261,27 @@ pub fn load_sales_panel(
         }
     };
 
-    let mut keep = vec![true; target.len()];
-    for (i, &y) in target.iter().enumerate() {
-        if y < 0.0 {
-            if d.negative_targets == "error" {
-                return Err(DataError::Value {
-                    path: path.clone(),
-                    row: table.file_row(i),
-                    column: d.target.clone(),
-                    msg: format!(
-                        "negative value {y}; set `forecaster.data.negative_targets = \"drop\"` to drop returns"
-                    ),
-                });
-            }
-            keep[i] = false;
-            report.negative_targets_dropped += 1;
-        }
-    }
+    // Negative targets (returns) are dropped and counted; "error" stopped above.
+    let keep: Vec<bool> = target.iter().map(|&y| y >= 0.0).collect();
+    report.negative_targets_dropped = keep.iter().filter(|k| !**k).count();
 
     // Group rows per series.
-    let mut series_of: HashMap<Vec<&str>, usize> = HashMap::new();
+    let mut series_of: HashMap<Vec<u32>, usize> = HashMap::new();
     let mut series_key_values: Vec<Vec<String>> = Vec::new();
     let mut rows_of: Vec<Vec<usize>> = Vec::new();
     for i in 0..target.len() {
         if !keep[i] {
             continue;
         }
-        let key: Vec<&str> = keys.iter().map(|k| k[i].as_str()).collect();
+        let key: Vec<u32> = keys.iter().map(|k| k[i]).collect();
         let next = series_key_values.len();
         let s = *series_of.entry(key.clone()).or_insert_with(|| {
-            series_key_values.push(key.iter().map(|s| s.to_string()).collect());
+            series_key_values.push(
+                key.iter()
+                    .zip(&key_names)
+                    .map(|(&v, names)| names[v as usize].clone())
+                    .collect(),
+            );
             rows_of.push(Vec::new());
             next
         });
@@ -237,17 +336,13 @@ pub fn load_sales_panel(
         .map(|&s| {
             statics
                 .iter()
-                .map(|col| {
+                .zip(&static_names)
+                .map(|(col, names)| {
                     rows_of[s]
                         .iter()
-                        .filter_map(|&i| {
-                            col[i]
-                                .as_deref()
-                                .filter(|v| !v.is_empty())
-                                .map(|v| (days[i], v))
-                        })
+                        .filter_map(|&i| col[i].map(|v| (days[i], v)))
                         .max_by_key(|(day, _)| *day)
-                        .map(|(_, v)| v.to_string())
+                        .map(|(_, v)| names[v as usize].clone())
                         .unwrap_or_else(|| "(none)".into())
                 })
                 .collect()
@@ -298,20 +393,33 @@ pub fn load_sales_panel(
         let mut seen_period: HashMap<usize, usize> = HashMap::new();
         for &i in &rows_of[s] {
             let t = (period_of(days[i]) - first_period) as usize;
-            if let Some(prev) = seen_period.insert(t, i) {
+            if let Some(&prev) = seen_period.get(&t) {
                 if !d.aggregate && period_days == 1 {
+                    // An exact copy of an earlier row (an export run twice) is dropped and
+                    // counted; a different value for the same date is an error.
+                    let same = target[i] == target[prev]
+                        && known.iter().chain(past.iter()).all(|c| c[i] == c[prev])
+                        && statics.iter().all(|c| c[i] == c[prev]);
+                    if same {
+                        panel.report.duplicate_rows_dropped += 1;
+                        panel.report.rows_used -= 1;
+                        continue;
+                    }
                     return Err(DataError::Value {
                         path: path.clone(),
-                        row: table.file_row(i),
+                        row: file_row[i],
                         column: d.date.clone(),
                         msg: format!(
-                            "series {} has a second row for the same date (first at row {}); \
-                             set `forecaster.data.aggregate = true` to sum such rows",
+                            "series {} has a second row for the same date with other values \
+                             (first at row {}); set `forecaster.data.aggregate = true` to sum \
+                             such rows",
                             kv.join("/"),
-                            table.file_row(prev)
+                            file_row[prev]
                         ),
                     });
                 }
+            } else {
+                seen_period.insert(t, i);
             }
             y[t] = if y[t].is_nan() { 0.0 } else { y[t] } + target[i] as f32;
             for (c, col) in known.iter().chain(past.iter()).enumerate() {

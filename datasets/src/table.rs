@@ -38,8 +38,134 @@ fn check_columns(path: &Path, wanted: &[String], found: &[String]) -> Result<(),
     }
 }
 
-fn polars_err(path: &Path, what: &str, e: PolarsError) -> DataError {
+pub(crate) fn polars_err(path: &Path, what: &str, e: PolarsError) -> DataError {
     DataError::file(path, format!("could not {what}: {e}"))
+}
+
+pub(crate) const CSV_READ_FAILED: &str =
+    "read the CSV file (is it UTF-8 text with a consistent number of fields?)";
+
+pub(crate) fn open_file(path: &Path, what: &str) -> Result<std::fs::File, DataError> {
+    std::fs::File::open(path).map_err(|e| DataError::Io {
+        path: path.to_path_buf(),
+        what: what.into(),
+        source: e,
+    })
+}
+
+/// A data file must exist, be a regular file and hold something.
+pub(crate) fn check_data_file(path: &Path) -> Result<(), DataError> {
+    let meta = std::fs::metadata(path).map_err(|e| DataError::Io {
+        path: path.to_path_buf(),
+        what: "open the data file".into(),
+        source: e,
+    })?;
+    if !meta.is_file() {
+        return Err(DataError::file(path, "is not a regular file"));
+    }
+    if meta.len() == 0 {
+        return Err(DataError::file(path, "the file is empty"));
+    }
+    Ok(())
+}
+
+/// Parquet by extension (`.parquet`, `.pq`); anything else is read as delimited text.
+pub(crate) fn is_parquet(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("parquet") || e.eq_ignore_ascii_case("pq"))
+}
+
+/// The required columns, then the optional ones the file has (`found`), without repeats.
+fn columns_to_keep(required: &[String], optional: &[String], found: &[String]) -> Vec<String> {
+    let mut keep: Vec<String> = required.to_vec();
+    for c in optional {
+        if found.contains(c) && !keep.contains(c) {
+            keep.push(c.clone());
+        }
+    }
+    keep
+}
+
+/// Checks a Parquet file's schema for the required columns; the columns to read.
+pub(crate) fn parquet_columns(
+    path: &Path,
+    reader: &mut ParquetReader<std::fs::File>,
+    required: &[String],
+    optional: &[String],
+) -> Result<Vec<String>, DataError> {
+    let schema = reader
+        .schema()
+        .map_err(|e| polars_err(path, "read the Parquet schema (is the file complete?)", e))?;
+    let found: Vec<String> = schema.iter_names().map(|n| n.to_string()).collect();
+    check_columns(path, required, &found)?;
+    Ok(columns_to_keep(required, optional, &found))
+}
+
+pub(crate) fn check_csv_spec(path: &Path, spec: &FileSpec) -> Result<(), DataError> {
+    if !spec.has_header && spec.column_names.is_empty() {
+        return Err(DataError::file(
+            path,
+            "`has_header = false` needs `column_names` in the config to name the columns",
+        ));
+    }
+    Ok(())
+}
+
+/// Every column is read as text: our own parsers report bad values by row.
+pub(crate) fn csv_options(spec: &FileSpec, separator: u8) -> CsvReadOptions {
+    CsvReadOptions::default()
+        .with_has_header(spec.has_header)
+        .with_infer_schema_length(Some(0))
+        .map_parse_options(|o| o.with_separator(separator).with_missing_is_null(true))
+}
+
+/// Names the columns of a header-less file, checks the required ones are there (with a hint
+/// when the separator looks wrong) and keeps the wanted ones.
+pub(crate) fn csv_columns(
+    path: &Path,
+    spec: &FileSpec,
+    sep: &Separator,
+    mut df: DataFrame,
+    required: &[String],
+    optional: &[String],
+) -> Result<DataFrame, DataError> {
+    if !spec.has_header {
+        if spec.column_names.len() != df.width() {
+            return Err(DataError::file(
+                path,
+                format!(
+                    "the file has {} columns but `column_names` lists {}",
+                    df.width(),
+                    spec.column_names.len()
+                ),
+            ));
+        }
+        df.set_column_names(&spec.column_names)
+            .map_err(|e| polars_err(path, "name the columns", e))?;
+    }
+    let found: Vec<String> = df
+        .get_column_names()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    if found.len() == 1 && required.len() > 1 {
+        let shown = match sep {
+            Separator::Byte(b) => (*b as char).to_string(),
+            Separator::Multi(m) => m.clone(),
+        };
+        return Err(DataError::file(
+            path,
+            format!(
+                "only one column {:?} was found with separator {:?}: is the separator right? (set `separator` in the config)",
+                found[0], shown
+            ),
+        ));
+    }
+    check_columns(path, required, &found)?;
+    let keep = columns_to_keep(required, optional, &found);
+    df.select(keep.iter().map(String::as_str))
+        .map_err(|e| polars_err(path, "select the columns", e))
 }
 
 impl Table {
@@ -55,134 +181,49 @@ impl Table {
         required: &[String],
         optional: &[String],
     ) -> Result<Table, DataError> {
-        let mut wanted: Vec<String> = required.to_vec();
-        for c in optional {
-            if !wanted.contains(c) {
-                wanted.push(c.clone());
-            }
-        }
-        let keep_found = |found: &[String]| -> Vec<String> {
-            wanted
-                .iter()
-                .filter(|c| required.contains(c) || found.contains(c))
-                .cloned()
-                .collect()
-        };
-        let columns = &required;
-        let meta = std::fs::metadata(path).map_err(|e| DataError::Io {
-            path: path.to_path_buf(),
-            what: "open the data file".into(),
-            source: e,
-        })?;
-        if !meta.is_file() {
-            return Err(DataError::file(path, "is not a regular file"));
-        }
-        if meta.len() == 0 {
-            return Err(DataError::file(path, "the file is empty"));
-        }
-        let is_parquet = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| e.eq_ignore_ascii_case("parquet") || e.eq_ignore_ascii_case("pq"));
-        let df = if is_parquet {
-            let file = std::fs::File::open(path).map_err(|e| DataError::Io {
-                path: path.to_path_buf(),
-                what: "open the Parquet file".into(),
-                source: e,
-            })?;
+        check_data_file(path)?;
+        let df = if is_parquet(path) {
+            let file = open_file(path, "open the Parquet file")?;
             let mut reader = ParquetReader::new(file);
-            let schema = reader.schema().map_err(|e| {
-                polars_err(path, "read the Parquet schema (is the file complete?)", e)
-            })?;
-            let found: Vec<String> = schema.iter_names().map(|n| n.to_string()).collect();
-            check_columns(path, columns, &found)?;
-            let columns = keep_found(&found);
-            let df = reader
-                .with_columns(Some(columns.clone()))
+            let columns = parquet_columns(path, &mut reader, required, optional)?;
+            reader
+                .with_columns(Some(columns))
                 .finish()
-                .map_err(|e| polars_err(path, "read the Parquet rows", e))?;
-            (df, columns)
+                .map_err(|e| polars_err(path, "read the Parquet rows", e))?
         } else {
-            if !spec.has_header && spec.column_names.is_empty() {
-                return Err(DataError::file(
-                    path,
-                    "`has_header = false` needs `column_names` in the config to name the columns",
-                ));
-            }
+            check_csv_spec(path, spec)?;
             let sep = csv_separator(path, spec)?;
-            // Every column is read as text; our own parsers report bad values by row.
-            let options = CsvReadOptions::default()
-                .with_has_header(spec.has_header)
-                .with_infer_schema_length(Some(0));
-            let read = match &sep {
-                Separator::Byte(b) => {
-                    let b = *b;
-                    options
-                        .map_parse_options(|o| o.with_separator(b).with_missing_is_null(true))
-                        .try_into_reader_with_file_path(Some(path.to_path_buf()))
-                        .map_err(|e| polars_err(path, "open the CSV file", e))?
-                        .finish()
-                }
+            let df = match &sep {
+                Separator::Byte(b) => csv_options(spec, *b)
+                    .try_into_reader_with_file_path(Some(path.to_path_buf()))
+                    .map_err(|e| polars_err(path, "open the CSV file", e))?
+                    .finish(),
                 Separator::Multi(multi) => {
-                    let (bytes, b) = replace_separator(path, multi)?;
-                    options
-                        .map_parse_options(|o| o.with_separator(b).with_missing_is_null(true))
+                    let bytes = std::fs::read(path).map_err(|e| DataError::Io {
+                        path: path.to_path_buf(),
+                        what: "read the CSV file".into(),
+                        source: e,
+                    })?;
+                    let (bytes, b) = replace_separator(path, &bytes, multi)?;
+                    csv_options(spec, b)
                         .into_reader_with_file_handle(std::io::Cursor::new(bytes))
                         .finish()
                 }
             };
-            let sep_shown = match &sep {
-                Separator::Byte(b) => (*b as char).to_string(),
-                Separator::Multi(m) => m.clone(),
-            };
-            let mut df = read.map_err(|e| {
-                polars_err(
-                    path,
-                    "read the CSV file (is it UTF-8 text with a consistent number of fields?)",
-                    e,
-                )
-            })?;
-            if !spec.has_header {
-                if spec.column_names.len() != df.width() {
-                    return Err(DataError::file(
-                        path,
-                        format!(
-                            "the file has {} columns but `column_names` lists {}",
-                            df.width(),
-                            spec.column_names.len()
-                        ),
-                    ));
-                }
-                df.set_column_names(&spec.column_names)
-                    .map_err(|e| polars_err(path, "name the columns", e))?;
-            }
-            let found: Vec<String> = df
-                .get_column_names()
-                .iter()
-                .map(|n| n.to_string())
-                .collect();
-            if found.len() == 1 && columns.len() > 1 {
-                return Err(DataError::file(
-                    path,
-                    format!(
-                        "only one column {:?} was found with separator {:?}: is the separator right? (set `separator` in the config)",
-                        found[0], sep_shown
-                    ),
-                ));
-            }
-            check_columns(path, columns, &found)?;
-            (df, keep_found(&found))
+            let df = df.map_err(|e| polars_err(path, CSV_READ_FAILED, e))?;
+            csv_columns(path, spec, &sep, df, required, optional)?
         };
-        let (df, columns) = df;
-        let df = df
-            .select(columns.iter().map(String::as_str))
-            .map_err(|e| polars_err(path, "select the columns", e))?;
-        let rows = (1..=df.height()).collect();
-        Ok(Table {
+        Ok(Table::from_frame(path, df, 0))
+    }
+
+    /// A table of rows `first_row + 1 ..` of `path` (1-based data rows).
+    pub(crate) fn from_frame(path: &Path, df: DataFrame, first_row: usize) -> Table {
+        let rows = (first_row + 1..=first_row + df.height()).collect();
+        Table {
             path: path.to_path_buf(),
             df,
             rows,
-        })
+        }
     }
 
     /// Whether the table has a column.
@@ -523,12 +564,12 @@ fn describe_filter(f: &RowFilter) -> String {
 }
 
 /// A CSV field separator: one byte (read by polars directly) or several (`::`).
-enum Separator {
+pub(crate) enum Separator {
     Byte(u8),
     Multi(String),
 }
 
-fn csv_separator(path: &Path, spec: &FileSpec) -> Result<Separator, DataError> {
+pub(crate) fn csv_separator(path: &Path, spec: &FileSpec) -> Result<Separator, DataError> {
     match &spec.separator {
         Some(s) if s == "\\t" || s.eq_ignore_ascii_case("tab") => Ok(Separator::Byte(b'\t')),
         Some(s) if s.len() == 1 => Ok(Separator::Byte(s.as_bytes()[0])),
@@ -547,16 +588,15 @@ fn csv_separator(path: &Path, spec: &FileSpec) -> Result<Separator, DataError> {
     }
 }
 
-/// Reads a file whose separator has several bytes and rewrites it with a single byte that does
-/// not occur in the file (polars splits on one byte only).
-fn replace_separator(path: &Path, sep: &str) -> Result<(Vec<u8>, u8), DataError> {
-    let bytes = std::fs::read(path).map_err(|e| DataError::Io {
-        path: path.to_path_buf(),
-        what: "read the CSV file".into(),
-        source: e,
-    })?;
+/// Rewrites the bytes of a file whose separator has several bytes with a single byte that does
+/// not occur in them (polars splits on one byte only).
+pub(crate) fn replace_separator(
+    path: &Path,
+    bytes: &[u8],
+    sep: &str,
+) -> Result<(Vec<u8>, u8), DataError> {
     let mut present = [false; 256];
-    for &b in &bytes {
+    for &b in bytes {
         present[b as usize] = true;
     }
     // Control characters that text files practically never contain.

@@ -275,3 +275,128 @@ static_attributes = ["category"]
     assert_eq!(category(0), "toys");
     assert_eq!(category(1), "games");
 }
+
+/// A daily sales config over `sales.csv` in `dir`, with extra `[forecaster.data]` lines.
+fn daily_panel(
+    dir: &Path,
+    csv: &str,
+    extra: &str,
+) -> Result<shopcast_datasets::sales::SalesPanel, DataError> {
+    write(dir, "sales.csv", csv);
+    let text = format!(
+        "[business]\nname = \"daily\"\ndata_dir = \".\"\n\n[forecaster.data]\n\
+         sales = {{ path = \"sales.csv\" }}\nseries_keys = [\"sku\"]\ndate = \"day\"\n\
+         target = \"units\"\n{extra}\n"
+    );
+    let path = dir.join("daily.toml");
+    std::fs::write(&path, text).expect("write config");
+    let cfg = shopcast_datasets::ShopConfig::load(&path).expect("config loads");
+    let fc = cfg.config.forecaster.clone().expect("forecaster section");
+    shopcast_datasets::sales::load_sales_panel(&cfg, &fc)
+}
+
+#[test]
+fn text_that_is_not_utf8_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("latin1.csv");
+    // "Café" in Latin-1: 0xE9 is not UTF-8.
+    std::fs::write(&p, b"customer,name\nc1,Caf\xe9\n").expect("write");
+    let e = Table::read(&p, &spec(&p), &cols(&["customer", "name"]))
+        .err()
+        .expect("not UTF-8")
+        .to_string();
+    assert!(e.contains("latin1.csv") && e.contains("UTF-8"), "{e}");
+}
+
+#[test]
+fn truncated_parquet_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("events.parquet");
+    let mut df = polars::prelude::DataFrame::new(
+        3,
+        vec![polars::prelude::Column::new(
+            "customer".into(),
+            ["a", "b", "c"],
+        )],
+    )
+    .expect("frame");
+    shopcast_datasets::table::write_frame_atomic(&mut df, &p).expect("write parquet");
+    let bytes = std::fs::read(&p).expect("read back");
+    std::fs::write(&p, &bytes[..bytes.len() / 2]).expect("truncate");
+    let e = Table::read(&p, &spec(&p), &cols(&["customer"]))
+        .err()
+        .expect("truncated")
+        .to_string();
+    assert!(
+        e.contains("events.parquet") && e.contains("is the file complete"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_directory_is_not_a_data_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("sales.csv");
+    std::fs::create_dir(&p).expect("mkdir");
+    let e = Table::read(&p, &spec(&p), &cols(&["a"]))
+        .err()
+        .expect("directory")
+        .to_string();
+    assert!(
+        e.contains("sales.csv") && e.contains("not a regular file"),
+        "{e}"
+    );
+}
+
+#[test]
+fn nan_and_infinite_targets_name_the_row() {
+    for bad in ["NaN", "inf", "-inf"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let csv = format!("sku,day,units\na,2024-01-01,3\na,2024-01-02,{bad}\n");
+        let e = daily_panel(dir.path(), &csv, "")
+            .err()
+            .expect(bad)
+            .to_string();
+        assert!(
+            e.contains("sales.csv")
+                && e.contains("row 2")
+                && e.contains("units")
+                && e.contains("finite"),
+            "{bad}: {e}"
+        );
+    }
+}
+
+#[test]
+fn negative_targets_are_dropped_and_counted_or_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = "sku,day,units\na,2024-01-01,3\na,2024-01-02,-1\na,2024-01-03,2\n";
+    let panel = daily_panel(dir.path(), csv, "").expect("returns dropped by default");
+    assert_eq!(panel.report.negative_targets_dropped, 1);
+    let e = daily_panel(dir.path(), csv, "negative_targets = \"error\"")
+        .err()
+        .expect("error")
+        .to_string();
+    assert!(
+        e.contains("row 2") && e.contains("negative value -1"),
+        "{e}"
+    );
+}
+
+#[test]
+fn duplicate_rows_are_collapsed_and_counted_and_conflicting_ones_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = "sku,day,units\na,2024-01-01,3\na,2024-01-01,3\na,2024-01-02,2\na,2024-01-02,2\n";
+    let panel = daily_panel(dir.path(), csv, "").expect("exact duplicates collapse");
+    assert_eq!(panel.report.duplicate_rows_dropped, 2);
+    assert_eq!(panel.target[0], vec![3.0, 2.0]);
+    let csv = "sku,day,units\na,2024-01-01,3\na,2024-01-01,4\n";
+    let e = daily_panel(dir.path(), csv, "")
+        .err()
+        .expect("conflict")
+        .to_string();
+    assert!(
+        e.contains("row 2") && e.contains("first at row 1") && e.contains("aggregate"),
+        "{e}"
+    );
+}

@@ -20,7 +20,7 @@ use shopcast_model::DeviceChoice;
 
 use crate::output::{check_output_path, open_device, write_output, JobManifest};
 use crate::recommend::{
-    load_recommender, read_targets, to_vec_f32, with_recent, CustomerContext, Explainer,
+    known_targets, load_recommender, to_vec_f32, with_recent, CustomerContext, Explainer,
     SCORING_BUDGET_FLOATS,
 };
 
@@ -159,9 +159,7 @@ pub fn audience(opts: &AudienceOptions) -> Result<JobManifest> {
     };
 
     // `input_rows` stays the products (or category) asked for; the customers are a count.
-    let requested = manifest.input_rows;
-    let targets = read_targets(None, a, &catalogue, &mut manifest)?;
-    manifest.input_rows = requested;
+    let targets = known_targets(a);
     manifest
         .counts
         .insert("customers_scored".into(), targets.len());

@@ -1,4 +1,4 @@
-//! `infer recommend --bundle DIR [--customers FILE] [--new-products FILE] [--exclude FILE] [--top-k K] --out FILE.(csv|parquet) [--shard I/N | --shards N] [--device D]`
+//! `infer recommend --bundle DIR [--customers FILE] [--new-products FILE] [--exclude FILE] [--top-k K] --out FILE.(csv|parquet) [--shard I/N | --shards N] [--device D] [--piece-rows N]`
 //! `infer forecast  --bundle DIR [--future FILE] [--horizon H] [--aggregate KEY] --out FILE.(csv|parquet) [--shard I/N] [--device D]`
 //! `infer reorder   --bundle DIR --stock FILE [--future FILE] [--service-level P] --out FILE.(csv|parquet) [--device D]`
 //! `infer audience  --bundle DIR (--products FILE | --category NAME) --top N --out FILE.(csv|parquet) [--device D]`
@@ -61,6 +61,9 @@ enum Command {
         shard: ShardArgs,
         #[arg(long, value_parser = parse_device, default_value = "auto")]
         device: DeviceChoice,
+        /// Customers read and scored per piece of the customer list (bounds memory).
+        #[arg(long, default_value_t = infer::recommend::INPUT_PIECE_ROWS)]
+        piece_rows: usize,
     },
     /// Quantile forecasts per series and date for the next horizon.
     Forecast {
@@ -217,6 +220,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             out,
             shard,
             device,
+            piece_rows,
         } => infer::recommend(&RecommendOptions {
             bundle,
             customers,
@@ -226,6 +230,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             out,
             shard: shard.resolve()?,
             device,
+            input_piece_rows: piece_rows,
         }),
         Command::Forecast {
             bundle,

@@ -23,6 +23,7 @@ use shopcast_datasets::artifacts::{files, shard_of, RecommenderArtifacts};
 use shopcast_datasets::config::FileSpec;
 use shopcast_datasets::interactions::{attribute_columns, pad_tokens};
 use shopcast_datasets::table::{AtomicFrameWriter, Table};
+use shopcast_datasets::table_chunks::TableChunks;
 use shopcast_datasets::DataError;
 use shopcast_model::recommender::ids_tensor;
 use shopcast_model::{
@@ -60,7 +61,12 @@ pub struct RecommendOptions {
     pub out: PathBuf,
     pub shard: Option<(u32, u32)>,
     pub device: DeviceChoice,
+    /// Customers read (and scored) per piece of the customer list: bounds memory.
+    pub input_piece_rows: usize,
 }
+
+/// Default customers per piece of a customer list.
+pub const INPUT_PIECE_ROWS: usize = 100_000;
 
 /// A loaded recommender: model, features on the device, and the bundle's side data.
 pub struct LoadedRecommender {
@@ -523,106 +529,180 @@ fn read_new_products(
     Ok(out)
 }
 
-/// Reads the customers to score from `--customers`, or every known customer.
-pub(crate) fn read_targets(
-    customers: Option<&PathBuf>,
-    a: &RecommenderArtifacts,
-    catalogue: &Catalogue,
-    manifest: &mut JobManifest,
-) -> Result<Vec<Target>> {
-    let known_target = |c: u32| Target {
+/// A customer the bundle knows, with their history from the bundle.
+fn known_target(a: &RecommenderArtifacts, c: u32) -> Target {
+    Target {
         id: a.customers.id(c).to_string(),
         known: Some(c),
         bought: a.purchased[c as usize].clone(),
         viewed: a.browsed[c as usize].clone(),
         recent: a.recent.get(c as usize).cloned().unwrap_or_default(),
         attributes: Vec::new(),
-    };
-    let Some(path) = customers else {
-        manifest.input_rows = a.customers.len();
-        return Ok((0..a.customers.len() as u32).map(known_target).collect());
-    };
-    let mut optional = vec![RECENT_ITEMS_COLUMN.to_string()];
-    if let Some(t) = &a.customer_attributes {
-        optional.extend(attribute_columns(t));
     }
-    let (table, id_column) = read_with_id(path, &a.customer_column, "customer_id", &optional)?;
-    let ids = table.ids(&id_column)?;
-    manifest.input_rows = ids.len();
-    let attributes: Vec<Vec<u32>> = match &a.customer_attributes {
-        Some(t) => a.customer_features.encode_rows(&table, t)?,
-        None => vec![Vec::new(); ids.len()],
-    };
-    let recent: Vec<Option<String>> = if table.has_column(RECENT_ITEMS_COLUMN) {
-        table.strings(RECENT_ITEMS_COLUMN)?
-    } else {
-        vec![None; ids.len()]
-    };
-    let product_index: HashMap<&str, u32> = catalogue
-        .ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| (id.as_str(), i as u32))
-        .collect();
-    let mut seen = HashSet::new();
-    let mut targets = Vec::with_capacity(ids.len());
-    let (mut cold, mut unknown_items) = (0usize, 0usize);
-    for ((id, attrs), recent) in ids.into_iter().zip(attributes).zip(recent) {
-        if !seen.insert(id.clone()) {
-            *manifest
-                .rows_skipped
-                .entry("duplicate customer id".into())
-                .or_default() += 1;
-            continue;
+}
+
+/// Every customer the bundle knows.
+pub(crate) fn known_targets(a: &RecommenderArtifacts) -> Vec<Target> {
+    (0..a.customers.len() as u32)
+        .map(|c| known_target(a, c))
+        .collect()
+}
+
+/// Turns the pieces of a `--customers` file into customers to score, remembering across pieces
+/// which customers were already seen (a bit per known customer, a 64-bit fingerprint per new
+/// one) and what was counted.
+struct CustomerListReader<'a> {
+    artifacts: &'a RecommenderArtifacts,
+    id_column: String,
+    product_index: HashMap<&'a str, u32>,
+    seen_known: Vec<bool>,
+    seen_new: HashSet<u64>,
+    duplicates: usize,
+    cold: usize,
+    unknown_items: usize,
+}
+
+impl<'a> CustomerListReader<'a> {
+    fn new(
+        artifacts: &'a RecommenderArtifacts,
+        catalogue: &'a Catalogue,
+        id_column: String,
+    ) -> Self {
+        CustomerListReader {
+            artifacts,
+            id_column,
+            product_index: catalogue
+                .ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| (id.as_str(), i as u32))
+                .collect(),
+            seen_known: vec![false; artifacts.customers.len()],
+            seen_new: HashSet::new(),
+            duplicates: 0,
+            cold: 0,
+            unknown_items: 0,
         }
-        let mut items: Vec<u32> = Vec::new();
-        for item in recent
-            .as_deref()
-            .unwrap_or("")
-            .split(RECENT_ITEMS_SEPARATOR)
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-        {
-            match product_index.get(item) {
-                Some(&p) => items.push(p),
-                None => unknown_items += 1,
+    }
+
+    /// The customers of one piece of the file, duplicates of earlier rows skipped.
+    fn targets(&mut self, table: &Table) -> Result<Vec<Target>, DataError> {
+        let a = self.artifacts;
+        let ids = table.ids(&self.id_column)?;
+        let attributes: Vec<Vec<u32>> = match &a.customer_attributes {
+            Some(t) => a.customer_features.encode_rows(table, t)?,
+            None => vec![Vec::new(); ids.len()],
+        };
+        let recent: Vec<Option<String>> = if table.has_column(RECENT_ITEMS_COLUMN) {
+            table.strings(RECENT_ITEMS_COLUMN)?
+        } else {
+            vec![None; ids.len()]
+        };
+        let mut targets = Vec::with_capacity(ids.len());
+        for ((id, attrs), recent) in ids.into_iter().zip(attributes).zip(recent) {
+            let known = a.customers.get(&id);
+            let first_time = match known {
+                Some(c) => !std::mem::replace(&mut self.seen_known[c as usize], true),
+                None => self.seen_new.insert(fingerprint(&id)),
+            };
+            if !first_time {
+                self.duplicates += 1;
+                continue;
             }
-        }
-        let target = match a.customers.get(&id) {
-            Some(c) => {
-                let mut t = known_target(c);
-                t.recent.extend(items.iter().copied());
-                t.bought.extend(items);
-                t
-            }
-            None => {
-                cold += 1;
-                Target {
-                    id,
-                    known: None,
-                    recent: items.clone(),
-                    bought: items,
-                    viewed: Vec::new(),
-                    attributes: attrs,
+            let mut items: Vec<u32> = Vec::new();
+            for item in recent
+                .as_deref()
+                .unwrap_or("")
+                .split(RECENT_ITEMS_SEPARATOR)
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+            {
+                match self.product_index.get(item) {
+                    Some(&p) => items.push(p),
+                    None => self.unknown_items += 1,
                 }
             }
-        };
-        targets.push(target);
+            let mut target = match known {
+                Some(c) => {
+                    let mut t = known_target(a, c);
+                    t.recent.extend(items.iter().copied());
+                    t.bought.extend(items);
+                    t
+                }
+                None => {
+                    self.cold += 1;
+                    Target {
+                        id,
+                        known: None,
+                        recent: items.clone(),
+                        bought: items,
+                        viewed: Vec::new(),
+                        attributes: attrs,
+                    }
+                }
+            };
+            target.bought.sort_unstable();
+            target.bought.dedup();
+            targets.push(target);
+        }
+        Ok(targets)
     }
-    for t in &mut targets {
-        t.bought.sort_unstable();
-        t.bought.dedup();
+
+    fn report(&self, manifest: &mut JobManifest) {
+        if self.duplicates > 0 {
+            manifest
+                .rows_skipped
+                .insert("duplicate customer id".into(), self.duplicates);
+        }
+        if self.unknown_items > 0 {
+            manifest.counts.insert(
+                "recent items not in the catalogue (ignored)".into(),
+                self.unknown_items,
+            );
+        }
     }
-    manifest
-        .counts
-        .insert("new customers (cold start)".into(), cold);
-    if unknown_items > 0 {
-        manifest.counts.insert(
-            "recent items not in the catalogue (ignored)".into(),
-            unknown_items,
-        );
+}
+
+/// A stable 64-bit fingerprint of an id (SipHash with fixed keys): new customers' ids are
+/// remembered by it, so duplicate detection does not hold every id's text.
+fn fingerprint(id: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    #[allow(deprecated)]
+    let mut h = std::hash::SipHasher::new();
+    id.hash(&mut h);
+    h.finish()
+}
+
+fn file_spec(path: &Path) -> FileSpec {
+    FileSpec {
+        path: path.to_path_buf(),
+        separator: None,
+        has_header: true,
+        column_names: Vec::new(),
     }
-    Ok(targets)
+}
+
+/// Opens a file keyed by the business's id column, or by `fallback` when it lacks that one, to
+/// be read in pieces of `rows_per_piece` rows.
+fn open_with_id(
+    path: &Path,
+    column: &str,
+    fallback: &str,
+    optional: &[String],
+    rows_per_piece: usize,
+) -> Result<(TableChunks, String), DataError> {
+    let spec = file_spec(path);
+    let open = |c: &str| TableChunks::open(path, &spec, &[c.to_string()], optional, rows_per_piece);
+    match open(column) {
+        Ok(t) => Ok((t, column.to_string())),
+        Err(first @ DataError::MissingColumn { .. }) if column != fallback => {
+            match open(fallback) {
+                Ok(t) => Ok((t, fallback.to_string())),
+                Err(_) => Err(first),
+            }
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Reads a file keyed by the business's id column, or by `fallback` when it lacks that one.
@@ -632,12 +712,7 @@ fn read_with_id(
     fallback: &str,
     optional: &[String],
 ) -> Result<(Table, String), DataError> {
-    let spec = FileSpec {
-        path: path.to_path_buf(),
-        separator: None,
-        has_header: true,
-        column_names: Vec::new(),
-    };
+    let spec = file_spec(path);
     match Table::read_with_optional(path, &spec, &[column.to_string()], optional) {
         Ok(t) => Ok((t, column.to_string())),
         Err(first @ DataError::MissingColumn { .. }) if column != fallback => {
@@ -734,12 +809,112 @@ fn recommendation_frame(lines: &[Recommendation<'_>]) -> Result<DataFrame> {
     )?)
 }
 
+/// What scoring a piece of customers needs: the model, the catalogue, the reasons and the
+/// products no one is offered.
+struct ScoringJob<'a> {
+    loaded: &'a LoadedRecommender,
+    catalogue: &'a Catalogue,
+    explainer: Explainer<'a>,
+    blocked: &'a [u32],
+    top_k: usize,
+}
+
+impl ScoringJob<'_> {
+    /// Scores `targets` in chunks on the device and writes their top K rows.
+    fn score(&self, targets: &[Target], writer: &mut AtomicFrameWriter) -> Result<()> {
+        let (loaded, catalogue) = (self.loaded, self.catalogue);
+        let a = &loaded.artifacts;
+        // Known customers' vectors come straight from the model; new customers' from their
+        // attributes and recent items (fitted together, a few floats each).
+        let known: Vec<usize> = (0..targets.len())
+            .filter(|&i| targets[i].known.is_some())
+            .collect();
+        let cold: Vec<usize> = (0..targets.len())
+            .filter(|&i| targets[i].known.is_none())
+            .collect();
+        let cold_vectors = if cold.is_empty() {
+            None
+        } else {
+            let attrs: Vec<Vec<u32>> = cold
+                .iter()
+                .map(|&i| targets[i].attributes.clone())
+                .collect();
+            let recent: Vec<Vec<u32>> = cold.iter().map(|&i| targets[i].bought.clone()).collect();
+            let vectors = loaded
+                .new_customer_vectors(&attrs, &recent, catalogue)
+                .context("placing new customers")?;
+            let flat = to_vec_f32(vectors.clone())?;
+            Some((vectors, flat))
+        };
+        let chunk = loaded
+            .model
+            .customers_per_chunk(catalogue.len(), SCORING_BUDGET_FLOATS);
+        let d = catalogue.dim;
+        for (group, is_new) in [(&known, false), (&cold, true)] {
+            for (k, rows) in group.chunks(chunk).enumerate() {
+                let u = match &cold_vectors {
+                    Some((vectors, _)) if is_new => {
+                        let idx: Vec<u32> = (k * chunk..k * chunk + rows.len())
+                            .map(|x| x as u32)
+                            .collect();
+                        vectors.clone().select(0, ids_tensor(&idx, &loaded.device))
+                    }
+                    _ => {
+                        let ids: Vec<u32> = rows.iter().filter_map(|&i| targets[i].known).collect();
+                        loaded.model.customer_vectors(
+                            ids_tensor(&ids, &loaded.device),
+                            &loaded.customer_features,
+                        )
+                    }
+                };
+                let u = with_recent(loaded, u, rows, targets, catalogue);
+                let exclude: Vec<&[u32]> =
+                    rows.iter().map(|&i| targets[i].bought.as_slice()).collect();
+                let top = loaded
+                    .top_k_for_vectors(u, &exclude, self.blocked, catalogue, self.top_k)
+                    .context("scoring customers")?;
+                let mut lines: Vec<Recommendation> = Vec::with_capacity(rows.len() * self.top_k);
+                for ((&i, list), j) in rows.iter().zip(top).zip(k * chunk..) {
+                    let t = &targets[i];
+                    let segment = match (&cold_vectors, t.known) {
+                        (_, Some(c)) => a.segments.get(c as usize).copied().unwrap_or(0),
+                        (Some((_, flat)), None) => {
+                            nearest_segment(&a.segment_centroids, &flat[j * d..(j + 1) * d])
+                        }
+                        (None, None) => 0,
+                    };
+                    let context = CustomerContext {
+                        bought: &t.bought,
+                        viewed: &t.viewed,
+                        segment,
+                    };
+                    for (r, &(p, score)) in list.iter().enumerate() {
+                        lines.push(Recommendation {
+                            customer: &t.id,
+                            rank: r as i64 + 1,
+                            product: &catalogue.ids[p as usize],
+                            score: score as f64,
+                            reason: self.explainer.reason(&context, p),
+                            segment: segment as i64,
+                        });
+                    }
+                }
+                writer.write(&mut recommendation_frame(&lines)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Runs `infer recommend`.
 pub fn recommend(opts: &RecommendOptions) -> Result<JobManifest> {
     let started = Instant::now();
     check_output_path(&opts.out)?;
     if opts.top_k == 0 {
         anyhow::bail!(DataError::Invalid("--top-k must be at least 1".into()));
+    }
+    if opts.input_piece_rows == 0 {
+        anyhow::bail!(DataError::Invalid("--piece-rows must be at least 1".into()));
     }
     let selected = open_device("recommend", opts.device)?;
     let loaded = load_recommender(&opts.bundle, &selected.device)?;
@@ -767,88 +942,63 @@ pub fn recommend(opts: &RecommendOptions) -> Result<JobManifest> {
         Some(path) => read_excluded(path, a, &catalogue, &mut manifest)?,
         None => Vec::new(),
     };
-    let mut targets = read_targets(opts.customers.as_ref(), a, &catalogue, &mut manifest)?;
-    if let Some((i, n)) = opts.shard {
-        targets.retain(|t| shard_of(&t.id, n) == i);
-    }
-
-    // Known customers' vectors come straight from the model; new customers' from their
-    // attributes and recent items (all fitted in one go, a few floats each).
-    let known: Vec<usize> = (0..targets.len())
-        .filter(|&i| targets[i].known.is_some())
-        .collect();
-    let cold: Vec<usize> = (0..targets.len())
-        .filter(|&i| targets[i].known.is_none())
-        .collect();
-    let cold_vectors = if cold.is_empty() {
-        None
-    } else {
-        let attrs: Vec<Vec<u32>> = cold
-            .iter()
-            .map(|&i| targets[i].attributes.clone())
-            .collect();
-        let recent: Vec<Vec<u32>> = cold.iter().map(|&i| targets[i].bought.clone()).collect();
-        let vectors = loaded
-            .new_customer_vectors(&attrs, &recent, &catalogue)
-            .context("placing new customers")?;
-        let flat = to_vec_f32(vectors.clone())?;
-        Some((vectors, flat))
+    let job = ScoringJob {
+        loaded: &loaded,
+        catalogue: &catalogue,
+        explainer: Explainer::new(a, &catalogue),
+        blocked: &blocked,
+        top_k: opts.top_k,
     };
-    // Each chunk's rows are written as soon as it is scored, so memory does not grow with the
-    // number of customers.
-    let explainer = Explainer::new(a, &catalogue);
     let mut writer = AtomicFrameWriter::create(&opts.out, recommendation_frame(&[])?.schema())?;
-    let chunk = loaded.model.customers_per_chunk(n_p, SCORING_BUDGET_FLOATS);
-    let d = catalogue.dim;
-    for (group, is_new) in [(&known, false), (&cold, true)] {
-        for (k, rows) in group.chunks(chunk).enumerate() {
-            let u = match &cold_vectors {
-                Some((vectors, _)) if is_new => {
-                    let idx: Vec<u32> = (k * chunk..k * chunk + rows.len())
-                        .map(|x| x as u32)
-                        .collect();
-                    vectors.clone().select(0, ids_tensor(&idx, &loaded.device))
-                }
-                _ => {
-                    let ids: Vec<u32> = rows.iter().filter_map(|&i| targets[i].known).collect();
-                    loaded.model.customer_vectors(
-                        ids_tensor(&ids, &loaded.device),
-                        &loaded.customer_features,
-                    )
-                }
-            };
-            let u = with_recent(&loaded, u, rows, &targets, &catalogue);
-            let exclude: Vec<&[u32]> = rows.iter().map(|&i| targets[i].bought.as_slice()).collect();
-            let top = loaded
-                .top_k_for_vectors(u, &exclude, &blocked, &catalogue, opts.top_k)
-                .context("scoring customers")?;
-            let mut lines: Vec<Recommendation> = Vec::with_capacity(rows.len() * opts.top_k);
-            for ((&i, list), j) in rows.iter().zip(top).zip(k * chunk..) {
-                let t = &targets[i];
-                let segment = match (&cold_vectors, t.known) {
-                    (_, Some(c)) => a.segments.get(c as usize).copied().unwrap_or(0),
-                    (Some((_, flat)), None) => {
-                        nearest_segment(&a.segment_centroids, &flat[j * d..(j + 1) * d])
-                    }
-                    (None, None) => 0,
-                };
-                let context = CustomerContext {
-                    bought: &t.bought,
-                    viewed: &t.viewed,
-                    segment,
-                };
-                for (r, &(p, score)) in list.iter().enumerate() {
-                    lines.push(Recommendation {
-                        customer: &t.id,
-                        rank: r as i64 + 1,
-                        product: &catalogue.ids[p as usize],
-                        score: score as f64,
-                        reason: explainer.reason(&context, p),
-                        segment: segment as i64,
-                    });
-                }
+    let (mut scored, mut scored_new) = (0usize, 0usize);
+    // The customers come a piece at a time and each piece's rows are written once scored, so
+    // memory grows neither with the customer list nor with the output.
+    let mut score_piece = |mut targets: Vec<Target>, writer: &mut AtomicFrameWriter| {
+        if let Some((i, n)) = opts.shard {
+            targets.retain(|t| shard_of(&t.id, n) == i);
+        }
+        scored += targets.len();
+        scored_new += targets.iter().filter(|t| t.known.is_none()).count();
+        job.score(&targets, writer)
+    };
+    let piece_rows = opts.input_piece_rows;
+    match &opts.customers {
+        None => {
+            let n = a.customers.len();
+            manifest.input_rows = n;
+            for start in (0..n).step_by(piece_rows) {
+                let targets = (start..(start + piece_rows).min(n))
+                    .map(|c| known_target(a, c as u32))
+                    .collect();
+                score_piece(targets, &mut writer)?;
             }
-            writer.write(&mut recommendation_frame(&lines)?)?;
+            manifest
+                .counts
+                .insert("new customers (cold start)".into(), 0);
+        }
+        Some(path) => {
+            let mut optional = vec![RECENT_ITEMS_COLUMN.to_string()];
+            if let Some(t) = &a.customer_attributes {
+                optional.extend(attribute_columns(t));
+            }
+            let (pieces, id_column) = open_with_id(
+                path,
+                &a.customer_column,
+                "customer_id",
+                &optional,
+                piece_rows,
+            )?;
+            let mut reader = CustomerListReader::new(a, &catalogue, id_column);
+            for piece in pieces {
+                let table = piece?;
+                manifest.input_rows += table.len();
+                let targets = reader.targets(&table)?;
+                score_piece(targets, &mut writer)?;
+            }
+            reader.report(&mut manifest);
+            manifest
+                .counts
+                .insert("new customers (cold start)".into(), reader.cold);
         }
     }
     finish_output(writer, &opts.out, &mut manifest, started)?;
@@ -856,8 +1006,8 @@ pub fn recommend(opts: &RecommendOptions) -> Result<JobManifest> {
         "recommend",
         &format!(
             "{} customers ({} new), {} rows written to {} ({:.1}s)",
-            targets.len(),
-            cold.len(),
+            scored,
+            scored_new,
             manifest.rows_written,
             opts.out.display(),
             manifest.duration_seconds

@@ -93,6 +93,22 @@ fn lines(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Two sorted recommendation outputs with the same customers, ranks, products, reasons and
+/// segments, and scores within float rounding.
+fn assert_same_recommendations(got: &[String], want: &[String], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (g, w) in got.iter().zip(want) {
+        let (g, w): (Vec<&str>, Vec<&str>) = (g.split(',').collect(), w.split(',').collect());
+        let score = |f: &[&str]| f[3].parse::<f64>().unwrap_or(f64::NAN);
+        assert!(
+            g.len() == w.len()
+                && (0..g.len()).all(|i| i == 3 || g[i] == w[i])
+                && (score(&g) - score(&w)).abs() < 1e-5,
+            "{what}: {g:?} vs {w:?}"
+        );
+    }
+}
+
 fn infer(args: &[&str], bundle: &Path, out: &Path, env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(bin("infer"));
     cmd.args(args)
@@ -185,6 +201,104 @@ fn shards_partition_reruns_repeat_and_kills_leave_the_previous_output() {
             "{name}: two runs differ"
         );
     }
+
+    // A customer list read in pieces (CSV and Parquet, pieces of 7 rows) gives what it gives read
+    // in one piece; duplicates are found across pieces.
+    let known_ids: Vec<String> = lines(&out("a-recs.csv"))
+        .iter()
+        .map(|l| l.split(',').next().unwrap_or_default().to_string())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .take(40)
+        .collect();
+    let some_products: Vec<String> = lines(&out("a-recs.csv"))
+        .iter()
+        .take(3)
+        .map(|l| l.split(',').nth(2).unwrap_or_default().to_string())
+        .collect();
+    let mut list = String::from("customer_id,recent_items\n");
+    for (i, id) in known_ids.iter().enumerate() {
+        list.push_str(&format!("{id},\n"));
+        if i % 9 == 0 {
+            list.push_str(&format!("NEW-{i},{}\n", some_products.join("|")));
+            list.push_str(&format!("NEW-PLAIN-{i},\n"));
+        }
+    }
+    list.push_str(&format!("{},\nNEW-0,\n", known_ids[3]));
+    let list_csv = out("list.csv");
+    std::fs::write(&list_csv, &list).expect("write list");
+    let list_rows = list.lines().count() - 1;
+    let mut reference: Option<Vec<String>> = None;
+    for (name, customers, piece_rows) in [
+        ("whole.csv", &list_csv, "100000"),
+        ("pieces.csv", &list_csv, "7"),
+        ("one-by-one.csv", &list_csv, "1"),
+    ] {
+        let path = out(name);
+        let mut cmd = infer(
+            &["recommend", "--piece-rows", piece_rows],
+            &bundle,
+            &path,
+            &[],
+        );
+        cmd.arg("--customers").arg(customers);
+        run(&mut cmd);
+        let mut got = lines(&path);
+        got.sort();
+        assert_eq!(got.len(), 10 * (list_rows - 2), "{name}");
+        match &reference {
+            None => reference = Some(got),
+            // The same rows; scores equal up to float rounding (a matrix product over 7 rows
+            // may sum in another order than one over 100).
+            Some(r) => assert_same_recommendations(&got, r, name),
+        }
+        let manifest: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(out(&format!("{name}.manifest.json"))).expect("manifest"),
+        )
+        .expect("json");
+        assert_eq!(manifest["input_rows"], list_rows, "{name}");
+        assert_eq!(
+            manifest["rows_skipped"]["duplicate customer id"], 2,
+            "{name}"
+        );
+    }
+    // The same list as Parquet, read in pieces of 7 rows.
+    let list_parquet = out("list.parquet");
+    {
+        use polars::prelude::*;
+        let (ids, recent): (Vec<String>, Vec<Option<String>>) = list
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let (id, items) = l.split_once(',').unwrap_or((l, ""));
+                (
+                    id.to_string(),
+                    (!items.is_empty()).then(|| items.to_string()),
+                )
+            })
+            .unzip();
+        let mut df = DataFrame::new(
+            ids.len(),
+            vec![
+                Column::new("customer_id".into(), ids),
+                Column::new("recent_items".into(), recent),
+            ],
+        )
+        .expect("frame");
+        shopcast_datasets::table::write_frame_atomic(&mut df, &list_parquet).expect("parquet");
+    }
+    let from_parquet = out("from-parquet.csv");
+    let mut cmd = infer(
+        &["recommend", "--piece-rows", "7"],
+        &bundle,
+        &from_parquet,
+        &[],
+    );
+    cmd.arg("--customers").arg(&list_parquet);
+    run(&mut cmd);
+    let mut got = lines(&from_parquet);
+    got.sort();
+    assert_same_recommendations(&got, reference.as_deref().unwrap_or_default(), "Parquet");
 
     // The manifest.
     let recs = out("a-recs.csv");
@@ -410,10 +524,77 @@ fn shards_partition_reruns_repeat_and_kills_leave_the_previous_output() {
         )),
         Some(4)
     );
+    // More top-K than products: exit 3, and why.
+    let too_many = infer(
+        &["recommend", "--top-k", "500"],
+        &bundle,
+        &out("x.csv"),
+        &[],
+    )
+    .output()
+    .expect("spawn");
+    let e = String::from_utf8_lossy(&too_many.stderr);
+    assert_eq!(too_many.status.code(), Some(3), "{e}");
+    assert!(
+        e.contains("--top-k 500 is larger than the catalogue (80 products)"),
+        "{e}"
+    );
+
+    // Bundle damage: exit 4 with the file named, and no output written.
+    let refused = |bundle: &Path, job: &str, expect: &str| {
+        let o = infer(&[job], bundle, &out("never.csv"), &[])
+            .output()
+            .expect("spawn");
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(4), "{e}");
+        assert!(e.contains(expect), "{expect:?} not in {e}");
+        assert!(!e.contains("panicked"), "{e}");
+        assert!(!out("never.csv").exists());
+    };
+    let copy = |name: &str| -> PathBuf {
+        let to = out(name);
+        std::fs::create_dir_all(&to).expect("mkdir");
+        for entry in std::fs::read_dir(&bundle).expect("list") {
+            let entry = entry.expect("entry");
+            std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
+        }
+        to
+    };
+    // Truncated weights are caught by their checksum before loading.
+    let truncated = copy("truncated");
+    let weights = truncated.join("forecaster.bpk");
+    let bytes = std::fs::read(&weights).expect("weights");
+    std::fs::write(&weights, &bytes[..bytes.len() / 3]).expect("truncate");
+    refused(
+        &truncated,
+        "forecast",
+        "forecaster.bpk does not match its checksum",
+    );
+    // A model config that does not fit the weights (checksums made to agree, as a hand-edited
+    // or mismatched bundle would have): the weights are refused, not misread.
+    let mismatched = copy("mismatched");
+    let config_path = mismatched.join("recommender.config.json");
+    let config = std::fs::read_to_string(&config_path).expect("config");
+    let config = config.replacen("\"embedding_dim\": 16", "\"embedding_dim\": 24", 1);
+    assert!(config.contains("\"embedding_dim\": 24"), "{config}");
+    std::fs::write(&config_path, &config).expect("write config");
+    let manifest_path = mismatched.join("bundle.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).expect("manifest")).expect("json");
+    manifest["files"]["recommender.config.json"] = serde_json::Value::String({
+        use sha2::Digest;
+        sha2::Sha256::digest(config.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    });
+    std::fs::write(
+        &manifest_path,
+        serde_json::to_vec_pretty(&manifest).expect("encode"),
+    )
+    .expect("write manifest");
+    refused(&mismatched, "recommend", "recommender.bpk");
     // A bundle with only a forecaster cannot recommend.
     std::fs::remove_file(bundle.join("recommender.bpk")).expect("remove");
-    assert_eq!(
-        code(&mut infer(&["recommend"], &bundle, &out("x.csv"), &[])),
-        Some(4)
-    );
+    refused(&bundle, "recommend", "recommender");
 }

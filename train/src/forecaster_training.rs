@@ -30,6 +30,7 @@ use shopcast_datasets::{DataError, LoadedConfig};
 use shopcast_model::losses::pinball;
 use shopcast_model::{DemandForecaster, ForecastInput, ForecasterConfig, ForecasterEnsemble};
 
+use crate::checkpoint::{self, Checkpoints, LoopState};
 use crate::forecast_eval::{moving_average, seasonal_naive, seasonal_scale, ForecastScore};
 use crate::progress::Progress;
 
@@ -213,7 +214,9 @@ struct TrainingData<'a> {
 
 /// Trains one network from `seed`: random windows per series each epoch, Adam on the pinball
 /// loss, early stopping on the validation windows. Returns the best epoch's network, its
-/// validation loss and the epoch.
+/// validation loss and the epoch. The loop is checkpointed like the recommender's (after every
+/// epoch, and after the current step when a stop is requested).
+#[allow(clippy::too_many_arguments)]
 fn train_network(
     data: &TrainingData<'_>,
     model_config: &ForecasterConfig,
@@ -221,7 +224,9 @@ fn train_network(
     device: &Device,
     seed: u64,
     progress: &mut Progress,
-) -> (DemandForecaster, f64, usize) {
+    label: &str,
+    checkpoints: &Checkpoints,
+) -> Result<(DemandForecaster, f64, usize)> {
     let (panel, anchors, spec) = (data.panel, data.anchors, data.spec);
     let h = spec.horizon;
     let plain = device.clone();
@@ -231,19 +236,45 @@ fn train_network(
     let mut optim = AdamConfig::new().init();
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xf0_7eca57);
     let windows_per_epoch = data.trainable.len() * tc.windows_per_series;
-    let (mut best, mut best_loss, mut best_epoch, mut since_best) =
-        (model.valid(), f64::INFINITY, 0, 0);
-    for epoch in 1..=tc.epochs {
-        let mut samples: Vec<(usize, usize)> = Vec::with_capacity(windows_per_epoch);
-        for &s in data.trainable {
-            let (lo, hi) = (spec.min_origin(panel.start[s]), data.val_origin - h);
-            for _ in 0..tc.windows_per_series {
-                samples.push((s, rng.random_range(lo..=hi)));
-            }
+    let steps_per_epoch = windows_per_epoch.div_ceil(tc.batch_size);
+    let mut best = model.valid();
+    let mut samples: Vec<(usize, usize)> = Vec::with_capacity(windows_per_epoch);
+    let mut state = checkpoints.new_state();
+    if let Some(saved) = checkpoints.restore(label, model.clone(), || model_config.init(&plain))? {
+        saved.state.restore_rng(&mut rng)?;
+        samples = saved
+            .state
+            .order
+            .chunks(2)
+            .map(|p| (p[0] as usize, p.get(1).copied().unwrap_or(0) as usize))
+            .collect();
+        (model, optim, state) = (saved.model, saved.optim, saved.state);
+        if let Some(b) = saved.best {
+            best = b;
         }
-        samples.shuffle(&mut rng);
-        let (mut loss_sum, mut loss_n) = (0.0, 0usize);
-        for (step, chunk) in samples.chunks(tc.batch_size).enumerate() {
+    }
+    progress.skip(((state.epoch - 1) * steps_per_epoch + state.next_step) as u64);
+    let save_order = |samples: &[(usize, usize)]| -> Vec<u32> {
+        samples
+            .iter()
+            .flat_map(|&(s, o)| [s as u32, o as u32])
+            .collect()
+    };
+    let epochs_to_run = if state.finished { 0 } else { tc.epochs };
+    for epoch in state.epoch..=epochs_to_run {
+        if state.next_step == 0 {
+            samples.clear();
+            for &s in data.trainable {
+                let (lo, hi) = (spec.min_origin(panel.start[s]), data.val_origin - h);
+                for _ in 0..tc.windows_per_series {
+                    samples.push((s, rng.random_range(lo..=hi)));
+                }
+            }
+            samples.shuffle(&mut rng);
+            (state.loss_sum, state.loss_n) = (0.0, 0);
+        }
+        let first_step = state.next_step;
+        for (step, chunk) in samples.chunks(tc.batch_size).enumerate().skip(first_step) {
             let mut batch = WindowBatch::default();
             for &(s, origin) in chunk {
                 spec.push(&mut batch, &view(panel, anchors, s), origin, true);
@@ -251,13 +282,22 @@ fn train_network(
             let (input, target, mask) = training_input(batch, spec, &train_device);
             let loss = pinball(model.forward_raw(input), target, mask, data.quantiles);
             if step % 10 == 0 {
-                loss_sum += loss.clone().into_scalar::<f32>() as f64;
-                loss_n += 1;
+                state.loss_sum += loss.clone().into_scalar::<f32>() as f64;
+                state.loss_n += 1;
             }
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(tc.learning_rate, model, grads);
-            let shown = loss_sum / loss_n.max(1) as f64;
+            let shown = state.loss_sum / state.loss_n.max(1) as f64;
             progress.step(|| format!("epoch {epoch}/{} loss {shown:.4}", tc.epochs));
+            checkpoint::step_done(label);
+            if checkpoint::stop_requested() && step + 1 < steps_per_epoch {
+                state.next_step = step + 1;
+                state.rng_word_pos = LoopState::rng_position(&rng);
+                state.order = save_order(&samples);
+                checkpoints.save(label, &mut state, &model, &optim, Some(&best))?;
+                progress.finish(&format!("stopped at epoch {epoch}, step {}", step + 1));
+                return Err(checkpoints.interrupted());
+            }
         }
         // Validation: every series' window at the validation origin.
         let snapshot = model.valid();
@@ -275,25 +315,40 @@ fn train_network(
         val_loss /= data.val_series.len().max(1) as f64;
         progress.log(&format!(
             "epoch {epoch}: train loss {:.4}, validation loss {val_loss:.4}",
-            loss_sum / loss_n.max(1) as f64
+            state.loss_sum / state.loss_n.max(1) as f64
         ));
-        if val_loss < best_loss {
-            best_loss = val_loss;
+        let mut stop_early = false;
+        if val_loss < state.best_score.unwrap_or(f64::INFINITY) {
             best = snapshot;
-            best_epoch = epoch;
-            since_best = 0;
+            (state.best_score, state.best_epoch, state.since_best) = (Some(val_loss), epoch, 0);
         } else {
-            since_best += 1;
-            if since_best >= tc.patience {
+            state.since_best += 1;
+            if state.since_best >= tc.patience {
                 progress.log(&format!(
-                    "no improvement for {} epochs: stopping, keeping epoch {best_epoch}",
-                    tc.patience
+                    "no improvement for {} epochs: stopping, keeping epoch {}",
+                    tc.patience, state.best_epoch
                 ));
-                break;
+                stop_early = true;
             }
         }
+        (state.epoch, state.next_step, state.epochs_run) = (epoch + 1, 0, epoch);
+        state.finished = stop_early || epoch == tc.epochs;
+        state.rng_word_pos = LoopState::rng_position(&rng);
+        state.order = Vec::new();
+        checkpoints.save(label, &mut state, &model, &optim, Some(&best))?;
+        if stop_early {
+            break;
+        }
+        if checkpoint::stop_requested() && epoch < tc.epochs {
+            progress.finish(&format!("stopped after epoch {epoch}"));
+            return Err(checkpoints.interrupted());
+        }
     }
-    (best, best_loss, best_epoch)
+    Ok((
+        best,
+        state.best_score.unwrap_or(f64::INFINITY),
+        state.best_epoch,
+    ))
 }
 
 /// Trains, backtests and packages the forecaster.
@@ -302,6 +357,7 @@ pub fn train_forecaster(
     sec: &ForecasterSection,
     device: &Device,
     seed: u64,
+    checkpoints: &Checkpoints,
 ) -> Result<ForecasterOutcome> {
     let panel = load_sales_panel(cfg, sec)?;
     let m = &sec.model;
@@ -319,13 +375,14 @@ pub fn train_forecaster(
     .with_ensemble(sec.training.ensemble);
     let (h, t_all, folds) = (m.horizon, panel.periods, tc.backtest_folds);
     eprintln!(
-        "forecaster: {} series ({} in the file), {} periods from day {}; {} rows read, {} negative targets dropped",
+        "forecaster: {} series ({} in the file), {} periods from day {}; {} rows read, {} negative targets dropped, {} duplicate rows dropped",
         panel.len(),
         panel.report.series_total,
         t_all,
         shopcast_datasets::table::date_of_day(panel.first_day),
         panel.report.rows_read,
-        panel.report.negative_targets_dropped
+        panel.report.negative_targets_dropped,
+        panel.report.duplicate_rows_dropped
     );
     for f in &panel.report.filters {
         eprintln!("forecaster: filter {} dropped {} rows", f.filter, f.dropped);
@@ -436,7 +493,13 @@ pub fn train_forecaster(
             device,
             member_seed,
             &mut progress,
-        );
+            &if tc.ensemble == 1 {
+                "forecaster".to_string()
+            } else {
+                format!("forecaster-{member}")
+            },
+            checkpoints,
+        )?;
         members.push(net);
         best_loss += loss / tc.ensemble as f64;
         best_epoch = best_epoch.max(epoch);

@@ -3,6 +3,7 @@
 //!
 //! The binary (`src/main.rs`) only parses the command line and maps errors to exit codes.
 
+pub mod checkpoint;
 pub mod forecast_eval;
 pub mod forecaster_training;
 pub mod progress;
@@ -11,4 +12,5 @@ pub mod recommender_training;
 pub mod run;
 pub mod segments;
 
+pub use checkpoint::{CannotResume, Interrupted};
 pub use run::{run, Only, QualityGateFailed, TrainOptions, TrainSummary};

@@ -1,8 +1,9 @@
 //! `train --config FILE [--device auto|flex|ndarray|wgpu] [--only recommender|forecaster]
-//!        [--out DIR] [--seed N] [--data-dir DIR]`
+//!        [--out DIR] [--seed N] [--data-dir DIR] [--resume]`
 //!
-//! Exit codes: 0 success, 2 usage error, 3 bad input (config or data), 4 bundle error,
-//! 5 runtime failure, 6 the bundle was written but failed its quality gate.
+//! Exit codes: 0 success, 2 usage error, 3 bad input (config or data, or nothing to resume),
+//! 4 bundle error, 5 runtime failure, 6 the bundle was written but failed its quality gate,
+//! 130 interrupted by SIGINT/SIGTERM after writing a checkpoint (`--resume` continues).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,7 +11,7 @@ use std::process::ExitCode;
 use clap::{Parser, ValueEnum};
 use shopcast_datasets::DataError;
 use shopcast_model::{BundleError, DeviceChoice};
-use train::{Only, QualityGateFailed, TrainOptions};
+use train::{CannotResume, Interrupted, Only, QualityGateFailed, TrainOptions};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum OnlyArg {
@@ -40,6 +41,10 @@ struct Args {
     /// Data directory; overrides `business.data_dir` and the SHOPCAST_DATA_DIR variable.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Continue an interrupted run from the checkpoint beside the bundle (`<out>.checkpoint/`);
+    /// the same config, seed, device and data give the same model as an uninterrupted run.
+    #[arg(long)]
+    resume: bool,
 }
 
 /// `auto`, `flex`, `ndarray` or `wgpu`.
@@ -49,6 +54,9 @@ fn parse_device(s: &str) -> Result<DeviceChoice, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Err(e) = train::checkpoint::stop_on_signals() {
+        eprintln!("warning: cannot catch SIGINT/SIGTERM ({e}): an interrupted run will not save a checkpoint");
+    }
     let opts = TrainOptions {
         config: args.config,
         device: args.device,
@@ -59,14 +67,20 @@ fn main() -> ExitCode {
         out: args.out,
         seed: args.seed,
         data_dir: args.data_dir,
+        resume: args.resume,
     };
     match train::run(&opts) {
         Ok(_) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
-            let code = if err.chain().any(|e| e.is::<QualityGateFailed>()) {
+            let code = if err.chain().any(|e| e.is::<Interrupted>()) {
+                130
+            } else if err.chain().any(|e| e.is::<QualityGateFailed>()) {
                 6
-            } else if err.chain().any(|e| e.is::<DataError>()) {
+            } else if err
+                .chain()
+                .any(|e| e.is::<DataError>() || e.is::<CannotResume>())
+            {
                 3
             } else if err.chain().any(|e| e.is::<BundleError>()) {
                 4

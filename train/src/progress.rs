@@ -12,6 +12,8 @@ pub struct Progress {
     label: String,
     total: u64,
     done: u64,
+    /// Steps done before a resume (not timed by this run).
+    skipped: u64,
     started: Instant,
     last_line: Instant,
 }
@@ -35,8 +37,19 @@ impl Progress {
             label: label.to_string(),
             total,
             done: 0,
+            skipped: 0,
             started: Instant::now(),
             last_line: Instant::now(),
+        }
+    }
+
+    /// Steps already done by the run this one resumes.
+    pub fn skip(&mut self, steps: u64) {
+        let steps = steps.min(self.total);
+        self.done += steps;
+        self.skipped += steps;
+        if let Some(bar) = &self.bar {
+            bar.set_position(self.done);
         }
     }
 
@@ -51,7 +64,8 @@ impl Progress {
         } else if self.last_line.elapsed() > Duration::from_secs(10) {
             self.last_line = Instant::now();
             let elapsed = self.started.elapsed().as_secs_f64();
-            let eta = elapsed / self.done as f64 * (self.total.saturating_sub(self.done)) as f64;
+            let timed = (self.done - self.skipped).max(1);
+            let eta = elapsed / timed as f64 * (self.total.saturating_sub(self.done)) as f64;
             eprintln!(
                 "{}: {}/{} steps, {} (ETA {:.0}s)",
                 self.label,

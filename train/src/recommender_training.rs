@@ -18,6 +18,7 @@ use shopcast_model::recommender::ids_tensor;
 use shopcast_model::recommender::ProductMatrix;
 use shopcast_model::{EntityFeatures, InteractionBatch, Recommender, RecommenderConfig};
 
+use crate::checkpoint::{self, Checkpoints, LoopState};
 use crate::progress::Progress;
 use crate::ranking::{build_cases, evaluate, full_ndcg, DenseScores, ItemKnn, Popularity};
 use crate::segments::kmeans;
@@ -226,6 +227,7 @@ pub fn train_recommender(
     sec: &RecommenderSection,
     device: &Device,
     seed: u64,
+    checkpoints: &Checkpoints,
 ) -> Result<RecommenderOutcome> {
     let data = load_recommender_data(cfg, sec)?;
     let tc = RecommenderTrainingConfig::from_section(sec, seed);
@@ -233,11 +235,12 @@ pub fn train_recommender(
     let n_c = data.customers.len();
     let n_p = data.products.len();
     eprintln!(
-        "recommender: {} customers, {} products, {} interactions ({} rows read); {} training pairs, {} held-out customers",
+        "recommender: {} customers, {} products, {} interactions ({} rows read, {} exact duplicate rows collapsed); {} training pairs, {} held-out customers",
         n_c,
         n_p,
         data.pairs.len(),
         data.report.rows_read,
+        data.report.duplicate_rows,
         split.train.len(),
         split.test.len()
     );
@@ -308,6 +311,7 @@ pub fn train_recommender(
         (&cf, &pf),
         device,
         "recommender",
+        checkpoints,
     )?;
     let (best_ndcg, best_epoch, epochs_run) =
         (early.best_score, early.best_epoch, early.epochs_run);
@@ -346,6 +350,7 @@ pub fn train_recommender(
             (&cf, &pf),
             device,
             "recommender refit",
+            checkpoints,
         )?
         .model
     } else {
@@ -417,7 +422,8 @@ struct Fitted {
 
 /// The training loop: shuffled positives, `k` sampled negatives each, Adam; after every epoch
 /// `validate` (when given) scores the model and training stops after `patience` epochs without
-/// improvement, keeping the best epoch.
+/// improvement, keeping the best epoch. The loop's state is checkpointed after every epoch, and
+/// after the current step when a stop is requested (then it returns [`Interrupted`]).
 #[allow(clippy::too_many_arguments)]
 fn fit(
     model_config: &RecommenderConfig,
@@ -428,6 +434,7 @@ fn fit(
     (cf, pf): (&EntityFeatures, &EntityFeatures),
     device: &Device,
     label: &str,
+    checkpoints: &Checkpoints,
 ) -> Result<Fitted> {
     let train_device = device.clone().autodiff();
     let mut model =
@@ -437,14 +444,27 @@ fn fit(
     let mut rng = ChaCha8Rng::seed_from_u64(tc.seed);
     let mut order: Vec<usize> = (0..train.len()).collect();
     let steps_per_epoch = train.len().div_ceil(tc.batch_size);
+    let mut best: Option<Recommender> = None;
+    let mut state = checkpoints.new_state();
+    if let Some(saved) = checkpoints.restore(label, model.clone(), || model_config.init(device))? {
+        saved.state.restore_rng(&mut rng)?;
+        if saved.state.order.len() == order.len() {
+            order = saved.state.order.iter().map(|&i| i as usize).collect();
+        }
+        (model, optim, best, state) = (saved.model, saved.optim, saved.best, saved.state);
+    }
+    let done_steps = (state.epoch - 1) * steps_per_epoch + state.next_step;
     let mut progress = Progress::new(label, (steps_per_epoch * epochs) as u64);
-    let mut best: Option<(Recommender, f64, usize)> = None;
-    let (mut since_best, mut epochs_run) = (0, 0);
-    for epoch in 1..=epochs {
-        epochs_run = epoch;
-        order.shuffle(&mut rng);
-        let (mut loss_sum, mut loss_n) = (0.0, 0usize);
-        for (step, chunk) in order.chunks(tc.batch_size).enumerate() {
+    progress.skip(done_steps as u64);
+    let epochs_to_run = if state.finished { 0 } else { epochs };
+    for epoch in state.epoch..=epochs_to_run {
+        state.epochs_run = epoch;
+        if state.next_step == 0 {
+            order.shuffle(&mut rng);
+            (state.loss_sum, state.loss_n) = (0.0, 0);
+        }
+        let first_step = state.next_step;
+        for (step, chunk) in order.chunks(tc.batch_size).enumerate().skip(first_step) {
             let b = chunk.len();
             let mut customers = Vec::with_capacity(b);
             let mut positives = Vec::with_capacity(b);
@@ -475,52 +495,76 @@ fn fit(
             let loss = ranking_loss + norms * (tc.l2 / b as f64);
             // Reading the loss forces a device sync: do it every 20 steps only.
             if step % 20 == 0 {
-                loss_sum += loss.clone().into_scalar::<f32>() as f64;
-                loss_n += 1;
+                state.loss_sum += loss.clone().into_scalar::<f32>() as f64;
+                state.loss_n += 1;
             }
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(tc.learning_rate, model, grads);
-            let shown = loss_sum / loss_n.max(1) as f64;
+            let shown = state.loss_sum / state.loss_n.max(1) as f64;
             progress.step(|| format!("epoch {epoch}/{epochs} loss {shown:.4}"));
-        }
-        let train_loss = loss_sum / loss_n.max(1) as f64;
-        let Some(validate) = validate.as_mut() else {
-            progress.log(&format!("epoch {epoch}: train loss {train_loss:.4}"));
-            continue;
-        };
-        let snapshot = model.valid();
-        let ndcg = validate(&snapshot)?;
-        progress.log(&format!(
-            "epoch {epoch}: train loss {train_loss:.4}, validation NDCG@10 {ndcg:.4}"
-        ));
-        if best.as_ref().is_none_or(|(_, score, _)| ndcg > *score) {
-            best = Some((snapshot, ndcg, epoch));
-            since_best = 0;
-        } else {
-            since_best += 1;
-            if since_best >= tc.patience {
-                let kept = best.as_ref().map_or(0, |b| b.2);
-                progress.log(&format!(
-                    "no improvement for {} epochs: stopping, keeping epoch {kept}",
-                    tc.patience
-                ));
-                break;
+            checkpoint::step_done(label);
+            if checkpoint::stop_requested() && step + 1 < steps_per_epoch {
+                state.next_step = step + 1;
+                state.rng_word_pos = LoopState::rng_position(&rng);
+                state.order = order.iter().map(|&i| i as u32).collect();
+                checkpoints.save(label, &mut state, &model, &optim, best.as_ref())?;
+                progress.finish(&format!("stopped at epoch {epoch}, step {}", step + 1));
+                return Err(checkpoints.interrupted());
             }
         }
+        let train_loss = state.loss_sum / state.loss_n.max(1) as f64;
+        let mut stop_early = false;
+        if let Some(validate) = validate.as_mut() {
+            let snapshot = model.valid();
+            let ndcg = validate(&snapshot)?;
+            progress.log(&format!(
+                "epoch {epoch}: train loss {train_loss:.4}, validation NDCG@10 {ndcg:.4}"
+            ));
+            if state.best_score.is_none_or(|score| ndcg > score) {
+                best = Some(snapshot);
+                (state.best_score, state.best_epoch, state.since_best) = (Some(ndcg), epoch, 0);
+            } else {
+                state.since_best += 1;
+                if state.since_best >= tc.patience {
+                    progress.log(&format!(
+                        "no improvement for {} epochs: stopping, keeping epoch {}",
+                        tc.patience, state.best_epoch
+                    ));
+                    stop_early = true;
+                }
+            }
+        } else {
+            progress.log(&format!("epoch {epoch}: train loss {train_loss:.4}"));
+        }
+        // The end of an epoch: the next one starts with its shuffle.
+        (state.epoch, state.next_step) = (epoch + 1, 0);
+        state.finished = stop_early || epoch == epochs;
+        state.rng_word_pos = LoopState::rng_position(&rng);
+        state.order = order.iter().map(|&i| i as u32).collect();
+        checkpoints.save(label, &mut state, &model, &optim, best.as_ref())?;
+        if stop_early {
+            break;
+        }
+        if checkpoint::stop_requested() && epoch < epochs {
+            progress.finish(&format!("stopped after epoch {epoch}"));
+            return Err(checkpoints.interrupted());
+        }
     }
-    Ok(match best {
-        Some((model, best_score, best_epoch)) => {
+    let epochs_run = state.epochs_run;
+    Ok(match (best, state.best_score) {
+        (Some(model), Some(best_score)) => {
             progress.finish(&format!(
-                "best validation NDCG@10 {best_score:.4} at epoch {best_epoch}"
+                "best validation NDCG@10 {best_score:.4} at epoch {}",
+                state.best_epoch
             ));
             Fitted {
                 model,
                 best_score,
-                best_epoch,
+                best_epoch: state.best_epoch,
                 epochs_run,
             }
         }
-        None => {
+        _ => {
             progress.finish(&format!("{epochs_run} epochs"));
             Fitted {
                 model: model.valid(),

@@ -15,6 +15,7 @@ use shopcast_model::bundle::{
 };
 use shopcast_model::{select_device, Bundle, DeviceChoice};
 
+use crate::checkpoint::Checkpoints;
 use crate::forecaster_training::{train_forecaster, ForecasterOutcome};
 use crate::recommender_training::{train_recommender, RecommenderOutcome};
 
@@ -34,6 +35,8 @@ pub struct TrainOptions {
     pub out: Option<PathBuf>,
     pub seed: Option<u64>,
     pub data_dir: Option<PathBuf>,
+    /// Continue from the checkpoint an interrupted run left beside the bundle.
+    pub resume: bool,
 }
 
 /// The bundle was written but a quality gate failed (exit code 6).
@@ -120,28 +123,52 @@ pub fn run(opts: &TrainOptions) -> Result<TrainSummary> {
         .unwrap_or_else(|| PathBuf::from("runs").join(&config.business.name));
     let previous = Bundle::open(&out).ok();
 
-    let device = selected.device.clone();
-    let recommender = match (&config.recommender, want_rec) {
-        (Some(sec), true) => Some(
-            train_recommender(&loaded, sec, &device, seed).context("training the recommender")?,
-        ),
-        _ => None,
-    };
-    let forecaster = match (&config.forecaster, want_fc) {
-        (Some(sec), true) => {
-            Some(train_forecaster(&loaded, sec, &device, seed).context("training the forecaster")?)
-        }
-        _ => None,
-    };
-
     let mut inputs = input_files(
         &loaded,
         &config,
-        recommender.is_some(),
-        forecaster.is_some(),
+        want_rec && config.recommender.is_some(),
+        want_fc && config.forecaster.is_some(),
     );
     inputs.sort();
+    // A missing file is bad input (exit 3), named as the loaders name it.
+    for path in &inputs {
+        std::fs::metadata(path).map_err(|e| DataError::Io {
+            path: path.clone(),
+            what: "open the data file".into(),
+            source: e,
+        })?;
+    }
     let fingerprint = fingerprint_files(&inputs)?;
+    // A checkpoint continues only the same training: config, seed, device, models and data.
+    let job = format!(
+        "{}\nseed {seed}\ndevice {}\nonly {:?}\ndata {fingerprint}",
+        config
+            .to_toml()
+            .map_err(|e| anyhow::anyhow!("encoding the config: {e}"))?,
+        selected.backend,
+        opts.only,
+    );
+    let checkpoints = Checkpoints::new(&out, hex_sha256(job.as_bytes()), opts.resume)?;
+
+    let device = selected.device.clone();
+    let recommender = match (&config.recommender, want_rec) {
+        (Some(sec), true) => Some(
+            train_recommender(&loaded, sec, &device, seed, &checkpoints)
+                .context("training the recommender")?,
+        ),
+        _ => None,
+    };
+    // A stop requested after the recommender's last step: its result is checkpointed already.
+    if crate::checkpoint::stop_requested() && want_fc && config.forecaster.is_some() {
+        return Err(checkpoints.interrupted());
+    }
+    let forecaster = match (&config.forecaster, want_fc) {
+        (Some(sec), true) => Some(
+            train_forecaster(&loaded, sec, &device, seed, &checkpoints)
+                .context("training the forecaster")?,
+        ),
+        _ => None,
+    };
     let mut metrics: BTreeMap<String, f64> = BTreeMap::new();
     let mut writer = BundleWriter::create(&out)?;
     let written = write_models(
@@ -217,6 +244,8 @@ pub fn run(opts: &TrainOptions) -> Result<TrainSummary> {
         files: BTreeMap::new(),
     };
     let bundle = writer.finish(manifest)?;
+    // The bundle is in place: the training state is no longer needed.
+    checkpoints.remove();
     print_summary(&metrics);
     eprintln!(
         "train: wrote {} in {:.1}s",
@@ -231,6 +260,14 @@ pub fn run(opts: &TrainOptions) -> Result<TrainSummary> {
         }
     }
     Ok(TrainSummary { bundle, metrics })
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn save_config<C: Config>(writer: &mut BundleWriter, name: &str, config: &C) -> Result<()> {

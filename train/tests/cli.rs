@@ -52,3 +52,117 @@ fn missing_data_file_names_it_and_exits_3() {
         "no bundle may be written on failure"
     );
 }
+
+/// Runs `train` on `config_text` with `files` written beside it; the exit code and stderr.
+fn train_on(files: &[(&str, String)], config_text: &str) -> (Option<i32>, String, bool) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).expect("write data");
+    }
+    let config = dir.path().join("shop.toml");
+    std::fs::write(&config, config_text).expect("write config");
+    let bundle = dir.path().join("b");
+    let out = train()
+        .arg("--config")
+        .arg(&config)
+        .arg("--out")
+        .arg(&bundle)
+        .output()
+        .expect("run train");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    (out.status.code(), stderr, bundle.exists())
+}
+
+#[test]
+fn too_little_data_is_explained_and_exits_3() {
+    // A forecaster over 20 days cannot hold two backtest folds, a validation period and a
+    // training window of 14-day horizons.
+    let mut sales = String::from("sku,day,units\n");
+    for d in 1..=20 {
+        sales.push_str(&format!("a,2024-01-{d:02},{}\n", d % 5));
+    }
+    let (code, e, bundle) = train_on(
+        &[("sales.csv", sales)],
+        "[business]\nname = \"short\"\ndevice = \"flex\"\ndata_dir = \".\"\n\
+         [forecaster.data]\nsales = { path = \"sales.csv\" }\nseries_keys = [\"sku\"]\n\
+         date = \"day\"\ntarget = \"units\"\n[forecaster.model]\nhorizon = 14\n",
+    );
+    assert_eq!(code, Some(3), "{e}");
+    assert!(
+        e.contains("the data has 20 periods") && e.contains("backtest_folds"),
+        "{e}"
+    );
+    assert!(!bundle);
+
+    // Every customer bought one product: leave-one-out leaves no validation data.
+    let mut events = String::from("customer_id,product_id,timestamp\n");
+    for c in 0..40 {
+        events.push_str(&format!("c{c},p{},2024-01-01\n", c % 20));
+    }
+    let recommender = "[business]\nname = \"thin\"\ndevice = \"flex\"\ndata_dir = \".\"\n\
+         [recommender.data]\nevents = { path = \"events.csv\" }\ncustomer_id = \"customer_id\"\n\
+         product_id = \"product_id\"\ntimestamp = \"timestamp\"\n";
+    let (code, e, bundle) = train_on(&[("events.csv", events)], recommender);
+    assert_eq!(code, Some(3), "{e}");
+    assert!(e.contains("no held-out data"), "{e}");
+    assert!(!bundle);
+
+    // A catalogue of 5 products cannot rank a top 10.
+    let mut events = String::from("customer_id,product_id,timestamp\n");
+    for c in 0..40 {
+        for k in 0..3 {
+            events.push_str(&format!("c{c},p{},2024-01-0{}\n", (c + k) % 5, k + 1));
+        }
+    }
+    let (code, e, _) = train_on(&[("events.csv", events)], recommender);
+    assert_eq!(code, Some(3), "{e}");
+    assert!(e.contains("the catalogue has 5 products"), "{e}");
+}
+
+#[test]
+fn wgpu_without_an_adapter_names_the_fix_and_auto_falls_back_to_cpu() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("shop.toml");
+    std::fs::write(
+        &path,
+        "[business]\nname = \"x\"\n[forecaster.data]\nsales = { path = \"nowhere.csv\" }\nseries_keys = [\"a\"]\ndate = \"d\"\ntarget = \"y\"\n",
+    )
+    .expect("write");
+    // The Vulkan loader and libglvnd's EGL are pointed at driver lists that do not exist: no
+    // adapter at all (without the EGL part, WGPU finds Mesa's llvmpipe through OpenGL).
+    let run = |device: &str| {
+        let out = train()
+            .arg("--config")
+            .arg(&path)
+            .arg("--out")
+            .arg(dir.path().join("b"))
+            .args(["--device", device])
+            .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
+            .env("VK_DRIVER_FILES", "/nonexistent/icd.json")
+            .env("__EGL_VENDOR_LIBRARY_FILENAMES", "/nonexistent/egl.json")
+            .env("__EGL_VENDOR_LIBRARY_DIRS", "/nonexistent")
+            .output()
+            .expect("run train");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, e) = run("wgpu");
+    assert_eq!(code, Some(3), "{e}");
+    assert!(
+        e.contains("no usable WGPU adapter") && e.contains("mesa-vulkan-drivers"),
+        "{e}"
+    );
+    assert!(!e.contains("panicked"), "{e}");
+    // auto: a warning, then the job goes on on flex (and stops at the missing data file).
+    let (code, e) = run("auto");
+    assert!(
+        e.contains("warning: --device auto: no GPU adapter found"),
+        "{e}"
+    );
+    assert!(e.contains("device flex"), "{e}");
+    assert_eq!(code, Some(3), "{e}");
+    assert!(e.contains("nowhere.csv"), "{e}");
+}

@@ -20,6 +20,7 @@ fn options(
         out: Some(out),
         seed: None,
         data_dir: None,
+        resume: false,
     }
 }
 

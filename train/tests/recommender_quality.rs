@@ -29,6 +29,7 @@ fn train_shop(dir: &Path, name: &str, edits: &[(&str, &str)]) -> (BTreeMap<Strin
         out: Some(out.clone()),
         seed: None,
         data_dir: None,
+        resume: false,
     })
     .expect("training succeeds");
     eprintln!("{name}: {:#?}", summary.metrics);

@@ -664,6 +664,20 @@ pub fn date_of_day(day: i64) -> NaiveDate {
     NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default() + chrono::Days::new(day.max(0) as u64)
 }
 
+/// The permissions a finished output gets: those of the file it replaces, or 0644 on Unix.
+fn output_permissions(path: &Path) -> Option<std::fs::Permissions> {
+    if let Ok(m) = std::fs::metadata(path) {
+        return Some(m.permissions());
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        Some(std::fs::Permissions::from_mode(0o644))
+    }
+    #[cfg(not(unix))]
+    None
+}
+
 /// Writes `df` to `path` (CSV or Parquet by extension) through a temporary file in the same
 /// directory that is renamed over `path` when complete: a reader never sees a partial file, and
 /// a job killed mid-write leaves the previous output as it was.
@@ -800,6 +814,15 @@ impl AtomicFrameWriter {
             source: e,
         })?;
         let path = self.path;
+        // The temporary file is private (0600); the output gets the permissions of the file it
+        // replaces, or the usual 0644, so that other users and services can read it.
+        if let Some(permissions) = output_permissions(&path) {
+            std::fs::set_permissions(self.tmp.path(), permissions).map_err(|e| DataError::Io {
+                path: self.tmp.path().to_path_buf(),
+                what: "set the output's permissions".into(),
+                source: e,
+            })?;
+        }
         self.tmp.persist(&path).map_err(|e| DataError::Io {
             path: path.clone(),
             what: "move the finished output into place".into(),

@@ -400,3 +400,28 @@ fn duplicate_rows_are_collapsed_and_counted_and_conflicting_ones_named() {
         "{e}"
     );
 }
+
+#[test]
+fn a_header_only_file_has_no_rows_left() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let e = daily_panel(dir.path(), "sku,day,units\n", "")
+        .err()
+        .expect("no rows")
+        .to_string();
+    assert!(
+        e.contains("sales.csv") && e.contains("no rows are left"),
+        "{e}"
+    );
+}
+
+#[test]
+fn exact_duplicate_events_are_counted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The first two lines twice over: an export appended to itself.
+    let doubled = format!("{U_DATA}196\t242\t3\t881250949\n186\t302\t3\t891717742\n");
+    write(dir.path(), "u.data", &doubled);
+    let data = load_ratings(&ratings_config(dir.path(), "u.data", "\\t", None));
+    assert_eq!(data.report.duplicate_rows, 2);
+    assert_eq!(data.report.rows_read, 7);
+    assert_eq!(data.pairs.len(), 5, "duplicates collapse into their pair");
+}

@@ -317,6 +317,16 @@ fn shards_partition_reruns_repeat_and_kills_leave_the_previous_output() {
         .as_f64()
         .is_some_and(|d| d > 0.0));
     assert!(manifest["shard"].is_null());
+    // Readable by the services that pick it up, not private like the temporary file was.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&recs)
+            .expect("output")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o644, "{mode:o}");
+    }
 
     // Killed mid-write (the write slowed down by fault injection): the previous output stays,
     // byte for byte, and the unfinished file is only a hidden temporary beside it.

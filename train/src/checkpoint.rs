@@ -150,6 +150,12 @@ impl Checkpoints {
                 .into());
             }
         } else if dir.exists() {
+            if dir.join(JOB_FILE).exists() {
+                eprintln!(
+                    "train: starting afresh, discarding the checkpoint at {} (--resume continues from one)",
+                    dir.display()
+                );
+            }
             std::fs::remove_dir_all(&dir)
                 .with_context(|| format!("removing the old checkpoint {}", dir.display()))?;
         }

@@ -85,7 +85,46 @@ pub struct LoopState {
     pub finished: bool,
 }
 
+/// What an epoch's validation score means for early stopping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Validation {
+    /// The best so far: keep this network.
+    Best,
+    /// Not better, patience left.
+    Worse,
+    /// Not better for `patience` epochs: stop, keeping the best.
+    Stop,
+}
+
 impl LoopState {
+    /// Records epoch `epoch`'s validation `score`; `improved` says whether it beats the best.
+    pub fn validated(
+        &mut self,
+        epoch: usize,
+        score: f64,
+        improved: bool,
+        patience: usize,
+    ) -> Validation {
+        if improved {
+            (self.best_score, self.best_epoch, self.since_best) = (Some(score), epoch, 0);
+            return Validation::Best;
+        }
+        self.since_best += 1;
+        if self.since_best >= patience {
+            Validation::Stop
+        } else {
+            Validation::Worse
+        }
+    }
+
+    /// The log line of an early stop.
+    pub fn stop_message(&self) -> String {
+        format!(
+            "no improvement for {} epochs: stopping, keeping epoch {}",
+            self.since_best, self.best_epoch
+        )
+    }
+
     /// The generator's position, to restore with [`LoopState::restore_rng`].
     pub fn rng_position(rng: &ChaCha8Rng) -> String {
         rng.get_word_pos().to_string()

@@ -30,7 +30,7 @@ use shopcast_datasets::{DataError, LoadedConfig};
 use shopcast_model::losses::pinball;
 use shopcast_model::{DemandForecaster, ForecastInput, ForecasterConfig, ForecasterEnsemble};
 
-use crate::checkpoint::{self, Checkpoints, LoopState};
+use crate::checkpoint::{self, Checkpoints, LoopState, Validation};
 use crate::forecast_eval::{moving_average, seasonal_naive, seasonal_scale, ForecastScore};
 use crate::progress::Progress;
 
@@ -318,16 +318,12 @@ fn train_network(
             state.loss_sum / state.loss_n.max(1) as f64
         ));
         let mut stop_early = false;
-        if val_loss < state.best_score.unwrap_or(f64::INFINITY) {
-            best = snapshot;
-            (state.best_score, state.best_epoch, state.since_best) = (Some(val_loss), epoch, 0);
-        } else {
-            state.since_best += 1;
-            if state.since_best >= tc.patience {
-                progress.log(&format!(
-                    "no improvement for {} epochs: stopping, keeping epoch {}",
-                    tc.patience, state.best_epoch
-                ));
+        let improved = val_loss < state.best_score.unwrap_or(f64::INFINITY);
+        match state.validated(epoch, val_loss, improved, tc.patience) {
+            Validation::Best => best = snapshot,
+            Validation::Worse => {}
+            Validation::Stop => {
+                progress.log(&state.stop_message());
                 stop_early = true;
             }
         }

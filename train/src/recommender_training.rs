@@ -18,7 +18,7 @@ use shopcast_model::recommender::ids_tensor;
 use shopcast_model::recommender::ProductMatrix;
 use shopcast_model::{EntityFeatures, InteractionBatch, Recommender, RecommenderConfig};
 
-use crate::checkpoint::{self, Checkpoints, LoopState};
+use crate::checkpoint::{self, Checkpoints, LoopState, Validation};
 use crate::progress::Progress;
 use crate::ranking::{build_cases, evaluate, full_ndcg, DenseScores, ItemKnn, Popularity};
 use crate::segments::kmeans;
@@ -520,16 +520,12 @@ fn fit(
             progress.log(&format!(
                 "epoch {epoch}: train loss {train_loss:.4}, validation NDCG@10 {ndcg:.4}"
             ));
-            if state.best_score.is_none_or(|score| ndcg > score) {
-                best = Some(snapshot);
-                (state.best_score, state.best_epoch, state.since_best) = (Some(ndcg), epoch, 0);
-            } else {
-                state.since_best += 1;
-                if state.since_best >= tc.patience {
-                    progress.log(&format!(
-                        "no improvement for {} epochs: stopping, keeping epoch {}",
-                        tc.patience, state.best_epoch
-                    ));
+            let improved = state.best_score.is_none_or(|score| ndcg > score);
+            match state.validated(epoch, ndcg, improved, tc.patience) {
+                Validation::Best => best = Some(snapshot),
+                Validation::Worse => {}
+                Validation::Stop => {
+                    progress.log(&state.stop_message());
                     stop_early = true;
                 }
             }

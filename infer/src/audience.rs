@@ -20,8 +20,8 @@ use shopcast_model::DeviceChoice;
 
 use crate::output::{check_output_path, open_device, write_output, JobManifest};
 use crate::recommend::{
-    known_targets, load_recommender, to_vec_f32, with_recent, CustomerContext, Explainer,
-    SCORING_BUDGET_FLOATS,
+    drop_opted_out, known_targets, load_recommender, read_excluded, read_opt_outs, to_vec_f32,
+    with_recent, CustomerContext, Explainer, SCORING_BUDGET_FLOATS,
 };
 
 /// Options of `infer audience`.
@@ -34,6 +34,10 @@ pub struct AudienceOptions {
     pub category: Option<String>,
     /// Customers per audience.
     pub top: usize,
+    /// Products to build no audience for: a file with the product id column.
+    pub exclude: Option<PathBuf>,
+    /// Customers who opted out of personalisation: never listed.
+    pub opt_out: Option<PathBuf>,
     pub out: PathBuf,
     pub device: DeviceChoice,
 }
@@ -146,6 +150,27 @@ pub fn audience(opts: &AudienceOptions) -> Result<JobManifest> {
         }
         (None, None) => anyhow::bail!(exactly_one()),
     };
+    // Blocked products get no audience (a category keeps its other products).
+    let mut groups = groups;
+    if let Some(path) = &opts.exclude {
+        let blocked = read_excluded(path, a, &catalogue, &mut manifest)?;
+        let before = groups.len();
+        for (_, products) in groups.iter_mut() {
+            products.retain(|p| blocked.binary_search(p).is_err());
+        }
+        groups.retain(|(_, products)| !products.is_empty());
+        if before > groups.len() {
+            manifest
+                .rows_skipped
+                .insert("product excluded".into(), before - groups.len());
+        }
+        if groups.is_empty() {
+            anyhow::bail!(DataError::Invalid(format!(
+                "every product asked for is in the exclusion list {}",
+                path.display()
+            )));
+        }
+    }
     let mut selected_products: Vec<u32> = groups.iter().flat_map(|(_, p)| p.clone()).collect();
     selected_products.sort_unstable();
     selected_products.dedup();
@@ -159,7 +184,11 @@ pub fn audience(opts: &AudienceOptions) -> Result<JobManifest> {
     };
 
     // `input_rows` stays the products (or category) asked for; the customers are a count.
-    let targets = known_targets(a);
+    let mut targets = known_targets(a);
+    if let Some(path) = &opts.opt_out {
+        let opted_out = read_opt_outs(path, a, &mut manifest)?;
+        drop_opted_out(&mut targets, &opted_out, &mut manifest);
+    }
     manifest
         .counts
         .insert("customers_scored".into(), targets.len());

@@ -1,7 +1,7 @@
 //! `infer recommend --bundle DIR [--customers FILE] [--new-products FILE] [--exclude FILE] [--top-k K] --out FILE.(csv|parquet) [--shard I/N | --shards N] [--device D] [--piece-rows N]`
 //! `infer forecast  --bundle DIR [--future FILE] [--horizon H] [--aggregate KEY] --out FILE.(csv|parquet) [--shard I/N] [--device D]`
 //! `infer reorder   --bundle DIR --stock FILE [--future FILE] [--service-level P] --out FILE.(csv|parquet) [--device D]`
-//! `infer audience  --bundle DIR (--products FILE | --category NAME) --top N --out FILE.(csv|parquet) [--device D]`
+//! `infer audience  --bundle DIR (--products FILE | --category NAME) --top N [--exclude FILE] [--opt-out FILE] --out FILE.(csv|parquet) [--device D]`
 //! `infer anomalies --bundle DIR [--periods N] [--band P] --out FILE.(csv|parquet) [--shard I/N] [--device D]`
 //!
 //! Exit codes: 0 success, 2 usage error, 3 bad input, 4 bundle missing, corrupt or incompatible,
@@ -54,6 +54,10 @@ enum Command {
         /// the product id column.
         #[arg(long)]
         exclude: Option<PathBuf>,
+        /// CSV or Parquet file of customers who opted out of personalisation (the customer id
+        /// column): they get no rows.
+        #[arg(long)]
+        opt_out: Option<PathBuf>,
         /// Output file, `.csv` or `.parquet`.
         #[arg(long)]
         out: PathBuf,
@@ -123,6 +127,12 @@ enum Command {
         /// Customers per audience.
         #[arg(long)]
         top: usize,
+        /// Products to build no audience for (out of stock, withdrawn): the product id column.
+        #[arg(long)]
+        exclude: Option<PathBuf>,
+        /// Customers who opted out of personalisation (the customer id column): never listed.
+        #[arg(long)]
+        opt_out: Option<PathBuf>,
         #[arg(long)]
         out: PathBuf,
         #[arg(long, value_parser = parse_device, default_value = "auto")]
@@ -217,6 +227,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             new_products,
             top_k,
             exclude,
+            opt_out,
             out,
             shard,
             device,
@@ -227,6 +238,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             new_products,
             top_k,
             exclude,
+            opt_out,
             out,
             shard: shard.resolve()?,
             device,
@@ -269,6 +281,8 @@ fn run(args: Args) -> anyhow::Result<()> {
             products,
             category,
             top,
+            exclude,
+            opt_out,
             out,
             device,
         } => infer::audience(&AudienceOptions {
@@ -276,6 +290,8 @@ fn run(args: Args) -> anyhow::Result<()> {
             products,
             category,
             top,
+            exclude,
+            opt_out,
             out,
             device,
         }),

@@ -58,6 +58,9 @@ pub struct RecommendOptions {
     /// Products no one is to be offered (out of stock, discontinued): a file with the product
     /// id column.
     pub exclude: Option<PathBuf>,
+    /// Customers who opted out of personalisation: a file with the customer id column. They get
+    /// no rows.
+    pub opt_out: Option<PathBuf>,
     pub out: PathBuf,
     pub shard: Option<(u32, u32)>,
     pub device: DeviceChoice,
@@ -732,7 +735,7 @@ pub(crate) fn read_product_ids(path: &Path, column: &str) -> Result<(Table, Stri
 
 /// The catalogue indices of the products listed in an exclusion file (by the product id column
 /// of the business's files, or `product_id`); ids not in the catalogue are counted.
-fn read_excluded(
+pub(crate) fn read_excluded(
     path: &Path,
     a: &RecommenderArtifacts,
     catalogue: &Catalogue,
@@ -764,6 +767,38 @@ fn read_excluded(
             .insert("excluded_ids_not_in_catalogue".into(), unknown);
     }
     Ok(blocked)
+}
+
+/// Reads an opt-out list (the business's customer id column, or `customer_id`): customers who
+/// get no personalised output.
+pub(crate) fn read_opt_outs(
+    path: &Path,
+    a: &RecommenderArtifacts,
+    manifest: &mut JobManifest,
+) -> Result<HashSet<String>, DataError> {
+    let (table, column) = read_with_id(path, &a.customer_column, "customer_id", &[])?;
+    let ids: HashSet<String> = table.ids(&column)?.into_iter().collect();
+    manifest.counts.insert("opt_out_ids".into(), ids.len());
+    Ok(ids)
+}
+
+/// Drops opted-out customers from `targets`, counting them in the manifest.
+pub(crate) fn drop_opted_out(
+    targets: &mut Vec<Target>,
+    opted_out: &HashSet<String>,
+    manifest: &mut JobManifest,
+) {
+    if opted_out.is_empty() {
+        return;
+    }
+    let before = targets.len();
+    targets.retain(|t| !opted_out.contains(&t.id));
+    if before > targets.len() {
+        *manifest
+            .rows_skipped
+            .entry("opted out of personalisation".into())
+            .or_default() += before - targets.len();
+    }
 }
 
 /// One output row of `infer recommend`.
@@ -949,18 +984,24 @@ pub fn recommend(opts: &RecommendOptions) -> Result<JobManifest> {
         blocked: &blocked,
         top_k: opts.top_k,
     };
+    let opted_out = match &opts.opt_out {
+        Some(path) => read_opt_outs(path, a, &mut manifest)?,
+        None => HashSet::new(),
+    };
     let mut writer = AtomicFrameWriter::create(&opts.out, recommendation_frame(&[])?.schema())?;
     let (mut scored, mut scored_new) = (0usize, 0usize);
     // The customers come a piece at a time and each piece's rows are written once scored, so
     // memory grows neither with the customer list nor with the output.
-    let mut score_piece = |mut targets: Vec<Target>, writer: &mut AtomicFrameWriter| {
-        if let Some((i, n)) = opts.shard {
-            targets.retain(|t| shard_of(&t.id, n) == i);
-        }
-        scored += targets.len();
-        scored_new += targets.iter().filter(|t| t.known.is_none()).count();
-        job.score(&targets, writer)
-    };
+    let mut score_piece =
+        |mut targets: Vec<Target>, writer: &mut AtomicFrameWriter, manifest: &mut JobManifest| {
+            if let Some((i, n)) = opts.shard {
+                targets.retain(|t| shard_of(&t.id, n) == i);
+            }
+            drop_opted_out(&mut targets, &opted_out, manifest);
+            scored += targets.len();
+            scored_new += targets.iter().filter(|t| t.known.is_none()).count();
+            job.score(&targets, writer)
+        };
     let piece_rows = opts.input_piece_rows;
     match &opts.customers {
         None => {
@@ -970,7 +1011,7 @@ pub fn recommend(opts: &RecommendOptions) -> Result<JobManifest> {
                 let targets = (start..(start + piece_rows).min(n))
                     .map(|c| known_target(a, c as u32))
                     .collect();
-                score_piece(targets, &mut writer)?;
+                score_piece(targets, &mut writer, &mut manifest)?;
             }
             manifest
                 .counts
@@ -993,7 +1034,7 @@ pub fn recommend(opts: &RecommendOptions) -> Result<JobManifest> {
                 let table = piece?;
                 manifest.input_rows += table.len();
                 let targets = reader.targets(&table)?;
-                score_piece(targets, &mut writer)?;
+                score_piece(targets, &mut writer, &mut manifest)?;
             }
             reader.report(&mut manifest);
             manifest

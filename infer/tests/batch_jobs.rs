@@ -93,6 +93,14 @@ fn lines(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// An audience output's rows, split into fields.
+fn rows_of_audience(path: &Path) -> Vec<Vec<String>> {
+    lines(path)
+        .iter()
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect()
+}
+
 /// Two sorted recommendation outputs with the same customers, ranks, products, reasons and
 /// segments, and scores within float rounding.
 fn assert_same_recommendations(got: &[String], want: &[String], what: &str) {
@@ -468,6 +476,72 @@ fn shards_partition_reruns_repeat_and_kills_leave_the_previous_output() {
     assert!(!lines(&recs_excluded)
         .iter()
         .any(|l| l.split(',').nth(2) == Some(product.as_str())));
+
+    // Opt-outs: the customers on the list get no recommendations and are in no audience; an
+    // audience for an excluded product is refused.
+    let top_two: Vec<String> = rows_of_audience(&audience)
+        .iter()
+        .take(2)
+        .map(|r| r[2].clone())
+        .collect();
+    let opt_out = out("opt-out.csv");
+    std::fs::write(
+        &opt_out,
+        format!(
+            "customer_id\n{}\n{}\nNOT-A-CUSTOMER\n",
+            top_two[0], top_two[1]
+        ),
+    )
+    .expect("write");
+    let recs_private = out("recs-opt-out.csv");
+    let mut cmd = infer(&["recommend"], &bundle, &recs_private, &[]);
+    cmd.arg("--opt-out").arg(&opt_out);
+    run(&mut cmd);
+    let listed = |path: &Path, column: usize, id: &str| {
+        lines(path)
+            .iter()
+            .any(|l| l.split(',').nth(column) == Some(id))
+    };
+    for id in &top_two {
+        assert!(listed(&recs, 0, id), "{id} was recommended to before");
+        assert!(!listed(&recs_private, 0, id), "{id} opted out");
+    }
+    assert_eq!(lines(&recs_private).len(), lines(&recs).len() - 20);
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out("recs-opt-out.csv.manifest.json")).expect("manifest"),
+    )
+    .expect("json");
+    assert_eq!(manifest["rows_skipped"]["opted out of personalisation"], 2);
+    let audience_private = out("audience-opt-out.csv");
+    let mut cmd = infer(
+        &["audience", "--top", "20"],
+        &bundle,
+        &audience_private,
+        &[],
+    );
+    cmd.arg("--products")
+        .arg(&products_file)
+        .arg("--opt-out")
+        .arg(&opt_out);
+    run(&mut cmd);
+    let kept = rows_of_audience(&audience_private);
+    assert_eq!(kept.len(), 20);
+    assert!(kept.iter().all(|r| !top_two.contains(&r[2])));
+    let o = infer(
+        &["audience", "--top", "20"],
+        &bundle,
+        &out("never.csv"),
+        &[],
+    )
+    .arg("--products")
+    .arg(&products_file)
+    .arg("--exclude")
+    .arg(&exclude)
+    .output()
+    .expect("spawn");
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{e}");
+    assert!(e.contains("exclusion list"), "{e}");
 
     // Machine-read logs: every stderr line is one JSON object; the last one of a failed job is
     // the error with its exit code.

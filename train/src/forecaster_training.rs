@@ -63,6 +63,8 @@ pub struct ForecasterOutcome {
     pub series_metrics: Vec<SeriesMetrics>,
     /// Why the quality gate failed (empty when it passed).
     pub gate_failures: Vec<String>,
+    /// What the data was, for the model card: (what, how much).
+    pub data_summary: Vec<(String, String)>,
     pub best_epoch: usize,
 }
 
@@ -636,6 +638,37 @@ pub fn train_forecaster(
     let gate_failures = quality_gate(&metrics);
 
     let artifacts = build_artifacts(sec, &panel, &spec, blend);
+    let r = &panel.report;
+    let data_summary = vec![
+        ("rows read".into(), r.rows_read.to_string()),
+        ("rows used".into(), r.rows_used.to_string()),
+        (
+            "negative targets (returns) dropped".into(),
+            r.negative_targets_dropped.to_string(),
+        ),
+        (
+            "duplicate rows dropped".into(),
+            r.duplicate_rows_dropped.to_string(),
+        ),
+        (
+            "series".into(),
+            format!("{} ({} in the file)", panel.len(), r.series_total),
+        ),
+        (
+            "period".into(),
+            format!(
+                "{} to {} ({} {} periods)",
+                shopcast_datasets::table::date_of_day(panel.first_day),
+                shopcast_datasets::table::date_of_day(panel.day_of_period(t_all) - 1),
+                t_all,
+                if panel.period_days == 7 {
+                    "weekly"
+                } else {
+                    "daily"
+                }
+            ),
+        ),
+    ];
     Ok(ForecasterOutcome {
         model: best,
         model_config,
@@ -644,6 +677,7 @@ pub fn train_forecaster(
         metrics,
         series_metrics,
         gate_failures,
+        data_summary,
         best_epoch,
     })
 }

@@ -6,6 +6,7 @@
 pub mod checkpoint;
 pub mod forecast_eval;
 pub mod forecaster_training;
+pub mod model_card;
 pub mod progress;
 pub mod ranking;
 pub mod recommender_training;

@@ -9,6 +9,7 @@ use burn::prelude::*;
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
 use shopcast_datasets::artifacts::{RecommenderArtifacts, SegmentProfile};
 use shopcast_datasets::config::RecommenderSection;
 use shopcast_datasets::interactions::{load_recommender_data, FeatureSet, RecommenderData};
@@ -20,7 +21,9 @@ use shopcast_model::{EntityFeatures, InteractionBatch, Recommender, RecommenderC
 
 use crate::checkpoint::{self, Checkpoints, LoopState, Validation};
 use crate::progress::Progress;
-use crate::ranking::{build_cases, evaluate, full_ndcg, DenseScores, ItemKnn, Popularity};
+use crate::ranking::{
+    build_cases, evaluate, full_ndcg, Case, DenseScores, ItemKnn, Popularity, Scorer,
+};
 use crate::segments::kmeans;
 
 /// Validation customers scored after each epoch (a fixed sample keeps epochs fast).
@@ -75,6 +78,10 @@ pub struct RecommenderOutcome {
     pub artifacts: RecommenderArtifacts,
     /// `metrics.json` entries (`recommender.*`, `baseline.popularity.*`, `baseline.itemknn.*`).
     pub metrics: BTreeMap<String, f64>,
+    /// Test metrics per customer group (written as `recommender.group_metrics.json`).
+    pub group_metrics: Vec<GroupMetrics>,
+    /// What the data was, for the model card: (what, how much).
+    pub data_summary: Vec<(String, String)>,
     pub epochs_run: usize,
     pub best_epoch: usize,
 }
@@ -394,6 +401,50 @@ pub fn train_recommender(
         evaluate(&knn, &test_cases, n_p),
     );
 
+    // Per group of each customer attribute (region, age band...): is a group badly served?
+    let mut group_columns: Vec<String> = Vec::new();
+    if let Some(t) = &sec.data.customers {
+        group_columns.extend(t.categorical.iter().cloned());
+        group_columns.extend(t.numeric_bands.iter().map(|b| b.column.clone()));
+    }
+    let group_metrics = metrics_by_group(
+        &group_columns,
+        &data.customer_features,
+        &test_cases,
+        (&model_scores, &popularity),
+        n_p,
+    );
+    let (first_ts, last_ts) = (
+        data.pairs.iter().map(|p| p.ts).min().unwrap_or(0),
+        data.pairs.iter().map(|p| p.ts).max().unwrap_or(0),
+    );
+    let summary = vec![
+        ("rows read".into(), data.report.rows_read.to_string()),
+        ("rows used".into(), data.report.rows_used.to_string()),
+        (
+            "exact duplicate rows collapsed".into(),
+            data.report.duplicate_rows.to_string(),
+        ),
+        ("customers".into(), n_c.to_string()),
+        ("products".into(), n_p.to_string()),
+        (
+            "customer-product pairs".into(),
+            data.pairs.len().to_string(),
+        ),
+        (
+            "period".into(),
+            format!(
+                "{} to {}",
+                shopcast_datasets::table::date_of_day(shopcast_datasets::table::day_of(first_ts)),
+                shopcast_datasets::table::date_of_day(shopcast_datasets::table::day_of(last_ts))
+            ),
+        ),
+        (
+            "test customers (latest item held out)".into(),
+            test_cases.len().to_string(),
+        ),
+    ];
+
     let mut artifacts = build_artifacts(sec, &data, &best, &cf, &plain, seed)?;
     let all_pairs: HashSet<(u32, u32)> =
         data.pairs.iter().map(|p| (p.customer, p.product)).collect();
@@ -406,9 +457,69 @@ pub fn train_recommender(
         training_config: tc,
         artifacts,
         metrics,
+        group_metrics,
+        data_summary: summary,
         epochs_run,
         best_epoch,
     })
+}
+
+/// Test metrics of the customers with one value of one attribute, beside the popularity
+/// baseline's on the same customers.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupMetrics {
+    pub attribute: String,
+    pub value: String,
+    pub customers: usize,
+    pub model: BTreeMap<String, f64>,
+    pub popularity: BTreeMap<String, f64>,
+}
+
+/// Splits the test cases by each customer's value of each attribute (`(none)` without one) and
+/// evaluates the model and the popularity baseline on every group.
+fn metrics_by_group(
+    columns: &[String],
+    features: &FeatureSet,
+    cases: &[Case],
+    (model, popularity): (&dyn Scorer, &dyn Scorer),
+    n_p: usize,
+) -> Vec<GroupMetrics> {
+    let mut out = Vec::new();
+    for column in columns {
+        let prefix = format!("{column}=");
+        let value_of = |c: u32| -> String {
+            features
+                .entity_tokens
+                .get(c as usize)
+                .and_then(|toks| {
+                    toks.iter().find_map(|&t| {
+                        features
+                            .tokens
+                            .get(t as usize)
+                            .and_then(|tok| tok.strip_prefix(&prefix))
+                    })
+                })
+                .unwrap_or("(none)")
+                .to_string()
+        };
+        let mut groups: BTreeMap<String, Vec<Case>> = BTreeMap::new();
+        for case in cases {
+            groups
+                .entry(value_of(case.customer))
+                .or_default()
+                .push(case.clone());
+        }
+        for (value, group) in groups {
+            out.push(GroupMetrics {
+                attribute: column.clone(),
+                value,
+                customers: group.len(),
+                model: evaluate(model, &group, n_p),
+                popularity: evaluate(popularity, &group, n_p),
+            });
+        }
+    }
+    out
 }
 
 /// What one call of [`fit`] produced.

@@ -51,6 +51,11 @@ pub struct TrainSummary {
     pub metrics: BTreeMap<String, f64>,
 }
 
+/// The model card in the bundle (Markdown).
+pub const MODEL_CARD: &str = "MODEL_CARD.md";
+/// Test metrics per customer group (JSON).
+pub const RECOMMENDER_GROUP_METRICS: &str = "recommender.group_metrics.json";
+
 const RECOMMENDER_PREFIXES: [&str; 3] =
     ["recommender.", "baseline.popularity.", "baseline.itemknn."];
 const FORECASTER_PREFIXES: [&str; 4] = [
@@ -214,6 +219,18 @@ pub fn run(opts: &TrainOptions) -> Result<TrainSummary> {
         }
     }
     writer.write_json(files::METRICS, &metrics)?;
+    let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let card = crate::model_card::render(&crate::model_card::CardInputs {
+        config: &config,
+        recommender: recommender.as_ref(),
+        forecaster: forecaster.as_ref(),
+        metrics: &metrics,
+        device: &selected.backend.to_string(),
+        seed,
+        created_at: &created_at,
+    });
+    std::fs::write(writer.path_of(MODEL_CARD), card).context("writing the model card")?;
+    writer.register(MODEL_CARD)?;
 
     let gate = forecaster
         .as_ref()
@@ -227,7 +244,7 @@ pub fn run(opts: &TrainOptions) -> Result<TrainSummary> {
         format_version: FORMAT_VERSION,
         crate_version: env!("CARGO_PKG_VERSION").to_string(),
         burn_version: BURN_VERSION.to_string(),
-        created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        created_at,
         config: config
             .to_toml()
             .map_err(|e| anyhow::anyhow!("encoding the config: {e}"))?,
@@ -290,6 +307,7 @@ fn write_models(
         save_config(writer, files::RECOMMENDER_TRAINING, &r.training_config)?;
         writer.write_json(files::RECOMMENDER_ARTIFACTS, &r.artifacts)?;
         writer.write_json(files::SEGMENTS, &r.artifacts.segment_profiles)?;
+        writer.write_json(RECOMMENDER_GROUP_METRICS, &r.group_metrics)?;
         metrics.extend(r.metrics.clone());
         metrics.insert("recommender.epochs_run".into(), r.epochs_run as f64);
     }

@@ -78,6 +78,50 @@ fn both_models_beat_their_baselines() {
     ] {
         assert!(bundle.join(f).exists(), "bundle lacks {f}");
     }
+
+    // The model card: data, models, metrics against baselines, every customer group of each
+    // configured attribute, limitations; counts and names only, never a customer's id.
+    let card = std::fs::read_to_string(bundle.join("MODEL_CARD.md")).expect("MODEL_CARD.md");
+    for part in [
+        "# Model card: beats",
+        "## Recommender",
+        "Customer attributes: region, age_band.",
+        "| rows read |",
+        "### Metrics against baselines",
+        "| full.recall@10 |",
+        "### By region",
+        "### By age_band",
+        "### How a recommendation is explained",
+        "## Demand forecaster",
+        "| mase |",
+        "Quality gate",
+        "## Known limitations",
+    ] {
+        assert!(
+            card.contains(part),
+            "the model card lacks {part:?}:\n{card}"
+        );
+    }
+    assert!(
+        !card.contains("C0000"),
+        "a customer id in the model card:\n{card}"
+    );
+    let groups: Vec<serde_json::Value> = serde_json::from_slice(
+        &std::fs::read(bundle.join("recommender.group_metrics.json")).expect("group metrics"),
+    )
+    .expect("json");
+    let in_region: u64 = groups
+        .iter()
+        .filter(|g| g["attribute"] == "region")
+        .map(|g| g["customers"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(
+        in_region as f64, m["recommender.test_customers"],
+        "every test customer is in one region group"
+    );
+    assert!(groups
+        .iter()
+        .all(|g| g["model"]["full.recall@10"].as_f64().is_some()));
 }
 
 #[test]

@@ -59,7 +59,11 @@ pub struct RecommenderArtifacts {
     pub customer_attributes: Option<AttributeTable>,
     #[serde(default)]
     pub product_attributes: Option<AttributeTable>,
+    /// Customer ids, or their pseudonyms when `pseudonyms` is set.
     pub customers: IdVocab,
+    /// Set when `customers` holds salted hashes of the ids (see `privacy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pseudonyms: Option<crate::privacy::PseudonymInfo>,
     pub products: IdVocab,
     pub customer_features: FeatureSet,
     pub product_features: FeatureSet,

@@ -26,6 +26,24 @@ pub struct ShopConfig {
     pub recommender: Option<RecommenderSection>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forecaster: Option<ForecasterSection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<PrivacySection>,
+}
+
+/// What the bundle may hold about customers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacySection {
+    /// Store a salted hash of each customer id in the bundle instead of the id.
+    #[serde(default)]
+    pub pseudonymise_customer_ids: bool,
+    /// The environment variable holding the salt (secret, the same for training and scoring).
+    #[serde(default = "default_salt_env")]
+    pub salt_env: String,
+}
+
+fn default_salt_env() -> String {
+    "SHOPCAST_ID_SALT".into()
 }
 
 /// Who the business is and where its data lives.

@@ -11,6 +11,7 @@ pub mod demo;
 pub mod error;
 pub mod exp_smoothing;
 pub mod interactions;
+pub mod privacy;
 pub mod sales;
 pub mod table;
 pub mod table_chunks;

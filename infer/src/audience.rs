@@ -186,7 +186,7 @@ pub fn audience(opts: &AudienceOptions) -> Result<JobManifest> {
     // `input_rows` stays the products (or category) asked for; the customers are a count.
     let mut targets = known_targets(a);
     if let Some(path) = &opts.opt_out {
-        let opted_out = read_opt_outs(path, a, &mut manifest)?;
+        let opted_out = read_opt_outs(path, &loaded, &mut manifest)?;
         drop_opted_out(&mut targets, &opted_out, &mut manifest);
     }
     manifest

@@ -22,6 +22,7 @@ use polars::prelude::{Column, DataFrame};
 use shopcast_datasets::artifacts::{files, shard_of, RecommenderArtifacts};
 use shopcast_datasets::config::FileSpec;
 use shopcast_datasets::interactions::{attribute_columns, pad_tokens};
+use shopcast_datasets::privacy::Pseudonymiser;
 use shopcast_datasets::table::{AtomicFrameWriter, Table};
 use shopcast_datasets::table_chunks::TableChunks;
 use shopcast_datasets::DataError;
@@ -80,6 +81,9 @@ pub struct LoadedRecommender {
     pub customer_features: EntityFeatures,
     pub product_features: EntityFeatures,
     pub device: Device,
+    /// When the bundle holds pseudonyms of customer ids: the salted hash that maps an input id
+    /// to its pseudonym.
+    pub pseudonymiser: Option<Pseudonymiser>,
 }
 
 fn bundle_invalid(bundle: &Bundle, msg: String) -> anyhow::Error {
@@ -118,6 +122,10 @@ pub fn load_recommender(dir: &Path, device: &Device) -> Result<LoadedRecommender
         ));
     }
     let model = bundle.load_module(files::RECOMMENDER_WEIGHTS, config.init(device))?;
+    let pseudonymiser = match &artifacts.pseudonyms {
+        Some(info) => Some(Pseudonymiser::for_bundle(info)?),
+        None => None,
+    };
     let (ct, cw) = artifacts.customer_features.padded();
     let (pt, pw) = artifacts.product_features.padded();
     Ok(LoadedRecommender {
@@ -128,6 +136,7 @@ pub fn load_recommender(dir: &Path, device: &Device) -> Result<LoadedRecommender
         model,
         artifacts,
         device: device.clone(),
+        pseudonymiser,
     })
 }
 
@@ -556,6 +565,7 @@ pub(crate) fn known_targets(a: &RecommenderArtifacts) -> Vec<Target> {
 /// one) and what was counted.
 struct CustomerListReader<'a> {
     artifacts: &'a RecommenderArtifacts,
+    pseudonymiser: Option<&'a Pseudonymiser>,
     id_column: String,
     product_index: HashMap<&'a str, u32>,
     seen_known: Vec<bool>,
@@ -568,11 +578,13 @@ struct CustomerListReader<'a> {
 impl<'a> CustomerListReader<'a> {
     fn new(
         artifacts: &'a RecommenderArtifacts,
+        pseudonymiser: Option<&'a Pseudonymiser>,
         catalogue: &'a Catalogue,
         id_column: String,
     ) -> Self {
         CustomerListReader {
             artifacts,
+            pseudonymiser,
             id_column,
             product_index: catalogue
                 .ids
@@ -603,7 +615,10 @@ impl<'a> CustomerListReader<'a> {
         };
         let mut targets = Vec::with_capacity(ids.len());
         for ((id, attrs), recent) in ids.into_iter().zip(attributes).zip(recent) {
-            let known = a.customers.get(&id);
+            let known = match self.pseudonymiser {
+                Some(p) => a.customers.get(&p.apply(&id)),
+                None => a.customers.get(&id),
+            };
             let first_time = match known {
                 Some(c) => !std::mem::replace(&mut self.seen_known[c as usize], true),
                 None => self.seen_new.insert(fingerprint(&id)),
@@ -628,6 +643,8 @@ impl<'a> CustomerListReader<'a> {
             let mut target = match known {
                 Some(c) => {
                     let mut t = known_target(a, c);
+                    // The input's id (the bundle may only know its pseudonym).
+                    t.id = id;
                     t.recent.extend(items.iter().copied());
                     t.bought.extend(items);
                     t
@@ -771,15 +788,25 @@ pub(crate) fn read_excluded(
 
 /// Reads an opt-out list (the business's customer id column, or `customer_id`): customers who
 /// get no personalised output.
+/// With a pseudonymised bundle, each id's pseudonym is listed too (customers taken from the
+/// bundle are known by their pseudonyms only).
 pub(crate) fn read_opt_outs(
     path: &Path,
-    a: &RecommenderArtifacts,
+    loaded: &LoadedRecommender,
     manifest: &mut JobManifest,
 ) -> Result<HashSet<String>, DataError> {
+    let a = &loaded.artifacts;
     let (table, column) = read_with_id(path, &a.customer_column, "customer_id", &[])?;
-    let ids: HashSet<String> = table.ids(&column)?.into_iter().collect();
+    let ids = table.ids(&column)?;
     manifest.counts.insert("opt_out_ids".into(), ids.len());
-    Ok(ids)
+    let mut out: HashSet<String> = HashSet::with_capacity(ids.len() * 2);
+    for id in ids {
+        if let Some(p) = &loaded.pseudonymiser {
+            out.insert(p.apply(&id));
+        }
+        out.insert(id);
+    }
+    Ok(out)
 }
 
 /// Drops opted-out customers from `targets`, counting them in the manifest.
@@ -985,7 +1012,7 @@ pub fn recommend(opts: &RecommendOptions) -> Result<JobManifest> {
         top_k: opts.top_k,
     };
     let opted_out = match &opts.opt_out {
-        Some(path) => read_opt_outs(path, a, &mut manifest)?,
+        Some(path) => read_opt_outs(path, &loaded, &mut manifest)?,
         None => HashSet::new(),
     };
     let mut writer = AtomicFrameWriter::create(&opts.out, recommendation_frame(&[])?.schema())?;
@@ -1029,7 +1056,8 @@ pub fn recommend(opts: &RecommendOptions) -> Result<JobManifest> {
                 &optional,
                 piece_rows,
             )?;
-            let mut reader = CustomerListReader::new(a, &catalogue, id_column);
+            let mut reader =
+                CustomerListReader::new(a, loaded.pseudonymiser.as_ref(), &catalogue, id_column);
             for piece in pieces {
                 let table = piece?;
                 manifest.input_rows += table.len();

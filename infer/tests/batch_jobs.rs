@@ -682,3 +682,81 @@ fn shards_partition_reruns_repeat_and_kills_leave_the_previous_output() {
     std::fs::remove_file(bundle.join("recommender.bpk")).expect("remove");
     refused(&bundle, "recommend", "recommender");
 }
+
+#[test]
+fn pseudonymised_bundles_hold_no_customer_id_and_score_from_the_real_ids() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plain = train(dir.path());
+    let private_dir = dir.path().join("private");
+    std::fs::create_dir_all(&private_dir).expect("mkdir");
+    let config = private_dir.join("shop.toml");
+    std::fs::write(
+        &config,
+        format!("{SHOP}\n[privacy]\npseudonymise_customer_ids = true\n"),
+    )
+    .expect("write config");
+    let bundle = private_dir.join("bundle");
+    let salt = ("SHOPCAST_ID_SALT", "correct horse battery staple");
+    let train_private = |env: &[(&str, &str)]| {
+        Command::new(bin("train"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--out")
+            .arg(&bundle)
+            .env_remove("SHOPCAST_ID_SALT")
+            .envs(env.iter().copied())
+            .output()
+            .expect("spawn train")
+    };
+    // No salt: refused before training, naming the variable.
+    let o = train_private(&[]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{e}");
+    assert!(e.contains("SHOPCAST_ID_SALT"), "{e}");
+    let o = train_private(&[salt]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let vocab = std::fs::read_to_string(bundle.join("recommender.vocab.json")).expect("vocab");
+    assert!(
+        !vocab.contains("C00001") && vocab.contains("\"p_"),
+        "ids in the bundle"
+    );
+
+    // Scoring from the real ids: known customers are recognised, outputs carry the real ids and
+    // match the plain bundle's (pseudonyms change names, not the model).
+    let list = dir.path().join("list.csv");
+    std::fs::write(&list, "customer_id\nC00001\nC00002\nNEW-X\n").expect("write list");
+    let score = |bundle: &Path, out: &Path, env: &[(&str, &str)]| {
+        let mut cmd = infer(&["recommend"], bundle, out, env);
+        cmd.arg("--customers")
+            .arg(&list)
+            .env_remove("SHOPCAST_ID_SALT");
+        cmd.envs(env.iter().copied());
+        cmd.output().expect("spawn infer")
+    };
+    let (ours, theirs) = (dir.path().join("ours.csv"), dir.path().join("theirs.csv"));
+    let o = score(&bundle, &ours, &[salt]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = score(&plain, &theirs, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(lines(&ours), lines(&theirs));
+    assert!(lines(&ours).iter().any(|l| l.starts_with("C00001,")));
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("ours.csv.manifest.json")).expect("manifest"),
+    )
+    .expect("json");
+    assert_eq!(manifest["counts"]["new customers (cold start)"], 1);
+
+    // Without the salt, or with another one: exit 3, and why.
+    for (env, expect) in [
+        (vec![], "SHOPCAST_ID_SALT"),
+        (
+            vec![("SHOPCAST_ID_SALT", "another long secret value")],
+            "not the one the bundle was trained with",
+        ),
+    ] {
+        let o = score(&bundle, &dir.path().join("never.csv"), &env);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(3), "{e}");
+        assert!(e.contains(expect), "{e}");
+    }
+}

@@ -796,6 +796,7 @@ fn build_artifacts(
         customer_attributes: sec.data.customers.clone(),
         product_attributes: sec.data.products.clone(),
         customers: data.customers.clone(),
+        pseudonyms: None,
         products: data.products.clone(),
         customer_features: data.customer_features.clone(),
         product_features: data.product_features.clone(),

@@ -9,7 +9,8 @@ use burn::config::Config;
 use shopcast_datasets::artifacts::files;
 use shopcast_datasets::config::ShopConfig;
 use shopcast_datasets::demo::generate_if_missing;
-use shopcast_datasets::{DataError, LoadedConfig};
+use shopcast_datasets::privacy::Pseudonymiser;
+use shopcast_datasets::{DataError, IdVocab, LoadedConfig};
 use shopcast_model::bundle::{
     fingerprint_files, BundleManifest, BundleWriter, BURN_VERSION, FORMAT_VERSION,
 };
@@ -155,12 +156,36 @@ pub fn run(opts: &TrainOptions) -> Result<TrainSummary> {
     );
     let checkpoints = Checkpoints::new(&out, hex_sha256(job.as_bytes()), opts.resume)?;
 
+    // Pseudonyms: the salt must be there before hours of training, not after.
+    let pseudonymiser = match &config.privacy {
+        Some(p) if p.pseudonymise_customer_ids && want_rec => Some((
+            Pseudonymiser::from_env(&p.salt_env).map_err(|e| DataError::Config {
+                path: opts.config.clone(),
+                msg: format!("[privacy]: {e}"),
+            })?,
+            p.salt_env.clone(),
+        )),
+        _ => None,
+    };
+
     let device = selected.device.clone();
     let recommender = match (&config.recommender, want_rec) {
-        (Some(sec), true) => Some(
-            train_recommender(&loaded, sec, &device, seed, &checkpoints)
-                .context("training the recommender")?,
-        ),
+        (Some(sec), true) => {
+            let mut outcome = train_recommender(&loaded, sec, &device, seed, &checkpoints)
+                .context("training the recommender")?;
+            if let Some((p, salt_env)) = &pseudonymiser {
+                let a = &mut outcome.artifacts;
+                a.customers = IdVocab::from(
+                    a.customers
+                        .ids()
+                        .iter()
+                        .map(|id| p.apply(id))
+                        .collect::<Vec<_>>(),
+                );
+                a.pseudonyms = Some(p.info(salt_env));
+            }
+            Some(outcome)
+        }
         _ => None,
     };
     // A stop requested after the recommender's last step: its result is checkpointed already.

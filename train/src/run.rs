@@ -245,7 +245,7 @@ pub fn run(opts: &TrainOptions) -> Result<TrainSummary> {
     }
     writer.write_json(files::METRICS, &metrics)?;
     let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let card = crate::model_card::render(&crate::model_card::CardInputs {
+    let mut card = crate::model_card::render(&crate::model_card::CardInputs {
         config: &config,
         recommender: recommender.as_ref(),
         forecaster: forecaster.as_ref(),
@@ -254,6 +254,17 @@ pub fn run(opts: &TrainOptions) -> Result<TrainSummary> {
         seed,
         created_at: &created_at,
     });
+    for kept in models.iter().filter(|m| {
+        !matches!(
+            (m.as_str(), &recommender, &forecaster),
+            ("recommender", Some(_), _) | ("forecaster", _, Some(_))
+        )
+    }) {
+        card.push_str(&format!(
+            "\nThe {kept} was kept from the previous bundle (`train --only`): its metrics are in \
+             `metrics.json`; a run that trains it describes it here.\n"
+        ));
+    }
     std::fs::write(writer.path_of(MODEL_CARD), card).context("writing the model card")?;
     writer.register(MODEL_CARD)?;
 

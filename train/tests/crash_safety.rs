@@ -168,7 +168,7 @@ fn interrupted_training_resumes_to_the_same_model_and_kill_9_never_breaks_a_bund
     // checksums hold) and the checkpoint left behind always resumes or is absent.
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2026);
     let good = out;
-    for round in 0..6 {
+    for round in 0..12 {
         let mut child = train(&cfg, &good, &[], &[])
             .stderr(std::process::Stdio::null())
             .spawn()

@@ -21,6 +21,9 @@ pub mod files {
     pub const FORECASTER_TRAINING: &str = "forecaster.training.json";
     pub const FORECASTER_ARTIFACTS: &str = "forecaster.series.json";
     pub const FORECASTER_SERIES_METRICS: &str = "forecaster.series_metrics.json";
+    /// What each model was trained on, for `infer monitor`.
+    pub const RECOMMENDER_PROFILE: &str = "recommender.data_profile.json";
+    pub const FORECASTER_PROFILE: &str = "forecaster.data_profile.json";
     pub const METRICS: &str = "metrics.json";
     pub const SEGMENTS: &str = "recommender.segments.json";
 }

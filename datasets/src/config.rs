@@ -28,6 +28,38 @@ pub struct ShopConfig {
     pub forecaster: Option<ForecasterSection>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub privacy: Option<PrivacySection>,
+    /// Thresholds of `infer monitor` (defaults without the section).
+    #[serde(default)]
+    pub monitoring: MonitoringSection,
+}
+
+/// When `infer monitor` says the latest data or the model's recent accuracy calls for a
+/// retraining (exit code 7).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitoringSection {
+    /// Largest relative change of rows per day (0.5: from half to one and a half times).
+    pub max_volume_change: f64,
+    /// Largest share of the latest data's customers the bundle has never seen.
+    pub max_new_customer_share: f64,
+    /// Largest share of the latest data's products the bundle has never seen.
+    pub max_new_product_share: f64,
+    /// Largest population stability index of the sales target against training.
+    pub max_target_psi: f64,
+    /// Largest relative loss of accuracy: recent MASE above backtest MASE x (1 + this).
+    pub max_accuracy_loss: f64,
+}
+
+impl Default for MonitoringSection {
+    fn default() -> Self {
+        MonitoringSection {
+            max_volume_change: 0.5,
+            max_new_customer_share: 0.3,
+            max_new_product_share: 0.2,
+            max_target_psi: 0.25,
+            max_accuracy_loss: 0.3,
+        }
+    }
 }
 
 /// What the bundle may hold about customers.
@@ -591,6 +623,21 @@ impl ShopConfig {
 
     /// Checks value ranges and cross-field rules. The message names the key.
     pub fn validate(&self) -> Result<(), String> {
+        let m = &self.monitoring;
+        for (key, v) in [
+            ("monitoring.max_volume_change", m.max_volume_change),
+            (
+                "monitoring.max_new_customer_share",
+                m.max_new_customer_share,
+            ),
+            ("monitoring.max_new_product_share", m.max_new_product_share),
+            ("monitoring.max_target_psi", m.max_target_psi),
+            ("monitoring.max_accuracy_loss", m.max_accuracy_loss),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(format!("key `{key}`: must be a positive number, got {v}"));
+            }
+        }
         fn positive(key: &str, v: usize) -> Result<(), String> {
             if v == 0 {
                 return Err(format!("key `{key}`: must be at least 1, got 0"));

@@ -12,6 +12,7 @@ pub mod error;
 pub mod exp_smoothing;
 pub mod interactions;
 pub mod privacy;
+pub mod profile;
 pub mod sales;
 pub mod table;
 pub mod table_chunks;

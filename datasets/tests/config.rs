@@ -79,6 +79,8 @@ fn out_of_range_values_are_named() {
         "{MINIMAL}\n[forecaster.model]\nquantiles = [0.1, 0.5, 1.2]\n"
     ));
     assert!(e.contains("forecaster.model.quantiles"), "{e}");
+    let e = parse_err(&format!("{MINIMAL}\n[monitoring]\nmax_target_psi = -1\n"));
+    assert!(e.contains("monitoring.max_target_psi"), "{e}");
     let e = parse_err(&MINIMAL.replace("name = \"tiny\"", "name = \"tiny\"\ndevice = \"tpu\""));
     assert!(e.contains("business.device"), "{e}");
 }

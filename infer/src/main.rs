@@ -4,8 +4,10 @@
 //! `infer audience  --bundle DIR (--products FILE | --category NAME) --top N [--exclude FILE] [--opt-out FILE] --out FILE.(csv|parquet) [--device D]`
 //! `infer anomalies --bundle DIR [--periods N] [--band P] --out FILE.(csv|parquet) [--shard I/N] [--device D]`
 //!
+//! `infer monitor   --bundle DIR --config FILE [--data-dir DIR] [--out FILE.json] [--device D]`
+//!
 //! Exit codes: 0 success, 2 usage error, 3 bad input, 4 bundle missing, corrupt or incompatible,
-//! 5 runtime failure.
+//! 5 runtime failure, 7 (monitor) a `[monitoring]` threshold was crossed: retraining advised.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -138,6 +140,23 @@ enum Command {
         #[arg(long, value_parser = parse_device, default_value = "auto")]
         device: DeviceChoice,
     },
+    /// Compares the business's latest data (and the forecaster's recent accuracy) with what the
+    /// bundle was trained on; exit code 7 when a `[monitoring]` threshold is crossed.
+    Monitor {
+        #[arg(long)]
+        bundle: PathBuf,
+        /// The business's config, pointing at its latest data.
+        #[arg(long)]
+        config: PathBuf,
+        /// Data directory; overrides `business.data_dir`.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Also write the report as JSON here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, value_parser = parse_device, default_value = "auto")]
+        device: DeviceChoice,
+    },
     /// Periods among the latest whose actual sales fall outside a wide forecast band.
     Anomalies {
         #[arg(long)]
@@ -193,7 +212,9 @@ fn main() -> ExitCode {
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            let code = if err.chain().any(|e| e.is::<BundleError>()) {
+            let code = if err.chain().any(|e| e.is::<infer::RetrainAdvised>()) {
+                7
+            } else if err.chain().any(|e| e.is::<BundleError>()) {
                 4
             } else if err.chain().any(|e| e.is::<DataError>()) {
                 3
@@ -215,6 +236,7 @@ impl Command {
             Command::Audience { .. } => "audience",
             Command::Reorder { .. } => "reorder",
             Command::Anomalies { .. } => "anomalies",
+            Command::Monitor { .. } => "monitor",
         }
     }
 }
@@ -295,6 +317,31 @@ fn run(args: Args) -> anyhow::Result<()> {
             out,
             device,
         }),
+        Command::Monitor {
+            bundle,
+            config,
+            data_dir,
+            out,
+            device,
+        } => {
+            let report = infer::monitor(&infer::MonitorOptions {
+                bundle,
+                config,
+                data_dir,
+                out,
+                device,
+            })?;
+            if report.retrain {
+                let reasons = report
+                    .checks
+                    .iter()
+                    .filter(|c| c.flagged)
+                    .map(|c| format!("{}: {}", c.check, c.detail))
+                    .collect();
+                return Err(infer::RetrainAdvised(reasons).into());
+            }
+            return Ok(());
+        }
         Command::Anomalies {
             bundle,
             periods,

@@ -128,18 +128,7 @@ impl ForecastScore {
     }
 }
 
-/// Mean |y_t - y_{t-m}| over the history (pairs with a missing value skipped).
-pub fn seasonal_scale(history: &[f32], season: usize) -> Option<f64> {
-    let (mut s, mut n) = (0.0, 0usize);
-    for t in season..history.len() {
-        let (a, b) = (history[t], history[t - season]);
-        if !a.is_nan() && !b.is_nan() {
-            s += (a - b).abs() as f64;
-            n += 1;
-        }
-    }
-    (n > 0).then(|| s / n as f64)
-}
+pub use shopcast_datasets::profile::seasonal_scale;
 
 /// A point forecast turned into quantiles with the empirical quantiles of its own in-sample
 /// errors, so baselines get a fair probabilistic score.

@@ -22,6 +22,7 @@ use serde::Serialize;
 use shopcast_datasets::artifacts::{ForecasterArtifacts, SeriesTail};
 use shopcast_datasets::config::ForecasterSection;
 use shopcast_datasets::exp_smoothing::EtsModel;
+use shopcast_datasets::profile::SalesProfile;
 use shopcast_datasets::sales::{load_sales_panel, SalesPanel};
 use shopcast_datasets::windows::{
     blend_quantiles, CovariateStats, SeriesView, WindowBatch, WindowSpec,
@@ -65,6 +66,8 @@ pub struct ForecasterOutcome {
     pub gate_failures: Vec<String>,
     /// What the data was, for the model card: (what, how much).
     pub data_summary: Vec<(String, String)>,
+    /// What the data was, for `infer monitor`.
+    pub profile: SalesProfile,
     pub best_epoch: usize,
 }
 
@@ -678,6 +681,7 @@ pub fn train_forecaster(
         series_metrics,
         gate_failures,
         data_summary,
+        profile: SalesProfile::of(&panel),
         best_epoch,
     })
 }

@@ -13,6 +13,7 @@ use serde::Serialize;
 use shopcast_datasets::artifacts::{RecommenderArtifacts, SegmentProfile};
 use shopcast_datasets::config::RecommenderSection;
 use shopcast_datasets::interactions::{load_recommender_data, FeatureSet, RecommenderData};
+use shopcast_datasets::profile::InteractionProfile;
 use shopcast_datasets::LoadedConfig;
 use shopcast_model::losses::{bpr, sampled_bce};
 use shopcast_model::recommender::ids_tensor;
@@ -82,6 +83,8 @@ pub struct RecommenderOutcome {
     pub group_metrics: Vec<GroupMetrics>,
     /// What the data was, for the model card: (what, how much).
     pub data_summary: Vec<(String, String)>,
+    /// What the data was, for `infer monitor`.
+    pub profile: InteractionProfile,
     pub epochs_run: usize,
     pub best_epoch: usize,
 }
@@ -459,6 +462,7 @@ pub fn train_recommender(
         metrics,
         group_metrics,
         data_summary: summary,
+        profile: InteractionProfile::of(&data),
         epochs_run,
         best_epoch,
     })

@@ -344,6 +344,7 @@ fn write_models(
         writer.write_json(files::RECOMMENDER_ARTIFACTS, &r.artifacts)?;
         writer.write_json(files::SEGMENTS, &r.artifacts.segment_profiles)?;
         writer.write_json(RECOMMENDER_GROUP_METRICS, &r.group_metrics)?;
+        writer.write_json(files::RECOMMENDER_PROFILE, &r.profile)?;
         metrics.extend(r.metrics.clone());
         metrics.insert("recommender.epochs_run".into(), r.epochs_run as f64);
     }
@@ -353,6 +354,7 @@ fn write_models(
         save_config(writer, files::FORECASTER_TRAINING, &f.training_config)?;
         writer.write_json(files::FORECASTER_ARTIFACTS, &f.artifacts)?;
         writer.write_json(files::FORECASTER_SERIES_METRICS, &f.series_metrics)?;
+        writer.write_json(files::FORECASTER_PROFILE, &f.profile)?;
         metrics.extend(f.metrics.clone());
     }
     Ok(())

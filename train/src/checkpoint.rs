@@ -83,6 +83,17 @@ pub struct LoopState {
     pub epochs_run: usize,
     /// The loop has ended (early stop or last epoch): its result is the best network.
     pub finished: bool,
+    /// Every finished epoch's losses, for the report's curves.
+    #[serde(default)]
+    pub history: Vec<EpochLog>,
+}
+
+/// One epoch's mean training loss and validation score.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EpochLog {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub validation: Option<f64>,
 }
 
 /// What an epoch's validation score means for early stopping.
@@ -234,6 +245,7 @@ impl Checkpoints {
             since_best: 0,
             epochs_run: 0,
             finished: false,
+            history: Vec::new(),
         }
     }
 

@@ -31,7 +31,7 @@ use shopcast_datasets::{DataError, LoadedConfig};
 use shopcast_model::losses::pinball;
 use shopcast_model::{DemandForecaster, ForecastInput, ForecasterConfig, ForecasterEnsemble};
 
-use crate::checkpoint::{self, Checkpoints, LoopState, Validation};
+use crate::checkpoint::{self, Checkpoints, EpochLog, LoopState, Validation};
 use crate::forecast_eval::{moving_average, seasonal_naive, seasonal_scale, ForecastScore};
 use crate::progress::Progress;
 
@@ -68,7 +68,75 @@ pub struct ForecasterOutcome {
     pub data_summary: Vec<(String, String)>,
     /// What the data was, for `infer monitor`.
     pub profile: SalesProfile,
+    /// Training and validation loss per epoch (the first network).
+    pub history: Vec<EpochLog>,
+    /// The latest backtest fold of the best, median and worst series by MASE.
+    pub samples: Vec<ForecastSample>,
     pub best_epoch: usize,
+}
+
+/// One series' backtest forecast against what happened, for a chart.
+#[derive(Debug, Clone, Serialize)]
+pub struct ForecastSample {
+    /// `best`, `median` or `worst` (by the series' backtest MASE).
+    pub label: String,
+    pub keys: Vec<String>,
+    pub mase: f64,
+    /// Day number of the first history period; periods are `period_days` apart.
+    pub first_day: i64,
+    pub period_days: i64,
+    /// The periods before the origin (up to three horizons) and the actuals after it.
+    pub history: Vec<f32>,
+    pub actual: Vec<f32>,
+    /// Per horizon step, the quantiles.
+    pub forecast: Vec<Vec<f32>>,
+}
+
+/// The best, median and worst series by backtest MASE, with their latest fold.
+fn forecast_samples(
+    panel: &SalesPanel,
+    series_metrics: &[SeriesMetrics],
+    latest: &[Option<(usize, Vec<Vec<f32>>)>],
+    h: usize,
+) -> Vec<ForecastSample> {
+    let by_keys: std::collections::HashMap<Vec<String>, usize> =
+        (0..panel.len()).map(|s| (panel.key_values(s), s)).collect();
+    let mut ranked: Vec<(f64, usize)> = series_metrics
+        .iter()
+        .filter_map(|m| {
+            let mase = *m.metrics.get("forecaster")?.get("mase")?;
+            let s = *by_keys.get(&m.keys)?;
+            (mase.is_finite() && latest[s].is_some()).then_some((mase, s))
+        })
+        .collect();
+    ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    if ranked.is_empty() {
+        return Vec::new();
+    }
+    let picks = [
+        ("best", 0),
+        ("median", ranked.len() / 2),
+        ("worst", ranked.len() - 1),
+    ];
+    picks
+        .iter()
+        .filter_map(|&(label, i)| {
+            let (mase, s) = ranked[i];
+            let (origin, forecast) = latest[s].clone()?;
+            let from = origin.saturating_sub(3 * h).max(panel.start[s]);
+            let y = &panel.target[s];
+            Some(ForecastSample {
+                label: label.into(),
+                keys: panel.key_values(s),
+                mase,
+                first_day: panel.day_of_period(from),
+                period_days: panel.period_days,
+                history: y[from..origin].to_vec(),
+                actual: y[origin..(origin + h).min(y.len())].to_vec(),
+                forecast,
+            })
+        })
+        .collect()
 }
 
 /// One series' backtest: its keys and, per method, its metrics over the folds.
@@ -231,7 +299,7 @@ fn train_network(
     progress: &mut Progress,
     label: &str,
     checkpoints: &Checkpoints,
-) -> Result<(DemandForecaster, f64, usize)> {
+) -> Result<(DemandForecaster, f64, usize, Vec<EpochLog>)> {
     let (panel, anchors, spec) = (data.panel, data.anchors, data.spec);
     let h = spec.horizon;
     let plain = device.clone();
@@ -318,6 +386,11 @@ fn train_network(
                 * chunk.len() as f64;
         }
         val_loss /= data.val_series.len().max(1) as f64;
+        state.history.push(EpochLog {
+            epoch,
+            train_loss: state.loss_sum / state.loss_n.max(1) as f64,
+            validation: Some(val_loss),
+        });
         progress.log(&format!(
             "epoch {epoch}: train loss {:.4}, validation loss {val_loss:.4}",
             state.loss_sum / state.loss_n.max(1) as f64
@@ -349,6 +422,7 @@ fn train_network(
         best,
         state.best_score.unwrap_or(f64::INFINITY),
         state.best_epoch,
+        state.history,
     ))
 }
 
@@ -480,6 +554,7 @@ pub fn train_forecaster(
         (steps_per_epoch * tc.epochs * tc.ensemble) as u64,
     );
     let mut members = Vec::with_capacity(tc.ensemble);
+    let mut history = Vec::new();
     let (mut best_loss, mut best_epoch) = (0.0, 0);
     for member in 0..tc.ensemble {
         // Member 0 uses the run's seed, so an ensemble of one is the plain model.
@@ -487,7 +562,7 @@ pub fn train_forecaster(
         if tc.ensemble > 1 {
             progress.log(&format!("network {} of {}", member + 1, tc.ensemble));
         }
-        let (net, loss, epoch) = train_network(
+        let (net, loss, epoch, epochs) = train_network(
             &data,
             &model_config,
             &tc,
@@ -502,6 +577,9 @@ pub fn train_forecaster(
             checkpoints,
         )?;
         members.push(net);
+        if member == 0 {
+            history = epochs;
+        }
         best_loss += loss / tc.ensemble as f64;
         best_epoch = best_epoch.max(epoch);
     }
@@ -547,6 +625,8 @@ pub fn train_forecaster(
         .map(|_| ForecastScore::new(&m.quantiles))
         .collect();
     let mut per_series: Vec<Option<Vec<ForecastScore>>> = vec![None; panel.len()];
+    // The latest fold's forecast of each series, for the report's charts.
+    let mut latest: Vec<Option<(usize, Vec<Vec<f32>>)>> = vec![None; panel.len()];
     for &origin in &fold_origins {
         let series: Vec<usize> = (0..panel.len())
             .filter(|&s| origin >= spec.min_origin(panel.start[s]))
@@ -566,6 +646,9 @@ pub fn train_forecaster(
                 moving_average(history, h, tc.moving_average_window, &m.quantiles),
                 ets.quantiles_from(&ets.state_at(y, origin), h),
             ];
+            if latest[s].as_ref().is_none_or(|(o, _)| origin > *o) {
+                latest[s] = Some((origin, f.clone()));
+            }
             let scores = per_series[s].get_or_insert_with(|| {
                 METHODS
                     .iter()
@@ -640,6 +723,7 @@ pub fn train_forecaster(
 
     let gate_failures = quality_gate(&metrics);
 
+    let samples = forecast_samples(&panel, &series_metrics, &latest, h);
     let artifacts = build_artifacts(sec, &panel, &spec, blend);
     let r = &panel.report;
     let data_summary = vec![
@@ -682,6 +766,8 @@ pub fn train_forecaster(
         gate_failures,
         data_summary,
         profile: SalesProfile::of(&panel),
+        history,
+        samples,
         best_epoch,
     })
 }

@@ -10,6 +10,7 @@ pub mod model_card;
 pub mod progress;
 pub mod ranking;
 pub mod recommender_training;
+pub mod report;
 pub mod run;
 pub mod segments;
 

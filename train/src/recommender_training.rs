@@ -20,10 +20,10 @@ use shopcast_model::recommender::ids_tensor;
 use shopcast_model::recommender::ProductMatrix;
 use shopcast_model::{EntityFeatures, InteractionBatch, Recommender, RecommenderConfig};
 
-use crate::checkpoint::{self, Checkpoints, LoopState, Validation};
+use crate::checkpoint::{self, Checkpoints, EpochLog, LoopState, Validation};
 use crate::progress::Progress;
 use crate::ranking::{
-    build_cases, evaluate, full_ndcg, Case, DenseScores, ItemKnn, Popularity, Scorer,
+    build_cases, evaluate, full_ndcg, top_k, Case, DenseScores, ItemKnn, Popularity, Scorer,
 };
 use crate::segments::kmeans;
 
@@ -85,6 +85,11 @@ pub struct RecommenderOutcome {
     pub data_summary: Vec<(String, String)>,
     /// What the data was, for `infer monitor`.
     pub profile: InteractionProfile,
+    /// Training loss and validation NDCG@10 per epoch (the early-stopped fit).
+    pub history: Vec<EpochLog>,
+    /// Per method, the share of the test top-10 slots going to each popularity decile of the
+    /// catalogue (the first: the 10% most bought products).
+    pub popularity_slots: Vec<(String, Vec<f64>)>,
     pub epochs_run: usize,
     pub best_epoch: usize,
 }
@@ -404,6 +409,21 @@ pub fn train_recommender(
         evaluate(&knn, &test_cases, n_p),
     );
 
+    // Popularity bias: where the top-10 slots go, by the products' popularity decile.
+    let popularity_slots = vec![
+        (
+            "model".to_string(),
+            slots_by_popularity_decile(&model_scores, &test_cases, &final_train, n_p),
+        ),
+        (
+            "item-kNN".to_string(),
+            slots_by_popularity_decile(&knn, &test_cases, &final_train, n_p),
+        ),
+        (
+            "popularity".to_string(),
+            slots_by_popularity_decile(&popularity, &test_cases, &final_train, n_p),
+        ),
+    ];
     // Per group of each customer attribute (region, age band...): is a group badly served?
     let mut group_columns: Vec<String> = Vec::new();
     if let Some(t) = &sec.data.customers {
@@ -463,9 +483,45 @@ pub fn train_recommender(
         group_metrics,
         data_summary: summary,
         profile: InteractionProfile::of(&data),
+        history: early.history.clone(),
+        popularity_slots,
         epochs_run,
         best_epoch,
     })
+}
+
+/// Share of the test customers' top-10 slots (their known products left out) that goes to each
+/// popularity decile of the catalogue, by the training pairs (decile 0: the most bought 10%).
+fn slots_by_popularity_decile(
+    scorer: &dyn Scorer,
+    cases: &[Case],
+    train: &[(u32, u32, f32)],
+    n_p: usize,
+) -> Vec<f64> {
+    let mut counts = vec![0usize; n_p];
+    for &(_, p, _) in train {
+        counts[p as usize] += 1;
+    }
+    let mut by_popularity: Vec<usize> = (0..n_p).collect();
+    by_popularity.sort_by(|&a, &b| counts[b].cmp(&counts[a]).then(a.cmp(&b)));
+    let mut decile = vec![0usize; n_p];
+    for (rank, &p) in by_popularity.iter().enumerate() {
+        decile[p] = (rank * 10 / n_p.max(1)).min(9);
+    }
+    let mut slots = vec![0f64; 10];
+    let mut scores = Vec::with_capacity(n_p);
+    for case in cases {
+        scores.clear();
+        scorer.scores(case.customer, &mut scores);
+        for &p in &case.known {
+            scores[p as usize] = f32::NEG_INFINITY;
+        }
+        for p in top_k(&scores, 10) {
+            slots[decile[p]] += 1.0;
+        }
+    }
+    let total: f64 = slots.iter().sum::<f64>().max(1.0);
+    slots.iter().map(|s| s / total).collect()
 }
 
 /// Test metrics of the customers with one value of one attribute, beside the popularity
@@ -530,6 +586,7 @@ fn metrics_by_group(
 struct Fitted {
     /// The best model by validation NDCG@10 (the last one without validation).
     model: Recommender,
+    history: Vec<EpochLog>,
     best_score: f64,
     best_epoch: usize,
     epochs_run: usize,
@@ -629,9 +686,11 @@ fn fit(
         }
         let train_loss = state.loss_sum / state.loss_n.max(1) as f64;
         let mut stop_early = false;
+        let mut validation = None;
         if let Some(validate) = validate.as_mut() {
             let snapshot = model.valid();
             let ndcg = validate(&snapshot)?;
+            validation = Some(ndcg);
             progress.log(&format!(
                 "epoch {epoch}: train loss {train_loss:.4}, validation NDCG@10 {ndcg:.4}"
             ));
@@ -647,6 +706,11 @@ fn fit(
         } else {
             progress.log(&format!("epoch {epoch}: train loss {train_loss:.4}"));
         }
+        state.history.push(EpochLog {
+            epoch,
+            train_loss,
+            validation,
+        });
         // The end of an epoch: the next one starts with its shuffle.
         (state.epoch, state.next_step) = (epoch + 1, 0);
         state.finished = stop_early || epoch == epochs;
@@ -670,6 +734,7 @@ fn fit(
             ));
             Fitted {
                 model,
+                history: state.history.clone(),
                 best_score,
                 best_epoch: state.best_epoch,
                 epochs_run,
@@ -679,6 +744,7 @@ fn fit(
             progress.finish(&format!("{epochs_run} epochs"));
             Fitted {
                 model: model.valid(),
+                history: state.history.clone(),
                 best_score: f64::NAN,
                 best_epoch: epochs_run,
                 epochs_run,

@@ -52,6 +52,8 @@ pub struct TrainSummary {
     pub metrics: BTreeMap<String, f64>,
 }
 
+/// The run report in the bundle (self-contained HTML).
+pub const REPORT: &str = "report.html";
 /// The model card in the bundle (Markdown).
 pub const MODEL_CARD: &str = "MODEL_CARD.md";
 /// Test metrics per customer group (JSON).
@@ -267,6 +269,17 @@ pub fn run(opts: &TrainOptions) -> Result<TrainSummary> {
     }
     std::fs::write(writer.path_of(MODEL_CARD), card).context("writing the model card")?;
     writer.register(MODEL_CARD)?;
+    let report = crate::report::render(&crate::report::ReportInputs {
+        business: &config.business.name,
+        created_at: &created_at,
+        device: &selected.backend.to_string(),
+        seed,
+        metrics: &metrics,
+        recommender: recommender.as_ref(),
+        forecaster: forecaster.as_ref(),
+    });
+    std::fs::write(writer.path_of(REPORT), report).context("writing the report")?;
+    writer.register(REPORT)?;
 
     let gate = forecaster
         .as_ref()

@@ -106,6 +106,40 @@ fn both_models_beat_their_baselines() {
         !card.contains("C0000"),
         "a customer id in the model card:\n{card}"
     );
+
+    // The run report: every chart (inline SVG) and table, nothing fetched from elsewhere.
+    let report = std::fs::read_to_string(bundle.join("report.html")).expect("report.html");
+    for id in [
+        "loss-recommender",
+        "validation-recommender",
+        "popularity-bias",
+        "segment-sizes",
+        "loss-forecaster",
+        "forecast-best",
+        "forecast-median",
+        "forecast-worst",
+    ] {
+        let at = report
+            .find(&format!("<figure id=\"{id}\"><svg"))
+            .unwrap_or_else(|| panic!("no chart {id}"));
+        let end = report[at..].find("</figure>").expect("figure end");
+        let svg = &report[at..at + end];
+        let marks = svg.matches("<polyline").count()
+            + svg.matches("<rect").count()
+            + svg.matches("<polygon").count();
+        assert!(marks >= 2, "{id} draws nothing");
+    }
+    for id in ["metrics-recommender", "metrics-forecaster", "segments"] {
+        assert!(
+            report.contains(&format!("<table id=\"{id}\">")),
+            "no table {id}"
+        );
+    }
+    assert!(report.contains("<td>full.recall@10</td>") && report.contains("<td>mase</td>"));
+    assert!(
+        !report.contains("src=\"http") && !report.contains("href=\"http"),
+        "external resources"
+    );
     let groups: Vec<serde_json::Value> = serde_json::from_slice(
         &std::fs::read(bundle.join("recommender.group_metrics.json")).expect("group metrics"),
     )

@@ -1,0 +1,481 @@
+//! `report.html`: one self-contained page per training run (no network: the charts are inline
+//! SVG drawn with plotters, the styles inline) with the loss curves, the metrics against the
+//! baselines, forecast-versus-actual charts with the P10-P90 band for the best, median and worst
+//! series, the recommender's popularity bias and catalogue coverage, and the segment profiles.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use plotters::prelude::*;
+use shopcast_datasets::table::date_of_day;
+
+use crate::checkpoint::EpochLog;
+use crate::forecaster_training::{ForecastSample, ForecasterOutcome};
+use crate::recommender_training::RecommenderOutcome;
+
+const WIDTH: u32 = 720;
+const HEIGHT: u32 = 300;
+const COLORS: [RGBColor; 4] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+];
+
+/// What the report is drawn from.
+pub struct ReportInputs<'a> {
+    pub business: &'a str,
+    pub created_at: &'a str,
+    pub device: &'a str,
+    pub seed: u64,
+    pub metrics: &'a BTreeMap<String, f64>,
+    pub recommender: Option<&'a RecommenderOutcome>,
+    pub forecaster: Option<&'a ForecasterOutcome>,
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Padded bounds of some values (a flat or empty series still gets a range).
+fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (lo, hi) = values
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+    if !lo.is_finite() {
+        return (0.0, 1.0);
+    }
+    let pad = ((hi - lo) * 0.05).max(1e-6);
+    (lo - pad, hi + pad)
+}
+
+/// Lines over x, as an SVG string.
+fn line_chart(
+    title: &str,
+    x_desc: &str,
+    lines: &[(&str, Vec<(f64, f64)>)],
+) -> Result<String, String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let (x0, x1) = bounds(lines.iter().flat_map(|(_, p)| p.iter().map(|q| q.0)));
+        let (y0, y1) = bounds(lines.iter().flat_map(|(_, p)| p.iter().map(|q| q.1)));
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(55)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .x_desc(x_desc)
+            .draw()
+            .map_err(|e| e.to_string())?;
+        for (i, (name, points)) in lines.iter().enumerate() {
+            let color = COLORS[i % COLORS.len()];
+            chart
+                .draw_series(LineSeries::new(
+                    points.iter().copied(),
+                    color.stroke_width(2),
+                ))
+                .map_err(|e| e.to_string())?
+                .label(*name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(svg)
+}
+
+/// Grouped bars: one group per category, one bar per series.
+fn bar_chart(
+    title: &str,
+    categories: &[String],
+    series: &[(String, Vec<f64>)],
+) -> Result<String, String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let top = series
+            .iter()
+            .flat_map(|(_, v)| v.iter().copied())
+            .fold(0.0f64, f64::max)
+            .max(1e-6)
+            * 1.1;
+        let n = categories.len().max(1) as f64;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(55)
+            .build_cartesian_2d(0f64..n, 0f64..top)
+            .map_err(|e| e.to_string())?;
+        let labels = categories.to_vec();
+        chart
+            .configure_mesh()
+            .x_labels(categories.len().max(1))
+            .x_label_formatter(&move |x| {
+                labels.get(x.floor() as usize).cloned().unwrap_or_default()
+            })
+            .disable_x_mesh()
+            .draw()
+            .map_err(|e| e.to_string())?;
+        let width = 0.8 / series.len().max(1) as f64;
+        for (k, (name, values)) in series.iter().enumerate() {
+            let color = COLORS[k % COLORS.len()];
+            chart
+                .draw_series(values.iter().enumerate().map(|(i, &v)| {
+                    let x = i as f64 + 0.1 + k as f64 * width;
+                    Rectangle::new([(x, 0.0), (x + width, v)], color.filled())
+                }))
+                .map_err(|e| e.to_string())?
+                .label(name.as_str())
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
+                });
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(svg)
+}
+
+/// History, actuals, the median forecast and the outer-quantile band of one series.
+pub fn forecast_chart(title: &str, sample: &ForecastSample) -> Result<String, String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let origin = sample.history.len() as f64;
+        let h = sample.forecast.len();
+        let lowest = |q: &Vec<f32>| q.first().copied().unwrap_or(0.0) as f64;
+        let highest = |q: &Vec<f32>| q.last().copied().unwrap_or(0.0) as f64;
+        let median = |q: &Vec<f32>| q.get(q.len() / 2).copied().unwrap_or(0.0) as f64;
+        let all = sample
+            .history
+            .iter()
+            .chain(&sample.actual)
+            .map(|&v| v as f64)
+            .chain(sample.forecast.iter().flat_map(|q| [lowest(q), highest(q)]));
+        let (y0, y1) = bounds(all);
+        let x1 = origin + h as f64;
+        let first_day = sample.first_day;
+        let period = sample.period_days;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(55)
+            .build_cartesian_2d(0f64..x1.max(1.0), y0.min(0.0)..y1)
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .x_labels(6)
+            .x_label_formatter(&move |x| {
+                date_of_day(first_day + x.round() as i64 * period)
+                    .format("%Y-%m-%d")
+                    .to_string()
+            })
+            .draw()
+            .map_err(|e| e.to_string())?;
+        let steps = |f: &dyn Fn(&Vec<f32>) -> f64| -> Vec<(f64, f64)> {
+            sample
+                .forecast
+                .iter()
+                .enumerate()
+                .map(|(j, q)| (origin + j as f64, f(q)))
+                .collect()
+        };
+        let mut band = steps(&highest);
+        band.extend(steps(&lowest).into_iter().rev());
+        let band_color = COLORS[0].mix(0.25);
+        chart
+            .draw_series(std::iter::once(Polygon::new(band, band_color.filled())))
+            .map_err(|e| e.to_string())?
+            .label("P10-P90")
+            .legend(move |(x, y)| {
+                Rectangle::new([(x, y - 5), (x + 12, y + 5)], band_color.filled())
+            });
+        let history: Vec<(f64, f64)> = sample
+            .history
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| !v.is_nan())
+            .map(|(t, &v)| (t as f64, v as f64))
+            .collect();
+        let actual: Vec<(f64, f64)> = sample
+            .actual
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| !v.is_nan())
+            .map(|(j, &v)| (origin + j as f64, v as f64))
+            .collect();
+        for (name, points, color) in [
+            ("history", history, BLACK),
+            ("actual", actual, COLORS[1]),
+            ("P50 forecast", steps(&median), COLORS[0]),
+        ] {
+            chart
+                .draw_series(LineSeries::new(points, color.stroke_width(2)))
+                .map_err(|e| e.to_string())?
+                .label(name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));
+        }
+        // Upper left: the forecast is on the right.
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(svg)
+}
+
+fn figure(out: &mut String, id: &str, svg: Result<String, String>) {
+    match svg {
+        Ok(svg) => {
+            let _ = writeln!(out, "<figure id=\"{id}\">{svg}</figure>");
+        }
+        // A chart that cannot be drawn does not cost the run its report.
+        Err(e) => {
+            let _ = writeln!(out, "<p id=\"{id}\">Chart not drawn: {}</p>", escape(&e));
+        }
+    }
+}
+
+fn fmt(v: Option<&f64>) -> String {
+    match v {
+        Some(x) if x.is_finite() => format!("{x:.4}"),
+        _ => "–".into(),
+    }
+}
+
+fn metric_table(
+    out: &mut String,
+    id: &str,
+    metrics: &BTreeMap<String, f64>,
+    names: &[String],
+    methods: &[(&str, &str)],
+) {
+    let _ = write!(out, "<table id=\"{id}\"><tr><th>metric</th>");
+    for (label, _) in methods {
+        let _ = write!(out, "<th>{}</th>", escape(label));
+    }
+    out.push_str("</tr>\n");
+    for name in names {
+        let _ = write!(out, "<tr><td>{}</td>", escape(name));
+        for (_, prefix) in methods {
+            let _ = write!(
+                out,
+                "<td>{}</td>",
+                fmt(metrics.get(&format!("{prefix}{name}")))
+            );
+        }
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</table>\n");
+}
+
+fn curves(history: &[EpochLog]) -> (Vec<(f64, f64)>, Vec<(f64, f64)>) {
+    let train = history
+        .iter()
+        .map(|e| (e.epoch as f64, e.train_loss))
+        .collect();
+    let validation = history
+        .iter()
+        .filter_map(|e| Some((e.epoch as f64, e.validation?)))
+        .collect();
+    (train, validation)
+}
+
+/// Renders the report.
+pub fn render(inputs: &ReportInputs<'_>) -> String {
+    let m = inputs.metrics;
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>shopcast report: {name}</title><style>\
+         body{{font-family:sans-serif;max-width:780px;margin:2em auto;color:#222}}\
+         table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}\
+         th:first-child,td:first-child{{text-align:left}}figure{{margin:1em 0}}</style></head><body>\n\
+         <h1>Training report: {name}</h1>\n<p>Trained {at} on <code>{device}</code>, seed {seed}.</p>\n",
+        name = escape(inputs.business),
+        at = escape(inputs.created_at),
+        device = escape(inputs.device),
+        seed = inputs.seed
+    );
+    if let Some(r) = inputs.recommender {
+        out.push_str("<h2>Recommender</h2>\n");
+        let (train, validation) = curves(&r.history);
+        figure(
+            &mut out,
+            "loss-recommender",
+            line_chart(
+                "Training loss per epoch",
+                "epoch",
+                &[("training loss", train)],
+            ),
+        );
+        figure(
+            &mut out,
+            "validation-recommender",
+            line_chart(
+                "Validation NDCG@10 per epoch",
+                "epoch",
+                &[("validation NDCG@10", validation)],
+            ),
+        );
+        out.push_str("<h3>Metrics against baselines (test customers)</h3>\n");
+        let names: Vec<String> = [
+            "sampled.hr@10",
+            "sampled.ndcg@10",
+            "full.recall@10",
+            "full.recall@20",
+            "full.ndcg@10",
+            "coverage@10",
+        ]
+        .map(String::from)
+        .to_vec();
+        metric_table(
+            &mut out,
+            "metrics-recommender",
+            m,
+            &names,
+            &[
+                ("model", "recommender."),
+                ("popularity", "baseline.popularity."),
+                ("item-kNN", "baseline.itemknn."),
+            ],
+        );
+        out.push_str("<h3>Popularity bias and catalogue coverage</h3>\n");
+        let _ = writeln!(
+            out,
+            "<p>Share of the test customers' top-10 slots by the products' popularity decile \
+             (decile 1: the 10% most bought). Catalogue coverage@10: model {}, popularity {}, \
+             item-kNN {}.</p>",
+            fmt(m.get("recommender.coverage@10")),
+            fmt(m.get("baseline.popularity.coverage@10")),
+            fmt(m.get("baseline.itemknn.coverage@10")),
+        );
+        let deciles: Vec<String> = (1..=10).map(|d| d.to_string()).collect();
+        figure(
+            &mut out,
+            "popularity-bias",
+            bar_chart(
+                "Top-10 slots by popularity decile",
+                &deciles,
+                &r.popularity_slots,
+            ),
+        );
+        out.push_str("<h3>Segments</h3>\n<table id=\"segments\"><tr><th>segment</th><th>customers</th><th>top categories</th><th>products per customer</th><th>average spend</th></tr>\n");
+        for s in &r.artifacts.segment_profiles {
+            let cats: Vec<String> = s
+                .top_categories
+                .iter()
+                .map(|(c, share)| format!("{} {:.0}%", escape(c), share * 100.0))
+                .collect();
+            let _ = writeln!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td></tr>",
+                s.segment,
+                s.customers,
+                cats.join(", "),
+                s.mean_products,
+                s.average_spend.map_or("–".into(), |v| format!("{v:.2}"))
+            );
+        }
+        out.push_str("</table>\n");
+        let sizes: Vec<String> = r
+            .artifacts
+            .segment_profiles
+            .iter()
+            .map(|s| s.segment.to_string())
+            .collect();
+        figure(
+            &mut out,
+            "segment-sizes",
+            bar_chart(
+                "Customers per segment",
+                &sizes,
+                &[(
+                    "customers".to_string(),
+                    r.artifacts
+                        .segment_profiles
+                        .iter()
+                        .map(|s| s.customers as f64)
+                        .collect(),
+                )],
+            ),
+        );
+    }
+    if let Some(f) = inputs.forecaster {
+        out.push_str("<h2>Demand forecaster</h2>\n");
+        let (train, validation) = curves(&f.history);
+        figure(
+            &mut out,
+            "loss-forecaster",
+            line_chart(
+                "Pinball loss per epoch",
+                "epoch",
+                &[("training", train), ("validation", validation)],
+            ),
+        );
+        out.push_str("<h3>Metrics against baselines (rolling-origin backtest)</h3>\n");
+        let names: Vec<String> = m
+            .keys()
+            .filter_map(|k| k.strip_prefix("baseline.seasonal_naive."))
+            .map(str::to_string)
+            .collect();
+        metric_table(
+            &mut out,
+            "metrics-forecaster",
+            m,
+            &names,
+            &[
+                ("forecaster", "forecaster."),
+                ("seasonal naive", "baseline.seasonal_naive."),
+                ("moving average", "baseline.moving_average."),
+                ("exp. smoothing", "baseline.ets."),
+            ],
+        );
+        out.push_str("<h3>Forecasts against what happened (latest backtest fold)</h3>\n");
+        for s in &f.samples {
+            let title = format!(
+                "{} series by MASE: {} (MASE {:.2})",
+                s.label,
+                s.keys.join(" / "),
+                s.mase
+            );
+            figure(
+                &mut out,
+                &format!("forecast-{}", s.label),
+                forecast_chart(&title, s),
+            );
+        }
+    }
+    out.push_str("</body></html>\n");
+    out
+}

@@ -6,6 +6,7 @@
 //! the `train` and `infer` binaries turn into tensors.
 
 pub mod artifacts;
+pub mod charts;
 pub mod config;
 pub mod demo;
 pub mod error;

@@ -11,6 +11,7 @@ use burn::config::Config;
 use burn::prelude::*;
 use polars::prelude::{Column, DataFrame};
 use shopcast_datasets::artifacts::{files, shard_of, ForecasterArtifacts};
+use shopcast_datasets::charts::{forecast_chart, ForecastSample};
 use shopcast_datasets::config::FileSpec;
 use shopcast_datasets::table::{date_of_day, day_of, Table};
 use shopcast_datasets::windows::{blend_quantiles, SeriesView, WindowBatch};
@@ -34,6 +35,8 @@ pub struct ForecastOptions {
     /// Sum the forecast over every key but this one (e.g. `store_id`): one row per value of it
     /// and date, with expected revenue when the config names a price covariate.
     pub aggregate: Option<String>,
+    /// Also draw one chart (SVG) per forecast series into this directory.
+    pub plot: Option<PathBuf>,
 }
 
 /// A loaded forecaster with its side data.
@@ -374,6 +377,10 @@ pub fn forecast(opts: &ForecastOptions) -> Result<JobManifest> {
             aggregate_frame(&loaded, &forecasts, &future, horizon, k)?
         }
     };
+    if let Some(dir) = &opts.plot {
+        let written = plot_forecasts(&loaded, &forecasts, horizon, dir)?;
+        manifest.counts.insert("charts written".into(), written);
+    }
     manifest.assumptions = assumptions;
     manifest.rows_skipped = BTreeMap::new();
     write_output(&mut df, &opts.out, &mut manifest, started)?;
@@ -388,6 +395,63 @@ pub fn forecast(opts: &ForecastOptions) -> Result<JobManifest> {
         ),
     );
     Ok(manifest)
+}
+
+/// Draws each forecast (the last three horizons of history, then the median and the outer
+/// quantiles' band) into `dir/<keys>.svg`; each file is written whole or not at all.
+fn plot_forecasts(
+    loaded: &LoadedForecaster,
+    forecasts: &[SeriesForecast],
+    horizon: usize,
+    dir: &std::path::Path,
+) -> Result<usize> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating the chart directory {}", dir.display()))?;
+    let a = &loaded.artifacts;
+    for f in forecasts {
+        let tail = &a.series[f.series];
+        let from = tail.target.len().saturating_sub(3 * a.spec.horizon);
+        let keys = loaded.key_values(f.series);
+        let sample = ForecastSample {
+            label: "forecast".into(),
+            keys: keys.clone(),
+            mase: f64::NAN,
+            first_day: tail.first_day + from as i64 * a.spec.period_days,
+            period_days: a.spec.period_days,
+            history: tail.target[from..]
+                .iter()
+                .map(|v| v.unwrap_or(f32::NAN))
+                .collect(),
+            actual: Vec::new(),
+            forecast: f.quantiles[..horizon.min(f.quantiles.len())].to_vec(),
+        };
+        let title = format!(
+            "{}: forecast from {}",
+            keys.join(" / "),
+            f.days
+                .first()
+                .map(|&d| date_of_day(d).to_string())
+                .unwrap_or_default()
+        );
+        let svg = forecast_chart(&title, &sample)
+            .map_err(|e| anyhow::anyhow!("drawing the chart of {}: {e}", keys.join("/")))?;
+        let name: String = keys
+            .join("_")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let path = dir.join(format!("{name}.svg"));
+        let tmp = dir.join(format!(".{name}.svg.tmp-{}", std::process::id()));
+        std::fs::write(&tmp, svg).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(forecasts.len())
 }
 
 /// One row per series and date: the key columns, `date`, then one column per quantile.

@@ -1,5 +1,5 @@
 //! `infer recommend --bundle DIR [--customers FILE] [--new-products FILE] [--exclude FILE] [--top-k K] --out FILE.(csv|parquet) [--shard I/N | --shards N] [--device D] [--piece-rows N]`
-//! `infer forecast  --bundle DIR [--future FILE] [--horizon H] [--aggregate KEY] --out FILE.(csv|parquet) [--shard I/N] [--device D]`
+//! `infer forecast  --bundle DIR [--future FILE] [--horizon H] [--aggregate KEY] [--plot DIR] --out FILE.(csv|parquet) [--shard I/N] [--device D]`
 //! `infer reorder   --bundle DIR --stock FILE [--future FILE] [--service-level P] --out FILE.(csv|parquet) [--device D]`
 //! `infer audience  --bundle DIR (--products FILE | --category NAME) --top N [--exclude FILE] [--opt-out FILE] --out FILE.(csv|parquet) [--device D]`
 //! `infer anomalies --bundle DIR [--periods N] [--band P] --out FILE.(csv|parquet) [--shard I/N] [--device D]`
@@ -86,6 +86,10 @@ enum Command {
         /// price.
         #[arg(long)]
         aggregate: Option<String>,
+        /// Also draw one chart per forecast series (SVG: recent history, median, P10-P90 band)
+        /// into this directory.
+        #[arg(long)]
+        plot: Option<PathBuf>,
         #[arg(long)]
         out: PathBuf,
         #[command(flatten)]
@@ -271,6 +275,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             future,
             horizon,
             aggregate,
+            plot,
             out,
             shard,
             device,
@@ -282,6 +287,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             shard: shard.resolve()?,
             device,
             aggregate,
+            plot,
         }),
         Command::Reorder {
             bundle,

@@ -215,12 +215,25 @@ fn forecast_reorder_and_anomalies_on_generated_sales() {
 
     // Forecast: non-negative, non-crossing, every series including the late starter.
     let forecast = dir.path().join("forecast.csv");
+    let plots = dir.path().join("plots");
     let stderr = run(Command::new(bin("infer"))
         .args(["forecast", "--device", "flex", "--bundle"])
         .arg(&bundle)
+        .arg("--plot")
+        .arg(&plots)
         .arg("--out")
         .arg(&forecast));
     assert!(stderr.contains("promo assumed 0"), "{stderr}");
+    // One chart per series, with the history, the median and the band drawn.
+    let charts: Vec<_> = std::fs::read_dir(&plots)
+        .expect("plots")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(charts.len(), 14, "{charts:?}");
+    let late_chart = std::fs::read_to_string(plots.join("s0_p6.svg")).expect("s0/p6 chart");
+    assert!(late_chart.starts_with("<svg") && late_chart.contains("s0 / p6: forecast from"));
+    assert!(late_chart.matches("<polyline").count() >= 2 && late_chart.contains("<polygon"));
     let f = read_csv(&forecast);
     let (p10, p50, p90) = (num(&f, "p10"), num(&f, "p50"), num(&f, "p90"));
     assert_eq!(f.height(), 14 * 14);

@@ -20,6 +20,7 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use shopcast_datasets::artifacts::{ForecasterArtifacts, SeriesTail};
+use shopcast_datasets::charts::ForecastSample;
 use shopcast_datasets::config::ForecasterSection;
 use shopcast_datasets::exp_smoothing::EtsModel;
 use shopcast_datasets::profile::SalesProfile;
@@ -73,23 +74,6 @@ pub struct ForecasterOutcome {
     /// The latest backtest fold of the best, median and worst series by MASE.
     pub samples: Vec<ForecastSample>,
     pub best_epoch: usize,
-}
-
-/// One series' backtest forecast against what happened, for a chart.
-#[derive(Debug, Clone, Serialize)]
-pub struct ForecastSample {
-    /// `best`, `median` or `worst` (by the series' backtest MASE).
-    pub label: String,
-    pub keys: Vec<String>,
-    pub mase: f64,
-    /// Day number of the first history period; periods are `period_days` apart.
-    pub first_day: i64,
-    pub period_days: i64,
-    /// The periods before the origin (up to three horizons) and the actuals after it.
-    pub history: Vec<f32>,
-    pub actual: Vec<f32>,
-    /// Per horizon step, the quantiles.
-    pub forecast: Vec<Vec<f32>>,
 }
 
 /// The best, median and worst series by backtest MASE, with their latest fold.

@@ -140,6 +140,34 @@ fn both_models_beat_their_baselines() {
         !report.contains("src=\"http") && !report.contains("href=\"http"),
         "external resources"
     );
+    // Opened in headless Chromium, the page is not blank (required in CI, which installs
+    // Chromium; skipped with a note on a machine without it).
+    let chromium = std::process::Command::new("sh")
+        .args(["-c", "command -v chromium"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if chromium {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../docs/scripts/report-screenshot.sh");
+        let o = std::process::Command::new("bash")
+            .arg(script)
+            .arg(&bundle)
+            .arg(dir.path().join("report.png"))
+            .output()
+            .expect("run the screenshot script");
+        assert!(
+            o.status.success(),
+            "screenshot check: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    } else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must check the report in Chromium"
+        );
+        eprintln!("note: chromium not found; the report's screenshot check was skipped");
+    }
     let groups: Vec<serde_json::Value> = serde_json::from_slice(
         &std::fs::read(bundle.join("recommender.group_metrics.json")).expect("group metrics"),
     )

@@ -46,6 +46,8 @@ pub struct MonitoringSection {
     pub max_new_product_share: f64,
     /// Largest population stability index of the sales target against training.
     pub max_target_psi: f64,
+    /// Largest population stability index of a covariate (price, promotion...) against training.
+    pub max_covariate_psi: f64,
     /// Largest relative loss of accuracy: recent MASE above backtest MASE x (1 + this).
     pub max_accuracy_loss: f64,
 }
@@ -57,6 +59,7 @@ impl Default for MonitoringSection {
             max_new_customer_share: 0.3,
             max_new_product_share: 0.2,
             max_target_psi: 0.25,
+            max_covariate_psi: 0.25,
             max_accuracy_loss: 0.3,
         }
     }
@@ -632,6 +635,7 @@ impl ShopConfig {
             ),
             ("monitoring.max_new_product_share", m.max_new_product_share),
             ("monitoring.max_target_psi", m.max_target_psi),
+            ("monitoring.max_covariate_psi", m.max_covariate_psi),
             ("monitoring.max_accuracy_loss", m.max_accuracy_loss),
         ] {
             if !(v.is_finite() && v > 0.0) {

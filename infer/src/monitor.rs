@@ -14,7 +14,9 @@ use serde::Serialize;
 use shopcast_datasets::artifacts::{files, RecommenderArtifacts};
 use shopcast_datasets::interactions::load_recommender_data;
 use shopcast_datasets::privacy::Pseudonymiser;
-use shopcast_datasets::profile::{seasonal_scale, target_values, InteractionProfile, SalesProfile};
+use shopcast_datasets::profile::{
+    covariate_values, seasonal_scale, target_values, InteractionProfile, SalesProfile,
+};
 use shopcast_datasets::sales::{load_sales_panel, SalesPanel};
 use shopcast_datasets::table::{date_of_day, day_of};
 use shopcast_datasets::ShopConfig;
@@ -169,7 +171,8 @@ pub fn monitor(opts: &MonitorOptions) -> Result<MonitorReport> {
             th.max_volume_change,
         ));
         let newer = target_values(&panel, Some(then.last_day + 1));
-        let (values, window) = if newer.is_empty() {
+        let newer_is_empty = newer.is_empty();
+        let (values, window) = if newer_is_empty {
             (
                 target_values(&panel, None),
                 "the whole data (nothing newer than training)".to_string(),
@@ -180,7 +183,7 @@ pub fn monitor(opts: &MonitorOptions) -> Result<MonitorReport> {
                 format!("the periods after {}", date_of_day(then.last_day)),
             )
         };
-        let psi = then.psi(&values);
+        let psi = then.target.psi(&values);
         checks.push(check(
             "target_psi",
             psi,
@@ -191,6 +194,27 @@ pub fn monitor(opts: &MonitorOptions) -> Result<MonitorReport> {
                 values.len()
             ),
         ));
+        let from = (!newer_is_empty).then_some(then.last_day + 1);
+        for (name, distribution) in &then.covariates {
+            let Some(k) = panel
+                .known_names
+                .iter()
+                .chain(&panel.past_names)
+                .position(|n| n == name)
+            else {
+                continue;
+            };
+            let values = covariate_values(&panel, k, from);
+            checks.push(check(
+                &format!("psi.{name}"),
+                distribution.psi(&values),
+                th.max_covariate_psi,
+                format!(
+                    "population stability index of `{name}` over {window} ({} values)",
+                    values.len()
+                ),
+            ));
+        }
         let selected = open_device("monitor", opts.device)?;
         let loaded = load_forecaster(&opts.bundle, &selected.device)?;
         let backtest = metrics.get("forecaster.mase").copied().unwrap_or(f64::NAN);

@@ -1,5 +1,6 @@
 //! `infer monitor` through the real binaries: quiet on the data the bundle was trained on; on
-//! latest data with planted drift (new customers and products, sales four times as high) it
+//! latest data with planted drift (new customers and products, sales four times as high, prices
+//! two and a half times as high) it
 //! names the crossed thresholds and exits 7.
 
 mod common;
@@ -118,13 +119,15 @@ fn monitor_is_quiet_on_unchanged_data_and_flags_planted_drift() {
         "new_customer_share",
         "new_product_share",
         "target_psi",
+        "psi.price",
+        "psi.promo",
         "accuracy_loss",
     ] {
         assert!(names.contains(&name), "{name} missing from {names:?}");
     }
 
-    // Latest data: two more weeks in which sales are four times as high, and new customers buy
-    // new products.
+    // Latest data: two more weeks in which sales are four times as high at prices two and a half
+    // times as high, and new customers buy new products.
     let latest = dir.path().join("latest");
     std::fs::create_dir_all(&latest).expect("mkdir");
     for f in ["events.csv", "sales.csv", "products.csv"] {
@@ -134,9 +137,10 @@ fn monitor_is_quiet_on_unchanged_data_and_flags_planted_drift() {
     }
     let sales = std::fs::read_to_string(data.join("sales.csv")).expect("sales");
     let header: Vec<&str> = sales.lines().next().expect("header").split(',').collect();
-    let (date_at, units_at) = (
+    let (date_at, units_at, price_at) = (
         header.iter().position(|c| *c == "date").expect("date"),
         header.iter().position(|c| *c == "units").expect("units"),
+        header.iter().position(|c| *c == "price").expect("price"),
     );
     let last = sales
         .lines()
@@ -157,6 +161,8 @@ fn monitor_is_quiet_on_unchanged_data_and_flags_planted_drift() {
         fields[date_at] = (day + Days::new(14)).format("%Y-%m-%d").to_string();
         let units: f64 = fields[units_at].parse().expect("units");
         fields[units_at] = format!("{}", units * 4.0 + 4.0);
+        let price: f64 = fields[price_at].parse().expect("price");
+        fields[price_at] = format!("{:.2}", price * 2.5);
         more.push_str(&fields.join(","));
         more.push('\n');
     }
@@ -198,6 +204,7 @@ fn monitor_is_quiet_on_unchanged_data_and_flags_planted_drift() {
         "new_customer_share",
         "new_product_share",
         "target_psi",
+        "psi.price",
         "accuracy_loss",
     ] {
         assert!(

@@ -30,7 +30,7 @@ pub struct ForecastSample {
 }
 
 /// Padded bounds of some values (a flat or empty series still gets a range).
-fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
+pub fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
     let (lo, hi) = values
         .filter(|v| v.is_finite())
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {

@@ -199,14 +199,7 @@ pub fn render(inputs: &CardInputs<'_>) -> String {
         metric_table(
             &mut out,
             m,
-            &[
-                "sampled.hr@10",
-                "sampled.ndcg@10",
-                "full.recall@10",
-                "full.recall@20",
-                "full.ndcg@10",
-                "coverage@10",
-            ],
+            &crate::ranking::RANKING_METRICS,
             &[
                 ("model", "recommender."),
                 ("popularity", "baseline.popularity."),

@@ -74,6 +74,16 @@ pub trait Scorer {
 /// Metric values keyed as in `metrics.json` without the method prefix (`sampled.hr@10`...).
 pub type Metrics = BTreeMap<String, f64>;
 
+/// The ranking metrics `evaluate` reports, in the order reports show them.
+pub const RANKING_METRICS: [&str; 6] = [
+    "sampled.hr@10",
+    "sampled.ndcg@10",
+    "full.recall@10",
+    "full.recall@20",
+    "full.ndcg@10",
+    "coverage@10",
+];
+
 fn rank_of(target: f32, others: impl Iterator<Item = f32>) -> usize {
     // Ties count against the held-out item.
     others.filter(|s| *s >= target).count()

@@ -9,9 +9,10 @@ use std::fmt::Write;
 use plotters::prelude::*;
 
 use crate::checkpoint::EpochLog;
-use shopcast_datasets::charts::forecast_chart;
+use shopcast_datasets::charts::{bounds, forecast_chart};
 
 use crate::forecaster_training::ForecasterOutcome;
+use crate::ranking::RANKING_METRICS;
 use crate::recommender_training::RecommenderOutcome;
 
 const WIDTH: u32 = 720;
@@ -39,20 +40,6 @@ fn escape(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
-}
-
-/// Padded bounds of some values (a flat or empty series still gets a range).
-fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
-    let (lo, hi) = values
-        .filter(|v| v.is_finite())
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
-            (lo.min(v), hi.max(v))
-        });
-    if !lo.is_finite() {
-        return (0.0, 1.0);
-    }
-    let pad = ((hi - lo) * 0.05).max(1e-6);
-    (lo - pad, hi + pad)
 }
 
 /// Lines over x, as an SVG string.
@@ -256,16 +243,7 @@ pub fn render(inputs: &ReportInputs<'_>) -> String {
             ),
         );
         out.push_str("<h3>Metrics against baselines (test customers)</h3>\n");
-        let names: Vec<String> = [
-            "sampled.hr@10",
-            "sampled.ndcg@10",
-            "full.recall@10",
-            "full.recall@20",
-            "full.ndcg@10",
-            "coverage@10",
-        ]
-        .map(String::from)
-        .to_vec();
+        let names: Vec<String> = RANKING_METRICS.map(String::from).to_vec();
         metric_table(
             &mut out,
             "metrics-recommender",

@@ -417,14 +417,7 @@ pub fn print_summary(metrics: &BTreeMap<String, f64>) {
             ("popularity", "baseline.popularity."),
             ("item-kNN", "baseline.itemknn."),
         ],
-        &[
-            "sampled.hr@10",
-            "sampled.ndcg@10",
-            "full.recall@10",
-            "full.recall@20",
-            "full.ndcg@10",
-            "coverage@10",
-        ],
+        &crate::ranking::RANKING_METRICS,
     );
     table(
         "forecaster",

@@ -678,6 +678,34 @@ fn output_permissions(path: &Path) -> Option<std::fs::Permissions> {
     None
 }
 
+/// Writes `bytes` to `path` through a flushed temporary file in the same directory renamed over
+/// it (a reader never sees a partial file; a killed writer leaves the previous one), with the
+/// replaced file's permissions or the usual 0644.
+pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
+    use std::io::Write;
+    let io = |what: &str, e: std::io::Error| DataError::Io {
+        path: path.to_path_buf(),
+        what: what.into(),
+        source: e,
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .map_err(|e| io("create a temporary file beside", e))?;
+    tmp.write_all(bytes)
+        .and_then(|_| tmp.as_file().sync_all())
+        .map_err(|e| io("write", e))?;
+    if let Some(permissions) = output_permissions(path) {
+        std::fs::set_permissions(tmp.path(), permissions)
+            .map_err(|e| io("set the permissions of", e))?;
+    }
+    tmp.persist(path)
+        .map_err(|e| io("move into place", e.error))?;
+    Ok(())
+}
+
 /// Writes `df` to `path` (CSV or Parquet by extension) through a temporary file in the same
 /// directory that is renamed over `path` when complete: a reader never sees a partial file, and
 /// a job killed mid-write leaves the previous output as it was.

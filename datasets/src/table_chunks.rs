@@ -21,14 +21,19 @@ use crate::table::{
 /// A file read in pieces of at most `rows_per_chunk` data rows: an iterator of [`Table`]s whose
 /// `file_row` numbers continue from one piece to the next.
 pub struct TableChunks {
-    path: PathBuf,
-    spec: FileSpec,
-    required: Vec<String>,
-    optional: Vec<String>,
+    read: ReadSpec,
     rows_per_chunk: usize,
     rows_done: usize,
     source: Source,
     done: bool,
+}
+
+/// What is read: the file, how, and which columns.
+struct ReadSpec {
+    path: PathBuf,
+    spec: FileSpec,
+    required: Vec<String>,
+    optional: Vec<String>,
 }
 
 enum Source {
@@ -42,6 +47,36 @@ enum Source {
         /// The header record, prepended to every piece.
         header: Vec<u8>,
     },
+}
+
+impl ReadSpec {
+    /// Parses the header and a run of whole records.
+    fn parse_csv(
+        &self,
+        separator: &Separator,
+        header: &[u8],
+        body: &[u8],
+    ) -> Result<DataFrame, DataError> {
+        let mut bytes = Vec::with_capacity(header.len() + body.len());
+        bytes.extend_from_slice(header);
+        bytes.extend_from_slice(body);
+        let (bytes, b) = match separator {
+            Separator::Byte(b) => (bytes, *b),
+            Separator::Multi(m) => replace_separator(&self.path, &bytes, m)?,
+        };
+        let df = csv_options(&self.spec, b)
+            .into_reader_with_file_handle(std::io::Cursor::new(bytes))
+            .finish()
+            .map_err(|e| polars_err(&self.path, CSV_READ_FAILED, e))?;
+        csv_columns(
+            &self.path,
+            &self.spec,
+            separator,
+            df,
+            &self.required,
+            &self.optional,
+        )
+    }
 }
 
 impl TableChunks {
@@ -81,10 +116,12 @@ impl TableChunks {
             }
         };
         let chunks = TableChunks {
-            path: path.to_path_buf(),
-            spec: spec.clone(),
-            required: required.to_vec(),
-            optional: optional.to_vec(),
+            read: ReadSpec {
+                path: path.to_path_buf(),
+                spec: spec.clone(),
+                required: required.to_vec(),
+                optional: optional.to_vec(),
+            },
             rows_per_chunk: rows_per_chunk.max(1),
             rows_done: 0,
             source,
@@ -95,39 +132,11 @@ impl TableChunks {
         } = &chunks.source
         {
             // The header alone, parsed, names the columns: a missing one is reported now.
-            if chunks.spec.has_header {
-                chunks.parse_csv(separator, header, &[])?;
+            if spec.has_header {
+                chunks.read.parse_csv(separator, header, &[])?;
             }
         }
         Ok(chunks)
-    }
-
-    /// Parses the header and a run of whole records.
-    fn parse_csv(
-        &self,
-        separator: &Separator,
-        header: &[u8],
-        body: &[u8],
-    ) -> Result<DataFrame, DataError> {
-        let mut bytes = Vec::with_capacity(header.len() + body.len());
-        bytes.extend_from_slice(header);
-        bytes.extend_from_slice(body);
-        let (bytes, b) = match separator {
-            Separator::Byte(b) => (bytes, *b),
-            Separator::Multi(m) => replace_separator(&self.path, &bytes, m)?,
-        };
-        let df = csv_options(&self.spec, b)
-            .into_reader_with_file_handle(std::io::Cursor::new(bytes))
-            .finish()
-            .map_err(|e| polars_err(&self.path, CSV_READ_FAILED, e))?;
-        csv_columns(
-            &self.path,
-            &self.spec,
-            separator,
-            df,
-            &self.required,
-            &self.optional,
-        )
     }
 
     fn next_piece(&mut self) -> Result<Option<Table>, DataError> {
@@ -140,17 +149,21 @@ impl TableChunks {
                     return Ok(None);
                 }
                 let columns = columns.clone();
-                ParquetReader::new(open_file(&self.path, "open the Parquet file")?)
+                ParquetReader::new(open_file(&self.read.path, "open the Parquet file")?)
                     .with_columns(Some(columns))
                     .with_slice(Some((self.rows_done, self.rows_per_chunk)))
                     .finish()
-                    .map_err(|e| polars_err(&self.path, "read the Parquet rows", e))?
+                    .map_err(|e| polars_err(&self.read.path, "read the Parquet rows", e))?
             }
-            Source::Csv { reader, .. } => {
+            Source::Csv {
+                reader,
+                separator,
+                header,
+            } => {
                 let mut body = Vec::new();
                 let mut records = 0;
                 while records < self.rows_per_chunk {
-                    if !read_record(&self.path, reader, &mut body)? {
+                    if !read_record(&self.read.path, reader, &mut body)? {
                         break;
                     }
                     records += 1;
@@ -158,19 +171,13 @@ impl TableChunks {
                 if records == 0 {
                     return Ok(None);
                 }
-                let Source::Csv {
-                    header, separator, ..
-                } = &self.source
-                else {
-                    return Ok(None);
-                };
-                self.parse_csv(separator, header, &body)?
+                self.read.parse_csv(separator, header, &body)?
             }
         };
         if df.height() == 0 {
             return Ok(None);
         }
-        let table = Table::from_frame(&self.path, df, self.rows_done);
+        let table = Table::from_frame(&self.read.path, df, self.rows_done);
         self.rows_done += table.len();
         Ok(Some(table))
     }

@@ -96,12 +96,7 @@ pub fn audience(opts: &AudienceOptions) -> Result<JobManifest> {
     // The audiences: (label, products).
     let groups: Vec<(String, Vec<u32>)> = match (&opts.products, &opts.category) {
         (Some(path), _) => {
-            let index: std::collections::HashMap<&str, u32> = catalogue
-                .ids
-                .iter()
-                .enumerate()
-                .map(|(i, id)| (id.as_str(), i as u32))
-                .collect();
+            let index = catalogue.index();
             let (table, column) = crate::recommend::read_product_ids(path, &a.product_column)?;
             let mut groups = Vec::new();
             let mut unknown = 0usize;

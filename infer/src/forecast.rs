@@ -13,7 +13,7 @@ use polars::prelude::{Column, DataFrame};
 use shopcast_datasets::artifacts::{files, shard_of, ForecasterArtifacts};
 use shopcast_datasets::charts::{forecast_chart, ForecastSample};
 use shopcast_datasets::config::FileSpec;
-use shopcast_datasets::table::{date_of_day, day_of, Table};
+use shopcast_datasets::table::{date_of_day, day_of, write_file_atomic, Table};
 use shopcast_datasets::windows::{blend_quantiles, SeriesView, WindowBatch};
 use shopcast_datasets::DataError;
 use shopcast_model::{
@@ -50,7 +50,12 @@ pub struct LoadedForecaster {
 
 /// Opens a bundle's forecaster on a device.
 pub fn load_forecaster(dir: &std::path::Path, device: &Device) -> Result<LoadedForecaster> {
-    let bundle = Bundle::open(dir)?;
+    forecaster_of(Bundle::open(dir)?, device)
+}
+
+/// The forecaster of an opened (verified) bundle, on a device.
+pub fn forecaster_of(bundle: Bundle, device: &Device) -> Result<LoadedForecaster> {
+    let dir = bundle.dir.clone();
     let invalid = |msg: String| -> anyhow::Error {
         BundleError::Invalid {
             dir: dir.to_path_buf(),
@@ -446,10 +451,7 @@ fn plot_forecasts(
                 }
             })
             .collect();
-        let path = dir.join(format!("{name}.svg"));
-        let tmp = dir.join(format!(".{name}.svg.tmp-{}", std::process::id()));
-        std::fs::write(&tmp, svg).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+        write_file_atomic(&dir.join(format!("{name}.svg")), svg.as_bytes())?;
     }
     Ok(forecasts.len())
 }

@@ -18,11 +18,11 @@ use shopcast_datasets::profile::{
     covariate_values, seasonal_scale, target_values, InteractionProfile, SalesProfile,
 };
 use shopcast_datasets::sales::{load_sales_panel, SalesPanel};
-use shopcast_datasets::table::{date_of_day, day_of};
+use shopcast_datasets::table::{date_of_day, day_of, write_file_atomic};
 use shopcast_datasets::ShopConfig;
 use shopcast_model::{Bundle, DeviceChoice};
 
-use crate::forecast::{load_forecaster, LoadedForecaster};
+use crate::forecast::{forecaster_of, LoadedForecaster};
 use crate::output::open_device;
 
 /// Options of `infer monitor`.
@@ -216,7 +216,7 @@ pub fn monitor(opts: &MonitorOptions) -> Result<MonitorReport> {
             ));
         }
         let selected = open_device("monitor", opts.device)?;
-        let loaded = load_forecaster(&opts.bundle, &selected.device)?;
+        let loaded = forecaster_of(bundle.clone(), &selected.device)?;
         let backtest = metrics.get("forecaster.mase").copied().unwrap_or(f64::NAN);
         match recent_mase(&loaded, &panel, then.last_day)? {
             Some((mase, series)) => checks.push(check(
@@ -259,11 +259,7 @@ pub fn monitor(opts: &MonitorOptions) -> Result<MonitorReport> {
         );
     }
     if let Some(out) = &opts.out {
-        let tmp = out.with_extension(format!("json.tmp-{}", std::process::id()));
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&report)?)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, out)
-            .with_context(|| format!("moving the report into place at {}", out.display()))?;
+        write_file_atomic(out, &serde_json::to_vec_pretty(&report)?)?;
     }
     Ok(report)
 }

@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use polars::prelude::DataFrame;
 use serde::Serialize;
-use shopcast_datasets::table::AtomicFrameWriter;
+use shopcast_datasets::table::{write_file_atomic, AtomicFrameWriter};
 use shopcast_model::bundle::{sha256_file, MANIFEST};
 use shopcast_model::Bundle;
 
@@ -138,11 +138,7 @@ pub fn finish_output(
     manifest.peak_memory_bytes = peak_memory_bytes();
     manifest.finished_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let path = manifest_path(out);
-    let tmp = path.with_extension(format!("json.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(manifest)?)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path)
-        .with_context(|| format!("moving the manifest into place at {}", path.display()))?;
+    write_file_atomic(&path, &serde_json::to_vec_pretty(manifest)?)?;
     Ok(())
 }
 

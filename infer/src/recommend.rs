@@ -164,6 +164,15 @@ pub struct Catalogue {
 }
 
 impl Catalogue {
+    /// Catalogue index of each product id.
+    pub fn index(&self) -> HashMap<&str, u32> {
+        self.ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.as_str(), i as u32))
+            .collect()
+    }
+
     pub fn len(&self) -> usize {
         self.ids.len()
     }
@@ -586,12 +595,7 @@ impl<'a> CustomerListReader<'a> {
             artifacts,
             pseudonymiser,
             id_column,
-            product_index: catalogue
-                .ids
-                .iter()
-                .enumerate()
-                .map(|(i, id)| (id.as_str(), i as u32))
-                .collect(),
+            product_index: catalogue.index(),
             seen_known: vec![false; artifacts.customers.len()],
             seen_new: HashSet::new(),
             duplicates: 0,
@@ -683,12 +687,12 @@ impl<'a> CustomerListReader<'a> {
     }
 }
 
-/// A stable 64-bit fingerprint of an id (SipHash with fixed keys): new customers' ids are
+/// A 64-bit fingerprint of an id (SipHash with fixed keys): new customers' ids are
 /// remembered by it, so duplicate detection does not hold every id's text.
 fn fingerprint(id: &str) -> u64 {
     use std::hash::{Hash, Hasher};
-    #[allow(deprecated)]
-    let mut h = std::hash::SipHasher::new();
+    // `DefaultHasher::new()` has fixed keys: the same id gives the same value within a run.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
     id.hash(&mut h);
     h.finish()
 }
@@ -702,17 +706,13 @@ fn file_spec(path: &Path) -> FileSpec {
     }
 }
 
-/// Opens a file keyed by the business's id column, or by `fallback` when it lacks that one, to
-/// be read in pieces of `rows_per_piece` rows.
-fn open_with_id(
-    path: &Path,
+/// Opens `path` by the business's id column, or by `fallback` when it lacks that one (the
+/// first error is the one reported).
+fn with_id_fallback<T>(
     column: &str,
     fallback: &str,
-    optional: &[String],
-    rows_per_piece: usize,
-) -> Result<(TableChunks, String), DataError> {
-    let spec = file_spec(path);
-    let open = |c: &str| TableChunks::open(path, &spec, &[c.to_string()], optional, rows_per_piece);
+    open: impl Fn(&str) -> Result<T, DataError>,
+) -> Result<(T, String), DataError> {
     match open(column) {
         Ok(t) => Ok((t, column.to_string())),
         Err(first @ DataError::MissingColumn { .. }) if column != fallback => {
@@ -725,7 +725,22 @@ fn open_with_id(
     }
 }
 
-/// Reads a file keyed by the business's id column, or by `fallback` when it lacks that one.
+/// Opens a file keyed by the business's id column (or `fallback`), to be read in pieces of
+/// `rows_per_piece` rows.
+fn open_with_id(
+    path: &Path,
+    column: &str,
+    fallback: &str,
+    optional: &[String],
+    rows_per_piece: usize,
+) -> Result<(TableChunks, String), DataError> {
+    let spec = file_spec(path);
+    with_id_fallback(column, fallback, |c| {
+        TableChunks::open(path, &spec, &[c.to_string()], optional, rows_per_piece)
+    })
+}
+
+/// Reads a file keyed by the business's id column (or `fallback`).
 fn read_with_id(
     path: &Path,
     column: &str,
@@ -733,16 +748,9 @@ fn read_with_id(
     optional: &[String],
 ) -> Result<(Table, String), DataError> {
     let spec = file_spec(path);
-    match Table::read_with_optional(path, &spec, &[column.to_string()], optional) {
-        Ok(t) => Ok((t, column.to_string())),
-        Err(first @ DataError::MissingColumn { .. }) if column != fallback => {
-            match Table::read_with_optional(path, &spec, &[fallback.to_string()], optional) {
-                Ok(t) => Ok((t, fallback.to_string())),
-                Err(_) => Err(first),
-            }
-        }
-        Err(e) => Err(e),
-    }
+    with_id_fallback(column, fallback, |c| {
+        Table::read_with_optional(path, &spec, &[c.to_string()], optional)
+    })
 }
 
 /// Reads a file of product ids (the business's product column, or `product_id`).
@@ -759,12 +767,7 @@ pub(crate) fn read_excluded(
     manifest: &mut JobManifest,
 ) -> Result<Vec<u32>, DataError> {
     let (table, column) = read_product_ids(path, &a.product_column)?;
-    let index: HashMap<&str, u32> = catalogue
-        .ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| (id.as_str(), i as u32))
-        .collect();
+    let index = catalogue.index();
     let mut blocked = Vec::new();
     let mut unknown = 0usize;
     for id in table.ids(&column)? {

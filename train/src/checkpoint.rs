@@ -21,6 +21,7 @@ use burn::module::Module;
 use burn::optim::{AdamConfig, ModuleOptimizer};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+use shopcast_datasets::table::write_file_atomic;
 
 /// Set by SIGINT/SIGTERM: the training loops stop after their current step.
 static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
@@ -211,7 +212,7 @@ impl Checkpoints {
         }
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("creating the checkpoint directory {}", dir.display()))?;
-        write_atomic(&dir.join(JOB_FILE), fingerprint.as_bytes())?;
+        write_file_atomic(&dir.join(JOB_FILE), fingerprint.as_bytes())?;
         Ok(Checkpoints {
             dir,
             fingerprint,
@@ -229,7 +230,7 @@ impl Checkpoints {
         Interrupted(self.dir.clone()).into()
     }
 
-    /// A fresh state for loop `label`, with the job's fingerprint.
+    /// A fresh loop state carrying the job's fingerprint.
     pub fn new_state(&self) -> LoopState {
         LoopState {
             fingerprint: self.fingerprint.clone(),
@@ -343,7 +344,7 @@ impl Checkpoints {
                 .with_context(|| fail("best"))?;
         }
         let text = serde_json::to_vec(state).context("encoding the checkpoint state")?;
-        write_atomic(&self.dir.join(format!("{label}.json")), &text)?;
+        write_file_atomic(&self.dir.join(format!("{label}.json")), &text)?;
         for what in ["model", "optim", "best"] {
             let _ = std::fs::remove_file(file(previous, what));
         }
@@ -358,21 +359,6 @@ impl Checkpoints {
 
 /// The job's fingerprint file in the checkpoint directory.
 const JOB_FILE: &str = "job.fingerprint";
-
-/// Writes `bytes` to a temporary file beside `path`, flushes it and renames it over `path`.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    tmp.write_all(bytes)
-        .and_then(|_| tmp.as_file().sync_all())
-        .with_context(|| format!("writing {}", path.display()))?;
-    tmp.persist(path)
-        .map_err(|e| e.error)
-        .with_context(|| format!("renaming into {}", path.display()))?;
-    Ok(())
-}
 
 /// Counts a finished step of loop `label`. Fault injection for the crash tests:
 /// `SHOPCAST_FAULT_STOP_AFTER_STEPS=N` requests a stop (as SIGTERM would) after the N-th step of

@@ -9,7 +9,7 @@ use std::fmt::Write;
 use plotters::prelude::*;
 
 use crate::checkpoint::EpochLog;
-use shopcast_datasets::charts::{bounds, forecast_chart};
+use shopcast_datasets::charts::{bounds, draw_legend, forecast_chart};
 
 use crate::forecaster_training::ForecasterOutcome;
 use crate::ranking::RANKING_METRICS;
@@ -77,12 +77,7 @@ fn line_chart(
                 .label(*name)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| e.to_string())?;
+        draw_legend(&mut chart, SeriesLabelPosition::MiddleRight)?;
         root.present().map_err(|e| e.to_string())?;
     }
     Ok(svg)
@@ -136,12 +131,7 @@ fn bar_chart(
                     Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
                 });
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| e.to_string())?;
+        draw_legend(&mut chart, SeriesLabelPosition::MiddleRight)?;
         root.present().map_err(|e| e.to_string())?;
     }
     Ok(svg)

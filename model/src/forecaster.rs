@@ -2,7 +2,9 @@
 //!
 //! The encoder reads the context window (scaled past sales, covariates, calendar); the decoder
 //! runs over the horizon fed the known-future covariates and an anchor forecast (the series'
-//! exponential smoothing), starting from the encoder's state. Each series key (store,
+//! exponential smoothing), starting from the encoder's state. Both are [`FusedLstm`] layers: on
+//! the CPU backends training and inference run their hand-written host kernels
+//! ([`DemandForecaster::loss_and_gradients`]), elsewhere their tensor ops. Each series key (store,
 //! product...) and static attribute (category...) has an embedding appended to every step. The head does not forecast sales from
 //! scratch: it predicts a correction to the anchor for the median, and positive gaps to the
 //! neighbouring quantiles, so quantiles never cross and a model that has learnt nothing falls
@@ -10,9 +12,15 @@
 //! demand; training uses the unclamped values ([`DemandForecaster::forward_raw`]), because a
 //! clamp has no gradient below zero and a median pushed there once would stay at zero.
 
-use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig, Lstm, LstmConfig};
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::activation::softplus;
+
+use crate::device::memory_is_host;
+use crate::fused_lstm::{
+    encoder_decoder_backward, encoder_decoder_forward, host_values, FusedLstm, FusedLstmConfig,
+};
 
 /// Shapes and hyperparameters of a [`DemandForecaster`]; saved in the bundle.
 #[derive(Config, Debug)]
@@ -39,8 +47,8 @@ pub struct ForecasterConfig {
 #[derive(Module, Debug)]
 pub struct DemandForecaster {
     key_embeddings: Vec<Embedding>,
-    encoder: Lstm,
-    decoder: Lstm,
+    encoder: FusedLstm,
+    decoder: FusedLstm,
     head: Linear,
     median_index: usize,
 }
@@ -113,9 +121,9 @@ impl ForecasterConfig {
             .init(device);
         DemandForecaster {
             key_embeddings,
-            encoder: LstmConfig::new(self.encoder_features + static_dim, self.hidden_size, true)
+            encoder: FusedLstmConfig::new(self.encoder_features + static_dim, self.hidden_size)
                 .init(device),
-            decoder: LstmConfig::new(self.decoder_features + static_dim, self.hidden_size, true)
+            decoder: FusedLstmConfig::new(self.decoder_features + static_dim, self.hidden_size)
                 .init(device),
             head,
             median_index: self.median_index(),
@@ -187,8 +195,120 @@ impl DemandForecaster {
     }
 
     /// Scaled quantile forecasts `[B, horizon, Q]`, non-crossing but not yet clamped at zero:
-    /// what the pinball loss is computed on during training.
+    /// what the pinball loss is computed on during training. Differentiable when the model is
+    /// (tensor ops); a model without gradients on a CPU backend runs the host kernels.
     pub fn forward_raw(&self, input: ForecastInput) -> Tensor<3> {
+        let (enc_in, dec_in) = self.lstm_inputs(&input);
+        let device = enc_in.device();
+        let trainable = self.encoder.input_weight.val().is_require_grad();
+        let decoded = if memory_is_host(&device) && !trainable {
+            match self.host_decoder_outputs(enc_in.clone(), dec_in.clone()) {
+                Ok(outputs) => outputs,
+                // Reading back host memory does not fail in practice; fall back regardless.
+                Err(_) => self.tensor_decoder_outputs(enc_in, dec_in),
+            }
+        } else {
+            self.tensor_decoder_outputs(enc_in, dec_in)
+        };
+        self.quantiles(decoded, input.baseline)
+    }
+
+    /// The loss of one training batch and the gradients of every parameter: what
+    /// `GradientsParams::from_grads(loss.backward(), model)` gives for
+    /// `loss_fn(model.forward_raw(input))`, but on the CPU backends with the LSTM pair run by
+    /// its hand-written forward and backward passes:
+    /// 1. the key embeddings are appended to the inputs with tensor ops (autodiff graph A);
+    /// 2. the host kernels run the encoder and decoder on those values;
+    /// 3. the decoder's outputs enter a second graph (B) as a leaf: head, quantiles and loss;
+    ///    its backward pass gives the head's gradients and the outputs' gradient;
+    /// 4. the host kernels backpropagate that through the LSTM pair: the layers' gradients and
+    ///    the inputs' gradient;
+    /// 5. the inputs' gradient is pushed through graph A (`sum(inputs * gradient)`) to the key
+    ///    embeddings.
+    pub fn loss_and_gradients(
+        &self,
+        input: ForecastInput,
+        loss_fn: impl FnOnce(Tensor<3>) -> Tensor<1>,
+    ) -> Result<(Tensor<1>, GradientsParams), String> {
+        // The parameters' device: autodiff when the model is being trained.
+        let device = self.head.weight.val().device();
+        if !memory_is_host(&device) {
+            return Ok(self.reference_loss_and_gradients(input, loss_fn));
+        }
+        let (enc_in, dec_in) = self.lstm_inputs(&input);
+        let (enc_w, dec_w) = (self.encoder.host_weights()?, self.decoder.host_weights()?);
+        let enc_host = host_values(enc_in.clone())?;
+        let dec_host = host_values(dec_in.clone())?;
+        let [batch, horizon, dec_features] = dec_in.dims();
+        let [_, context, enc_features] = enc_in.dims();
+        let (outputs, trace) =
+            encoder_decoder_forward(&enc_w, &dec_w, &enc_host, &dec_host, batch, true);
+        let trace = trace.ok_or("the LSTM forward pass kept no trace")?;
+        let hidden = self.decoder.d_hidden();
+        let outputs =
+            Tensor::<3>::from_data(TensorData::new(outputs, [batch, horizon, hidden]), &device)
+                .require_grad();
+        let loss = loss_fn(self.quantiles(outputs.clone(), input.baseline));
+        let mut head_grads = loss.backward();
+        let d_outputs = match outputs.grad_remove(&mut head_grads) {
+            Some(g) => host_values(g)?,
+            None => vec![0.0; batch * horizon * hidden],
+        };
+        let mut grads = GradientsParams::from_grads(head_grads, self);
+        let lstm = encoder_decoder_backward(&enc_w, &dec_w, &trace, &d_outputs);
+        if !self.key_embeddings.is_empty() {
+            let plain = device.clone().inner();
+            let d_enc = Tensor::<3>::from_data(
+                TensorData::new(lstm.encoder_input, [batch, context, enc_features]),
+                &plain,
+            );
+            let d_dec = Tensor::<3>::from_data(
+                TensorData::new(lstm.decoder_input, [batch, horizon, dec_features]),
+                &plain,
+            );
+            let pushed = (enc_in * d_enc).sum() + (dec_in * d_dec).sum();
+            let embedding_grads = GradientsParams::from_grads(pushed.backward(), self);
+            for emb in &self.key_embeddings {
+                if let Some(g) = embedding_grads.get::<2>(emb.weight.id) {
+                    grads.register(emb.weight.id, g);
+                }
+            }
+        }
+        let plain = device.inner();
+        for (layer, g) in [(&self.encoder, lstm.encoder), (&self.decoder, lstm.decoder)] {
+            let (i, h) = (layer.d_input(), layer.d_hidden());
+            grads.register(
+                layer.input_weight.id,
+                Tensor::<2>::from_data(TensorData::new(g.wx, [i, 4 * h]), &plain),
+            );
+            grads.register(
+                layer.hidden_weight.id,
+                Tensor::<2>::from_data(TensorData::new(g.wh, [h, 4 * h]), &plain),
+            );
+            grads.register(
+                layer.bias.id,
+                Tensor::<1>::from_data(TensorData::new(g.bias, [4 * h]), &plain),
+            );
+        }
+        Ok((loss, grads))
+    }
+
+    /// [`DemandForecaster::loss_and_gradients`] the straightforward way: tensor ops and Burn's
+    /// autodiff (every backend; the tests' reference).
+    pub fn reference_loss_and_gradients(
+        &self,
+        input: ForecastInput,
+        loss_fn: impl FnOnce(Tensor<3>) -> Tensor<1>,
+    ) -> (Tensor<1>, GradientsParams) {
+        let (enc_in, dec_in) = self.lstm_inputs(&input);
+        let decoded = self.tensor_decoder_outputs(enc_in, dec_in);
+        let loss = loss_fn(self.quantiles(decoded, input.baseline));
+        let grads = GradientsParams::from_grads(loss.backward(), self);
+        (loss, grads)
+    }
+
+    /// Encoder and decoder inputs with each series' key embeddings appended to every step.
+    fn lstm_inputs(&self, input: &ForecastInput) -> (Tensor<3>, Tensor<3>) {
         let [b, context, _] = input.encoder.dims();
         let [_, horizon, _] = input.decoder.dims();
         let statics: Vec<Tensor<2>> = self
@@ -200,23 +320,58 @@ impl DemandForecaster {
                 emb.weight.val().select(0, ids)
             })
             .collect();
-        let (enc_in, dec_in) = if statics.is_empty() {
-            (input.encoder, input.decoder)
-        } else {
-            let s = Tensor::cat(statics, 1); // [B, S]
-            let [_, sd] = s.dims();
-            let s3 = s.unsqueeze_dim::<3>(1);
-            (
-                Tensor::cat(vec![input.encoder, s3.clone().expand([b, context, sd])], 2),
-                Tensor::cat(vec![input.decoder, s3.expand([b, horizon, sd])], 2),
-            )
-        };
+        if statics.is_empty() {
+            return (input.encoder.clone(), input.decoder.clone());
+        }
+        let s = Tensor::cat(statics, 1); // [B, S]
+        let [_, sd] = s.dims();
+        let s3 = s.unsqueeze_dim::<3>(1);
+        (
+            Tensor::cat(
+                vec![input.encoder.clone(), s3.clone().expand([b, context, sd])],
+                2,
+            ),
+            Tensor::cat(vec![input.decoder.clone(), s3.expand([b, horizon, sd])], 2),
+        )
+    }
+
+    /// Decoder outputs `[B, horizon, hidden]` by the layers' tensor ops.
+    fn tensor_decoder_outputs(&self, enc_in: Tensor<3>, dec_in: Tensor<3>) -> Tensor<3> {
         let (_, state) = self.encoder.forward(enc_in, None);
-        let (dec_out, _) = self.decoder.forward(dec_in, Some(state));
-        let raw = self.head.forward(dec_out); // [B, H, Q]
+        self.decoder.forward(dec_in, Some(state)).0
+    }
+
+    /// Decoder outputs `[B, horizon, hidden]` by the host kernels (no gradients).
+    fn host_decoder_outputs(
+        &self,
+        enc_in: Tensor<3>,
+        dec_in: Tensor<3>,
+    ) -> Result<Tensor<3>, String> {
+        let device = enc_in.device();
+        let [batch, horizon, _] = dec_in.dims();
+        let (enc_w, dec_w) = (self.encoder.host_weights()?, self.decoder.host_weights()?);
+        let (outputs, _) = encoder_decoder_forward(
+            &enc_w,
+            &dec_w,
+            &host_values(enc_in)?,
+            &host_values(dec_in)?,
+            batch,
+            false,
+        );
+        let hidden = self.decoder.d_hidden();
+        Ok(Tensor::from_data(
+            TensorData::new(outputs, [batch, horizon, hidden]),
+            &device,
+        ))
+    }
+
+    /// Quantiles from the decoder's outputs: the head's correction to the anchor for the median,
+    /// positive gaps for the others.
+    fn quantiles(&self, decoded: Tensor<3>, baseline: Tensor<2>) -> Tensor<3> {
+        let raw = self.head.forward(decoded); // [B, H, Q]
         let [_, _, q] = raw.dims();
         let m = self.median_index;
-        let median = input.baseline + raw.clone().narrow(2, m, 1).squeeze_dim::<2>(2);
+        let median = baseline + raw.clone().narrow(2, m, 1).squeeze_dim::<2>(2);
         let mut levels: Vec<Tensor<2>> = vec![median.clone(); q];
         // Quantiles below the median step down by positive gaps, those above step up.
         let mut below = median.clone();
@@ -291,5 +446,109 @@ mod tests {
                 "{step:?}"
             );
         }
+    }
+
+    fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        host_values(t).expect("values")
+    }
+
+    fn assert_close(a: &[f32], b: &[f32], what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}");
+        let scale = b.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() <= 1e-4 * scale, "{what}[{i}]: {x} vs {y}");
+        }
+    }
+
+    /// The CPU fast path (host LSTM kernels, hand-written backward, gradients pushed back into
+    /// the key embeddings) gives the same loss and the same gradient for every parameter as the
+    /// straightforward autodiff version, and a model without gradients forecasts the same
+    /// through the host kernels as through the tensor ops.
+    #[test]
+    fn fast_path_matches_the_autodiff_reference() {
+        use burn::optim::AdamConfig;
+        let device = Device::flex().autodiff();
+        let config =
+            ForecasterConfig::new(6, 5, vec![3, 4], 9, 5, vec![0.1, 0.5, 0.9]).with_hidden_size(12);
+        let mut model = crate::seeded_init(&device, 4, || config.init(&device));
+        let b = 7;
+        let target = Tensor::<2>::from_data(
+            TensorData::new((0..b * 5).map(|i| (i % 4) as f32).collect(), [b, 5]),
+            &device,
+        );
+        let mask = Tensor::<2>::from_data(
+            TensorData::new(
+                (0..b * 5).map(|i| (i % 6 != 0) as u8 as f32).collect(),
+                [b, 5],
+            ),
+            &device,
+        );
+        let quantiles = config.quantiles.clone();
+        let loss_fn =
+            |raw: Tensor<3>| pinball_for_test(raw, target.clone(), mask.clone(), &quantiles);
+        // A few steps first: the head starts at zero, which would make every LSTM gradient zero.
+        let mut optim = AdamConfig::new().init();
+        for _ in 0..3 {
+            let (_, grads) =
+                model.reference_loss_and_gradients(input(b, &config, &device), loss_fn);
+            model = optim.step(0.05, model, grads);
+        }
+        let x = input(b, &config, &device);
+        let (fast_loss, mut fast) = model
+            .loss_and_gradients(x.clone(), loss_fn)
+            .expect("fast path");
+        let (reference_loss, mut reference) =
+            model.reference_loss_and_gradients(x.clone(), loss_fn);
+        assert_close(&host(fast_loss), &host(reference_loss), "loss");
+        let mut matrices = vec![
+            ("head weight", model.head.weight.id),
+            ("encoder input weight", model.encoder.input_weight.id),
+            ("encoder hidden weight", model.encoder.hidden_weight.id),
+            ("decoder input weight", model.decoder.input_weight.id),
+            ("decoder hidden weight", model.decoder.hidden_weight.id),
+        ];
+        for emb in &model.key_embeddings {
+            matrices.push(("key embedding", emb.weight.id));
+        }
+        for (what, id) in matrices {
+            let f = fast
+                .remove::<2>(id)
+                .unwrap_or_else(|| panic!("fast {what}"));
+            let r = reference
+                .remove::<2>(id)
+                .unwrap_or_else(|| panic!("reference {what}"));
+            assert_close(&host(f), &host(r), what);
+        }
+        let mut vectors = vec![
+            ("encoder bias", model.encoder.bias.id),
+            ("decoder bias", model.decoder.bias.id),
+        ];
+        if let Some(bias) = &model.head.bias {
+            vectors.push(("head bias", bias.id));
+        }
+        for (what, id) in vectors {
+            let f = fast
+                .remove::<1>(id)
+                .unwrap_or_else(|| panic!("fast {what}"));
+            let r = reference
+                .remove::<1>(id)
+                .unwrap_or_else(|| panic!("reference {what}"));
+            assert_close(&host(f), &host(r), what);
+        }
+
+        let plain = Device::flex();
+        let snapshot = model.valid();
+        let through_host = snapshot.forward_raw(input(b, &config, &plain));
+        let through_tensors = model.forward_raw(x);
+        assert_close(&host(through_host), &host(through_tensors), "forecasts");
+    }
+
+    fn pinball_for_test(
+        raw: Tensor<3>,
+        target: Tensor<2>,
+        mask: Tensor<2>,
+        quantiles: &[f64],
+    ) -> Tensor<1> {
+        crate::losses::pinball(raw, target, mask, quantiles)
     }
 }

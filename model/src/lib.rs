@@ -9,6 +9,7 @@
 pub mod bundle;
 pub mod device;
 pub mod forecaster;
+pub mod fused_lstm;
 pub mod losses;
 pub mod recommender;
 

@@ -17,6 +17,7 @@ use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 use burn::tensor::IndexingUpdateOp;
+use rayon::prelude::*;
 
 /// Shapes and sizes of a [`Recommender`]; saved in the bundle to rebuild the model.
 #[derive(Config, Debug)]
@@ -619,8 +620,9 @@ impl Recommender {
         let mut blocked_sorted = blocked.to_vec();
         blocked_sorted.sort_unstable();
         let order = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        // Rows are independent: select on every core.
         Ok(lists
-            .iter()
+            .par_iter()
             .enumerate()
             .map(|(row, own)| {
                 let mut own = own.to_vec();

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::AdamConfig;
 use burn::prelude::*;
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
@@ -337,12 +337,15 @@ fn train_network(
                 spec.push(&mut batch, &view(panel, anchors, s), origin, true);
             }
             let (input, target, mask) = training_input(batch, spec, &train_device);
-            let loss = pinball(model.forward_raw(input), target, mask, data.quantiles);
+            // On the CPU backends the LSTM pair runs its hand-written backward pass here.
+            let (loss, grads) = model
+                .loss_and_gradients(input, |raw| pinball(raw, target, mask, data.quantiles))
+                .map_err(anyhow::Error::msg)
+                .context("forecaster training step")?;
             if step % 10 == 0 {
-                state.loss_sum += loss.clone().into_scalar::<f32>() as f64;
+                state.loss_sum += loss.into_scalar::<f32>() as f64;
                 state.loss_n += 1;
             }
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(tc.learning_rate, model, grads);
             let shown = state.loss_sum / state.loss_n.max(1) as f64;
             progress.step(|| format!("epoch {epoch}/{} loss {shown:.4}", tc.epochs));

@@ -102,22 +102,22 @@ fn recommender_training_step(device: &Device, architecture: &str, k: usize, repe
     }));
     let padded =
         |n: usize| -> Vec<i64> { (0..n * 4).map(|i| ((i * 31) % tokens) as i64 + 1).collect() };
-    let cf = EntityFeatures::new(padded(n_c), 4, &train_device);
-    let pf = EntityFeatures::new(padded(n_p), 4, &train_device);
+    // On the plain device, as `train` builds them: constants, not part of the graph.
+    let cf = EntityFeatures::new(padded(n_c), 4, device);
+    let pf = EntityFeatures::new(padded(n_p), 4, device);
     let mut optim = AdamConfig::new().init();
-    let batches: Vec<InteractionBatch> = (0..8)
-        .map(|s| InteractionBatch {
+    let mut step = 0;
+    median_seconds(5, repeats, || {
+        // A fresh batch every step from host ids, as `train` builds them.
+        let s = step % 8;
+        step += 1;
+        let batch = &InteractionBatch {
             customers: ids(b, n_c, s, &train_device),
             positives: ids(b, n_p, s + 1, &train_device),
             weights: Tensor::ones([b], &train_device),
             negatives: ids(b * k, n_p, s + 2, &train_device),
             negatives_per_positive: k,
-        })
-        .collect();
-    let mut step = 0;
-    median_seconds(5, repeats, || {
-        let batch = &batches[step % batches.len()];
-        step += 1;
+        };
         let Some(m) = model.take() else { return };
         let (pos, neg, norms) = m.batch_logits(batch, &cf, &pf);
         let loss = sampled_bce(pos, neg, batch.weights.clone()) + norms * (l2 / b as f64);

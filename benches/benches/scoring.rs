@@ -9,7 +9,6 @@
 
 use std::time::Instant;
 
-use burn::prelude::*;
 use shopcast_model::recommender::ids_tensor;
 use shopcast_model::{select_device, DeviceChoice, EntityFeatures, RecommenderConfig};
 

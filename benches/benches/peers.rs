@@ -273,6 +273,8 @@ fn main() {
             std::process::exit(2);
         }
     };
+    // As `train` and `infer` do at start.
+    shopcast_model::keep_freed_memory_for_reuse();
     let device = selected.device;
     let r = o.repeats;
     type Op<'a> = (&'a str, Box<dyn Fn() -> f64 + 'a>);

@@ -14,7 +14,9 @@ pub mod losses;
 pub mod recommender;
 
 pub use bundle::{Bundle, BundleError, BundleManifest, BundleWriter};
-pub use device::{seeded_init, select_device, DeviceChoice, SelectedDevice};
+pub use device::{
+    keep_freed_memory_for_reuse, seeded_init, select_device, DeviceChoice, SelectedDevice,
+};
 pub use forecaster::{DemandForecaster, ForecastInput, ForecasterConfig, ForecasterEnsemble};
 pub use recommender::{
     EntityFeatures, FoldInConfig, InteractionBatch, ProductMatrix, Recommender, RecommenderConfig,

@@ -54,6 +54,8 @@ fn parse_device(s: &str) -> Result<DeviceChoice, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // Tensor buffers are reused instead of unmapped and faulted in again (2x on a step).
+    shopcast_model::keep_freed_memory_for_reuse();
     if let Err(e) = train::checkpoint::stop_on_signals() {
         eprintln!("warning: cannot catch SIGINT/SIGTERM ({e}): an interrupted run will not save a checkpoint");
     }

@@ -198,18 +198,16 @@ impl DemandForecaster {
     /// what the pinball loss is computed on during training. Differentiable when the model is
     /// (tensor ops); a model without gradients on a CPU backend runs the host kernels.
     pub fn forward_raw(&self, input: ForecastInput) -> Tensor<3> {
-        let (enc_in, dec_in) = self.lstm_inputs(&input);
-        let device = enc_in.device();
+        let device = input.encoder.device();
         let trainable = self.encoder.input_weight.val().is_require_grad();
-        let decoded = if memory_is_host(&device) && !trainable {
-            match self.host_decoder_outputs(enc_in.clone(), dec_in.clone()) {
-                Ok(outputs) => outputs,
-                // Reading back host memory does not fail in practice; fall back regardless.
-                Err(_) => self.tensor_decoder_outputs(enc_in, dec_in),
+        if memory_is_host(&device) && !trainable {
+            // An id outside its embedding table falls back to the tensor path, which reports it.
+            if let Ok(decoded) = self.host_decoder_outputs(&input) {
+                return self.quantiles(decoded, input.baseline);
             }
-        } else {
-            self.tensor_decoder_outputs(enc_in, dec_in)
-        };
+        }
+        let (enc_in, dec_in) = self.lstm_inputs(&input);
+        let decoded = self.tensor_decoder_outputs(enc_in, dec_in);
         self.quantiles(decoded, input.baseline)
     }
 
@@ -341,23 +339,51 @@ impl DemandForecaster {
         self.decoder.forward(dec_in, Some(state)).0
     }
 
-    /// Decoder outputs `[B, horizon, hidden]` by the host kernels (no gradients).
-    fn host_decoder_outputs(
-        &self,
-        enc_in: Tensor<3>,
-        dec_in: Tensor<3>,
-    ) -> Result<Tensor<3>, String> {
-        let device = enc_in.device();
-        let [batch, horizon, _] = dec_in.dims();
+    /// Decoder outputs `[B, horizon, hidden]` by the host kernels (no gradients), with the LSTM
+    /// inputs assembled on the host (what [`DemandForecaster::lstm_inputs`] does with tensor
+    /// ops, without its intermediate copies).
+    fn host_decoder_outputs(&self, input: &ForecastInput) -> Result<Tensor<3>, String> {
+        let device = input.encoder.device();
+        let [batch, context, _] = input.encoder.dims();
+        let [_, horizon, _] = input.decoder.dims();
+        let keys = input
+            .keys
+            .clone()
+            .into_data()
+            .convert::<i64>()
+            .try_into_vec::<i64>()
+            .map_err(|e| format!("reading keys back from the device: {e:?}"))?;
+        let n_keys = input.keys.dims()[1];
+        // Each row's key embeddings, concatenated.
+        let mut statics: Vec<Vec<f32>> = vec![Vec::new(); batch];
+        for (k, emb) in self.key_embeddings.iter().enumerate() {
+            let [rows, dim] = emb.weight.dims();
+            let table = host_values(emb.weight.val())?;
+            for (r, row) in statics.iter_mut().enumerate() {
+                let id = keys.get(r * n_keys + k).copied().unwrap_or(-1);
+                if id < 0 || id as usize >= rows {
+                    return Err(format!("key {k} of window {r}: id {id} outside 0..{rows}"));
+                }
+                row.extend_from_slice(&table[id as usize * dim..(id as usize + 1) * dim]);
+            }
+        }
+        let with_statics = |x: Vec<f32>, steps: usize| -> Vec<f32> {
+            let f = x.len() / (batch * steps).max(1);
+            let width = f + statics.first().map_or(0, Vec::len);
+            let mut out = Vec::with_capacity(batch * steps * width);
+            for (r, row_statics) in statics.iter().enumerate() {
+                for t in 0..steps {
+                    let at = (r * steps + t) * f;
+                    out.extend_from_slice(&x[at..at + f]);
+                    out.extend_from_slice(row_statics);
+                }
+            }
+            out
+        };
+        let enc_in = with_statics(host_values(input.encoder.clone())?, context);
+        let dec_in = with_statics(host_values(input.decoder.clone())?, horizon);
         let (enc_w, dec_w) = (self.encoder.host_weights()?, self.decoder.host_weights()?);
-        let (outputs, _) = encoder_decoder_forward(
-            &enc_w,
-            &dec_w,
-            &host_values(enc_in)?,
-            &host_values(dec_in)?,
-            batch,
-            false,
-        );
+        let (outputs, _) = encoder_decoder_forward(&enc_w, &dec_w, &enc_in, &dec_in, batch, false);
         let hidden = self.decoder.d_hidden();
         Ok(Tensor::from_data(
             TensorData::new(outputs, [batch, horizon, hidden]),

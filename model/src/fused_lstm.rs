@@ -268,15 +268,22 @@ pub fn encoder_decoder_forward(
             let encoder_x = to_time_major(encoder_input, rows.clone(), context, encoder.input);
             let decoder_x = to_time_major(decoder_input, rows.clone(), horizon, decoder.input);
             let zeros = vec![0f32; n * encoder.hidden];
-            let enc = layer_forward(encoder, &encoder_x, context, n, &zeros, &zeros);
-            let last = context * n * encoder.hidden;
+            let enc = layer_forward(
+                encoder,
+                &encoder_x,
+                context,
+                n,
+                (&zeros, &zeros),
+                keep_trace,
+            );
+            let (h_last, c_last) = enc.final_state(context, n * encoder.hidden);
             let dec = layer_forward(
                 decoder,
                 &decoder_x,
                 horizon,
                 n,
-                &enc.hiddens[last..],
-                &enc.cells[last..],
+                (h_last, c_last),
+                keep_trace,
             );
             let trace = ChunkTrace {
                 rows: n,
@@ -380,43 +387,44 @@ pub fn encoder_decoder_backward(
 }
 
 /// One layer forward over `steps` steps for `b` rows of time-major input `[steps, b, I]`.
+/// Without `keep`, only the hidden states of every step are kept (the outputs); gates and cell
+/// states live in one-step buffers that stay in cache.
+///
+/// Each step's gates are `bias + x_t @ wx + h_prev @ wh`: two products into a `[b, 4H]` buffer
+/// that stays in cache (measured faster than one product of all steps' inputs up front, whose
+/// `[steps, b, 4H]` result goes through memory).
 fn layer_forward(
     w: &HostWeights,
     x: &[f32],
     steps: usize,
     b: usize,
-    h0: &[f32],
-    c0: &[f32],
+    (h0, c0): (&[f32], &[f32]),
+    keep: bool,
 ) -> LayerTrace {
-    let (h, g4) = (w.hidden, 4 * w.hidden);
-    let mut gates = vec![0f32; steps * b * g4];
-    // Input projection of every step at once, then the bias.
-    matmul(
-        &mut gates,
-        (steps * b, g4, w.input),
-        false,
-        (x, w.input, 1),
-        (&w.wx, g4, 1),
-    );
-    for row in gates.chunks_exact_mut(g4) {
-        row.iter_mut().zip(&w.bias).for_each(|(g, b)| *g += b);
-    }
-    let mut cells = vec![0f32; (steps + 1) * b * h];
+    let (h, g4, i) = (w.hidden, 4 * w.hidden, w.input);
+    // Slots per buffer: every step's when the trace is kept, else one (two for the cells).
+    let gate_slots = if keep { steps } else { 1 };
+    let cell_slots = if keep { steps + 1 } else { 2 };
+    let mut gates = vec![0f32; gate_slots * b * g4];
+    let mut cells = vec![0f32; cell_slots * b * h];
+    let mut tanh_cells = vec![0f32; gate_slots * b * h];
     let mut hiddens = vec![0f32; (steps + 1) * b * h];
-    let mut tanh_cells = vec![0f32; steps * b * h];
     cells[..b * h].copy_from_slice(c0);
     hiddens[..b * h].copy_from_slice(h0);
     for t in 0..steps {
-        let step_gates = &mut gates[t * b * g4..(t + 1) * b * g4];
+        let g_slot = t % gate_slots;
+        let step_gates = &mut gates[g_slot * b * g4..(g_slot + 1) * b * g4];
         let (done, next) = hiddens.split_at_mut((t + 1) * b * h);
         let h_prev = &done[t * b * h..];
         let h_next = &mut next[..b * h];
-        // gates += h_prev @ wh
+        for row in step_gates.chunks_exact_mut(g4) {
+            row.copy_from_slice(&w.bias);
+        }
+        let x_t = &x[t * b * i..(t + 1) * b * i];
+        matmul(step_gates, (b, g4, i), true, (x_t, i, 1), (&w.wx, g4, 1));
         matmul(step_gates, (b, g4, h), true, (h_prev, h, 1), (&w.wh, g4, 1));
-        let (c_done, c_next) = cells.split_at_mut((t + 1) * b * h);
-        let c_prev = &c_done[t * b * h..];
-        let c_next = &mut c_next[..b * h];
-        let tanh_c = &mut tanh_cells[t * b * h..(t + 1) * b * h];
+        let (c_prev, c_next) = two_slots(&mut cells, b * h, t % cell_slots, (t + 1) % cell_slots);
+        let tanh_c = &mut tanh_cells[g_slot * b * h..(g_slot + 1) * b * h];
         for r in 0..b {
             let g = &mut step_gates[r * g4..(r + 1) * g4];
             let (sig, cand) = g.split_at_mut(3 * h);
@@ -440,6 +448,32 @@ fn layer_forward(
         cells,
         tanh_cells,
         hiddens,
+    }
+}
+
+/// Slot `read` of `buf` (slots of `len`) to read and slot `write` to write; they differ.
+fn two_slots(buf: &mut [f32], len: usize, read: usize, write: usize) -> (&[f32], &mut [f32]) {
+    if read < write {
+        let (a, b) = buf.split_at_mut(write * len);
+        (&a[read * len..(read + 1) * len], &mut b[..len])
+    } else {
+        let (a, b) = buf.split_at_mut(read * len);
+        (&b[..len], &mut a[write * len..(write + 1) * len])
+    }
+}
+
+impl LayerTrace {
+    /// Hidden and cell state after the last of `steps` steps (`len` values each).
+    fn final_state(&self, steps: usize, len: usize) -> (&[f32], &[f32]) {
+        let cell_slot = if self.cells.len() == (steps + 1) * len {
+            steps
+        } else {
+            steps % 2
+        };
+        (
+            &self.hiddens[steps * len..(steps + 1) * len],
+            &self.cells[cell_slot * len..(cell_slot + 1) * len],
+        )
     }
 }
 
@@ -590,19 +624,24 @@ fn matmul(
 }
 
 /// `e^x` for `x` clamped to `[-87, 88]`: Cephes' polynomial on the reduced argument, relative
-/// error about 2e-7. Written in plain arithmetic (no libm call, rounding by the 1.5 * 2^23
-/// trick) so that loops over slices vectorise.
+/// error about 2e-7. Plain float and integer arithmetic only (no libm call, no float-to-int
+/// conversion: `k` is rounded by adding 1.5 * 2^23, which also leaves it in the low bits of the
+/// sum), so that loops over slices vectorise.
 #[inline(always)]
 fn fast_exp(x: f32) -> f32 {
-    let x = x.clamp(-87.0, 88.0);
-    let k = (x * std::f32::consts::LOG2_E + 12_582_912.0) - 12_582_912.0;
+    const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23
+    let x = x.max(-87.0).min(88.0);
+    let shifted = x * std::f32::consts::LOG2_E + ROUND;
+    let k = shifted - ROUND;
     let r = x - k * 0.693_359_4 + k * 2.121_944_4e-4;
     let p = ((((1.987_569_1e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
         + 0.166_666_65)
         * r
         + 0.5;
     let y = p * r * r + r + 1.0;
-    y * f32::from_bits((((k as i32) + 127) as u32) << 23)
+    // 2^k: the biased exponent k + 127 in the exponent bits.
+    let k_bits = shifted.to_bits().wrapping_sub(ROUND.to_bits());
+    y * f32::from_bits(k_bits.wrapping_add(127) << 23)
 }
 
 /// The activation loops compiled for the widest vector unit the CPU has (chosen at run time;

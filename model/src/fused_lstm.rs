@@ -2,9 +2,11 @@
 //! encoder-decoder pair for the CPU backends.
 //!
 //! Fused means: the four gates share one input weight `[input, 4 * hidden]`, one hidden weight
-//! `[hidden, 4 * hidden]` and one bias, so the inputs of all timesteps are projected with one
-//! matrix product and each step costs one `[batch, hidden] x [hidden, 4 * hidden]` product.
-//! (Burn's `Lstm` runs two small products per gate per step, eight in all, each a separate op.)
+//! `[hidden, 4 * hidden]` and one bias, so each step costs one product with the hidden state
+//! (`[batch, hidden] x [hidden, 4 * hidden]`) and the inputs' share is one product too: of all
+//! timesteps at once in the tensor version, step by step into a cache-resident buffer in the host
+//! version (measured faster there). Burn's `Lstm` runs two small products per gate per step,
+//! eight in all, each a separate op.
 //! The gate blocks are ordered input, forget, output, then the cell candidate, so the three
 //! sigmoids are one contiguous block.
 //!

@@ -52,18 +52,16 @@ pub struct LstmState {
 }
 
 impl FusedLstmConfig {
-    /// Xavier-normal weights per gate block (as Burn's `Lstm`), zero biases except the forget
-    /// gate's, which starts at 1 so that early in training the cell keeps its memory
-    /// (Jozefowicz et al., 2015).
+    /// Xavier-normal weights per gate block, as Burn's `Lstm`, and zero biases. Measured on
+    /// Online Retail's backtest (mean MASE over six seeds): zero biases 1.549, Burn's random
+    /// biases 1.555, a forget-gate bias of 1 (Jozefowicz et al., 2015) 1.589 over three seeds.
     pub fn init(&self, device: &Device) -> FusedLstm {
         let (i, h) = (self.d_input, self.d_hidden);
         let xavier = Initializer::XavierNormal { gain: 1.0 };
-        let mut bias = vec![0f32; 4 * h];
-        bias[h..2 * h].fill(1.0);
         FusedLstm {
             input_weight: xavier.init_with([i, 4 * h], Some(i), Some(h), device),
             hidden_weight: xavier.init_with([h, 4 * h], Some(h), Some(h), device),
-            bias: Param::from_tensor(Tensor::from_data(TensorData::new(bias, [4 * h]), device)),
+            bias: Initializer::Zeros.init([4 * h], device),
         }
     }
 }

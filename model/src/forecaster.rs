@@ -283,10 +283,13 @@ impl DemandForecaster {
                 layer.hidden_weight.id,
                 Tensor::<2>::from_data(TensorData::new(g.wh, [h, 4 * h]), &plain),
             );
-            grads.register(
-                layer.bias.id,
-                Tensor::<1>::from_data(TensorData::new(g.bias, [4 * h]), &plain),
-            );
+            // The two biases are only ever summed: both get the sum's gradient.
+            for bias in [&layer.input_bias, &layer.hidden_bias] {
+                grads.register(
+                    bias.id,
+                    Tensor::<1>::from_data(TensorData::new(g.bias.clone(), [4 * h]), &plain),
+                );
+            }
         }
         Ok((loss, grads))
     }
@@ -546,8 +549,10 @@ mod tests {
             assert_close(&host(f), &host(r), what);
         }
         let mut vectors = vec![
-            ("encoder bias", model.encoder.bias.id),
-            ("decoder bias", model.decoder.bias.id),
+            ("encoder input bias", model.encoder.input_bias.id),
+            ("encoder hidden bias", model.encoder.hidden_bias.id),
+            ("decoder input bias", model.decoder.input_bias.id),
+            ("decoder hidden bias", model.decoder.hidden_bias.id),
         ];
         if let Some(bias) = &model.head.bias {
             vectors.push(("head bias", bias.id));

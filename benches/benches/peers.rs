@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
+use shopcast_benches::{forecaster_batch, ids, median};
 use shopcast_model::losses::{pinball, sampled_bce};
 use shopcast_model::recommender::ids_tensor;
 use shopcast_model::{
@@ -59,11 +60,6 @@ fn options() -> Result<Options, String> {
     Ok(o)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 /// Median seconds of `repeats` calls of `f` after `warmup` untimed ones. `f` must end with a
 /// read back from the device, so that the time covers the work.
 fn median_seconds(warmup: usize, repeats: usize, mut f: impl FnMut()) -> f64 {
@@ -78,13 +74,6 @@ fn median_seconds(warmup: usize, repeats: usize, mut f: impl FnMut()) -> f64 {
         })
         .collect();
     median(times)
-}
-
-fn ids(n: usize, modulo: usize, salt: usize, device: &Device) -> Tensor<1, Int> {
-    let v: Vec<i64> = (0..n)
-        .map(|i| ((i * 7919 + salt * 104_729) % modulo) as i64)
-        .collect();
-    Tensor::from_data(TensorData::new(v, [n]), device)
 }
 
 /// A training step of the recommender as `train` runs it (default `two_tower`, or `neumf`):
@@ -149,27 +138,10 @@ fn forecaster_config() -> ForecasterConfig {
 
 /// The same deterministic window batch as the PyTorch side.
 fn forecaster_input(device: &Device) -> ForecastInput {
-    let (b, c, h) = (FC_BATCH, FC_CONTEXT, FC_HORIZON);
-    ForecastInput::from_arrays(
-        (0..b * c * FC_ENCODER_FEATURES)
-            .map(|i| ((i % 13) as f32) / 13.0)
-            .collect(),
-        (0..b * h * FC_DECODER_FEATURES)
-            .map(|i| ((i % 7) as f32) / 7.0)
-            .collect(),
-        (0..b * 2)
-            .map(|i| {
-                if i % 2 == 0 {
-                    (i % 3) as i64
-                } else {
-                    (i % 60) as i64
-                }
-            })
-            .collect(),
-        vec![1.0; b * h],
-        b,
-        c,
-        h,
+    forecaster_batch(
+        FC_BATCH,
+        (FC_CONTEXT, FC_HORIZON),
+        (FC_ENCODER_FEATURES, FC_DECODER_FEATURES),
         device,
     )
 }

@@ -9,16 +9,12 @@ use std::time::Instant;
 
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
+use shopcast_benches::{forecaster_batch, ids, median};
 use shopcast_model::losses::{pinball, sampled_bce};
 use shopcast_model::{
-    select_device, DeviceChoice, EntityFeatures, ForecastInput, ForecasterConfig, InteractionBatch,
+    select_device, DeviceChoice, EntityFeatures, ForecasterConfig, InteractionBatch,
     RecommenderConfig,
 };
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 /// Seconds per [1024, 256] x [256, 1024] matrix product (2 * 1024 * 256 * 1024 FLOPs).
 fn reference_matmul(device: &Device) -> f64 {
@@ -31,13 +27,6 @@ fn reference_matmul(device: &Device) -> f64 {
         times.push(t.elapsed().as_secs_f64());
     }
     median(times)
-}
-
-fn ids(n: usize, modulo: usize, salt: usize, device: &Device) -> Tensor<1, Int> {
-    let v: Vec<i64> = (0..n)
-        .map(|i| ((i * 7919 + salt * 104_729) % modulo) as i64)
-        .collect();
-    Tensor::from_data(TensorData::new(v, [n]), device)
 }
 
 /// One training step of the recommender: `architecture` is `two_tower` (the default) or `neumf`,
@@ -95,28 +84,7 @@ fn forecaster_step_seconds(device: &Device) -> (f64, usize) {
     let mut optim = AdamConfig::new().init();
     let mut times = Vec::new();
     for step in 0..12 {
-        let input = ForecastInput::from_arrays(
-            (0..b * context * enc_f)
-                .map(|i| ((i % 13) as f32) / 13.0)
-                .collect(),
-            (0..b * horizon * dec_f)
-                .map(|i| ((i % 7) as f32) / 7.0)
-                .collect(),
-            (0..b * 2)
-                .map(|i| {
-                    if i % 2 == 0 {
-                        (i % 3) as i64
-                    } else {
-                        (i % 60) as i64
-                    }
-                })
-                .collect(),
-            vec![1.0; b * horizon],
-            b,
-            context,
-            horizon,
-            &train_device,
-        );
+        let input = forecaster_batch(b, (context, horizon), (enc_f, dec_f), &train_device);
         let target = Tensor::<2>::ones([b, horizon], &train_device);
         let mask = Tensor::<2>::ones([b, horizon], &train_device);
         let t = Instant::now();

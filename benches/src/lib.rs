@@ -1,1 +1,53 @@
-//! Benchmarks for shopcast live in `benches/` (`cargo bench -p shopcast-benches`).
+//! Benchmarks for shopcast live in `benches/` (`cargo bench --workspace --bench NAME`); this
+//! library holds what several of them share: the synthetic inputs, so that every benchmark (and
+//! the PyTorch peer, `benches/peers/torch_peer.py`, which builds the same patterns) times the
+//! same work.
+
+use burn::prelude::*;
+use shopcast_model::ForecastInput;
+
+/// The median of some timings.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// `n` entity ids below `modulo`, spread by a fixed pattern (`salt` varies it).
+pub fn ids(n: usize, modulo: usize, salt: usize, device: &Device) -> Tensor<1, Int> {
+    let v: Vec<i64> = (0..n)
+        .map(|i| ((i * 7919 + salt * 104_729) % modulo) as i64)
+        .collect();
+    Tensor::from_data(TensorData::new(v, [n]), device)
+}
+
+/// A forecaster batch of `b` windows with fixed patterns: encoder features `(i % 13) / 13`,
+/// decoder features `(i % 7) / 7`, two keys (of 3 and 60 values), an anchor of 1.
+pub fn forecaster_batch(
+    b: usize,
+    (context, horizon): (usize, usize),
+    (encoder_features, decoder_features): (usize, usize),
+    device: &Device,
+) -> ForecastInput {
+    ForecastInput::from_arrays(
+        (0..b * context * encoder_features)
+            .map(|i| ((i % 13) as f32) / 13.0)
+            .collect(),
+        (0..b * horizon * decoder_features)
+            .map(|i| ((i % 7) as f32) / 7.0)
+            .collect(),
+        (0..b * 2)
+            .map(|i| {
+                if i % 2 == 0 {
+                    (i % 3) as i64
+                } else {
+                    (i % 60) as i64
+                }
+            })
+            .collect(),
+        vec![1.0; b * horizon],
+        b,
+        context,
+        horizon,
+        device,
+    )
+}

@@ -7,7 +7,8 @@ PyTorch user would write them:
 - the recommender (`model/src/recommender.rs`): a customer's vector is an id embedding plus the
   weighted mean of attribute-token embeddings, a product's likewise; two-tower scores are dot
   products plus a product bias, NeuMF adds a GMF + MLP head; sampled binary cross-entropy with
-  `k` negatives per positive plus the L2 term on the batch's vectors; Adam (eps 1e-5 as Burn's);
+  `k` negatives per positive plus the L2 term on the batch's vectors; Adam (eps 1e-5 as Burn's,
+  PyTorch's fused CPU implementation);
 - the forecaster (`model/src/forecaster.rs`): key embeddings appended to every step, an LSTM
   encoder over the context whose final state starts an LSTM decoder over the horizon, a linear
   head giving a correction to the anchor for the median and softplus gaps for the other
@@ -40,6 +41,17 @@ def median_seconds(fn, warmup, repeats, sync):
         sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def adam(params, lr):
+    # The fused implementation (one kernel per step for all parameters) is PyTorch's fastest on
+    # CPU: the recommender step takes 3.8 ms with it against 6.5 ms with the default loop here.
+    # eps as Burn's default.
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, eps=1e-5, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(params, lr=lr, eps=1e-5)
 
 
 def ids(n, modulo, salt, device):
@@ -121,7 +133,7 @@ def recommender_step(device, architecture, k, args, sync):
     model = Recommender(n_c, n_p, tokens, tokens, d, architecture).to(device)
     cf = entity_features(n_c, tokens, 4, device)
     pf = entity_features(n_p, tokens, 4, device)
-    optim = torch.optim.Adam(model.parameters(), lr=0.01, eps=1e-5)
+    optim = adam(model.parameters(), 0.01)
     l2 = 1e-6
     batches = [
         (ids(b, n_c, s, device), ids(b, n_p, s + 1, device), ids(b * k, n_p, s + 2, device),
@@ -215,7 +227,7 @@ def forecaster_model(device):
 
 def forecaster_training_step(device, args, sync):
     model = forecaster_model(device)
-    optim = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-5)
+    optim = adam(model.parameters(), 1e-3)
     inputs = forecaster_inputs(device)
     b, h = FC["batch"], FC["horizon"]
     target = torch.ones(b, h, device=device)
@@ -244,7 +256,8 @@ def forecaster_inference_step(device, args, sync):
 
 # ----------------------------------------------------------------------------- batch scoring
 
-SCORING = dict(customers=20_000, products=20_000, dim=64, top_k=10, bought=20, chunk=1024)
+# 256 customers per chunk: the fastest for PyTorch of 64, 128, 256, 512, 1024 and 4096 here.
+SCORING = dict(customers=20_000, products=20_000, dim=64, top_k=10, bought=20, chunk=256)
 
 
 def batch_scoring(device, args, sync):

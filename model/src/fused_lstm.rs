@@ -579,7 +579,7 @@ fn layer_backward(
 
 /// `dst[m, n] (+)= lhs[m, k] @ rhs[k, n]`, `dst` row-major; `lhs` and `rhs` are given with their
 /// row and column strides, so a transposed operand is read in place.
-fn matmul(
+pub(crate) fn matmul(
     dst: &mut [f32],
     (m, n, k): (usize, usize, usize),
     accumulate: bool,

@@ -175,11 +175,7 @@ impl ForecasterEnsemble {
 
 fn to_units(scaled: Tensor<3>, scale: &[f32]) -> Result<Vec<f32>, String> {
     let [b, h, q] = scaled.dims();
-    let values = scaled
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .map_err(|e| format!("reading forecasts back from the device: {e:?}"))?;
+    let values = host_values(scaled).map_err(|e| format!("forecasts: {e}"))?;
     let per_window = h * q;
     Ok(values
         .chunks(per_window)
@@ -443,13 +439,6 @@ mod tests {
         )
     }
 
-    fn values(t: Tensor<3>) -> Vec<f32> {
-        t.into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .expect("f32 values")
-    }
-
     /// Quantiles never cross and never go below zero, even where the anchor is negative noise;
     /// an ensemble forecasts its members' mean.
     #[test]
@@ -463,9 +452,9 @@ mod tests {
         let each: Vec<Vec<f32>> = ensemble
             .members
             .iter()
-            .map(|m| values(m.forward(x.clone())))
+            .map(|m| host(m.forward(x.clone())))
             .collect();
-        let mean = values(ensemble.forward(x));
+        let mean = host(ensemble.forward(x));
         for (i, v) in mean.iter().enumerate() {
             assert!((v - (each[0][i] + each[1][i]) / 2.0).abs() < 1e-5);
         }

@@ -207,6 +207,8 @@ struct LayerTrace {
     tanh_cells: Vec<f32>,
     /// `[T + 1, b, H]`: the initial hidden state, then each step's output.
     hiddens: Vec<f32>,
+    /// Slots of `cells`: `T + 1` when the trace is kept, else 2 (step `t` in slot `t % slots`).
+    cell_slots: usize,
 }
 
 /// Gradients of the pair's weights and inputs.
@@ -457,6 +459,7 @@ fn layer_forward(
         cells,
         tanh_cells,
         hiddens,
+        cell_slots,
     }
 }
 
@@ -474,11 +477,7 @@ fn two_slots(buf: &mut [f32], len: usize, read: usize, write: usize) -> (&[f32],
 impl LayerTrace {
     /// Hidden and cell state after the last of `steps` steps (`len` values each).
     fn final_state(&self, steps: usize, len: usize) -> (&[f32], &[f32]) {
-        let cell_slot = if self.cells.len() == (steps + 1) * len {
-            steps
-        } else {
-            steps % 2
-        };
+        let cell_slot = steps % self.cell_slots;
         (
             &self.hiddens[steps * len..(steps + 1) * len],
             &self.cells[cell_slot * len..(cell_slot + 1) * len],

@@ -18,8 +18,8 @@ use shopcast_benches::{forecaster_batch, ids, median};
 use shopcast_model::losses::{pinball, sampled_bce};
 use shopcast_model::recommender::ids_tensor;
 use shopcast_model::{
-    select_device, DeviceChoice, EntityFeatures, ForecastInput, ForecasterConfig, InteractionBatch,
-    RecommenderConfig,
+    select_device, Architecture, DeviceChoice, EntityFeatures, ForecastInput, ForecasterConfig,
+    InteractionBatch, RecommenderConfig,
 };
 
 struct Options {
@@ -79,12 +79,17 @@ fn median_seconds(warmup: usize, repeats: usize, mut f: impl FnMut()) -> f64 {
 /// A training step of the recommender as `train` runs it (default `two_tower`, or `neumf`):
 /// 20,000 customers, 5,000 products, 200 attribute tokens (4 per entity), batch 1024,
 /// `k` negatives each, embedding 32, learning rate 0.01, L2 1e-6.
-fn recommender_training_step(device: &Device, architecture: &str, k: usize, repeats: usize) -> f64 {
+fn recommender_training_step(
+    device: &Device,
+    architecture: Architecture,
+    k: usize,
+    repeats: usize,
+) -> f64 {
     let (n_c, n_p, tokens, b, l2) = (20_000, 5_000, 200, 1024, 1e-6);
     let train_device = device.clone().autodiff();
     let config = RecommenderConfig::new(n_c, n_p, tokens, tokens)
         .with_embedding_dim(32)
-        .with_architecture(architecture.into());
+        .with_architecture(architecture);
     // An Option so that the timed closure can move the model through the optimizer.
     let mut model = Some(shopcast_model::seeded_init(&train_device, 1, || {
         config.init(&train_device)
@@ -205,7 +210,7 @@ fn batch_scoring(device: &Device, repeats: usize) -> f64 {
         })
         .collect();
     // The chunk size `infer recommend` uses (16 MiB score matrices).
-    let chunk = model.customers_per_chunk(n_p, 4 << 20);
+    let chunk = model.customers_per_chunk(n_p);
     median_seconds(1, (repeats / 10).max(3), || {
         let all: Vec<u32> = (0..n_p as u32).collect();
         let product_ids = ids_tensor(&all, device);
@@ -253,11 +258,11 @@ fn main() {
     let ops: Vec<Op> = vec![
         (
             "recommender_training_step",
-            Box::new(|| recommender_training_step(&device, "two_tower", 4, r)),
+            Box::new(|| recommender_training_step(&device, Architecture::TwoTower, 4, r)),
         ),
         (
             "recommender_training_step_neumf",
-            Box::new(|| recommender_training_step(&device, "neumf", 4, r)),
+            Box::new(|| recommender_training_step(&device, Architecture::Neumf, 4, r)),
         ),
         (
             "forecaster_training_step",

@@ -12,9 +12,6 @@ use std::time::Instant;
 use shopcast_model::recommender::ids_tensor;
 use shopcast_model::{select_device, DeviceChoice, EntityFeatures, RecommenderConfig};
 
-/// As in `infer` (`SCORING_BUDGET_FLOATS`): customers per chunk keep the score matrix near
-/// 4M floats (16 MiB).
-const BUDGET_FLOATS: usize = 4 << 20;
 const PRODUCTS: usize = 20_000;
 const DIM: usize = 64;
 const TOP_K: usize = 10;
@@ -47,7 +44,7 @@ fn main() {
         model.product_vectors(product_ids.clone(), &product_features),
         model.product_biases(product_ids),
     );
-    let chunk = model.customers_per_chunk(PRODUCTS, BUDGET_FLOATS);
+    let chunk = model.customers_per_chunk(PRODUCTS);
     let product_t = matrix.vectors().transpose();
 
     println!("device: {}", selected.backend);

@@ -12,7 +12,7 @@ use burn::prelude::*;
 use shopcast_benches::{forecaster_batch, ids, median};
 use shopcast_model::losses::{pinball, sampled_bce};
 use shopcast_model::{
-    select_device, DeviceChoice, EntityFeatures, ForecasterConfig, InteractionBatch,
+    select_device, Architecture, DeviceChoice, EntityFeatures, ForecasterConfig, InteractionBatch,
     RecommenderConfig,
 };
 
@@ -31,13 +31,13 @@ fn reference_matmul(device: &Device) -> f64 {
 
 /// One training step of the recommender: `architecture` is `two_tower` (the default) or `neumf`,
 /// `k` the sampled negatives per positive.
-fn recommender_step_seconds(device: &Device, architecture: &str, k: usize) -> (f64, usize) {
+fn recommender_step_seconds(device: &Device, architecture: Architecture, k: usize) -> (f64, usize) {
     let (n_c, n_p, tokens, b) = (20_000, 5_000, 200, 1024);
     let train_device = device.clone().autodiff();
     train_device.seed(1);
     let config = RecommenderConfig::new(n_c, n_p, tokens, tokens)
         .with_embedding_dim(32)
-        .with_architecture(architecture.into());
+        .with_architecture(architecture);
     let mut model = config.init(&train_device);
     let padded =
         |n: usize| -> Vec<i64> { (0..n * 4).map(|i| ((i * 31) % tokens) as i64 + 1).collect() };
@@ -128,7 +128,11 @@ fn main() {
         reference * 1e3,
         2.0 * 1024.0 * 256.0 * 1024.0 / reference / 1e9
     );
-    for (architecture, k) in [("two_tower", 4), ("two_tower", 16), ("neumf", 4)] {
+    for (architecture, k) in [
+        (Architecture::TwoTower, 4),
+        (Architecture::TwoTower, 16),
+        (Architecture::Neumf, 4),
+    ] {
         let (rec, b) = recommender_step_seconds(&device, architecture, k);
         println!(
             "recommender training, {architecture} (batch {b}, {k} negatives, d=32): {:.2} ms/step, {:.0} interactions/s, {:.1} reference matmuls per step",

@@ -26,6 +26,48 @@ pub mod files {
     pub const FORECASTER_PROFILE: &str = "forecaster.data_profile.json";
     pub const METRICS: &str = "metrics.json";
     pub const SEGMENTS: &str = "recommender.segments.json";
+    /// Test metrics per customer group.
+    pub const RECOMMENDER_GROUP_METRICS: &str = "recommender.group_metrics.json";
+    /// The model card (Markdown).
+    pub const MODEL_CARD: &str = "MODEL_CARD.md";
+    /// The run report (self-contained HTML).
+    pub const REPORT: &str = "report.html";
+}
+
+/// How the keys of `metrics.json` are spelt: `<prefix><metric>`, lower case (listed in
+/// `docs/bundle.md`). Every writer and reader of the keys goes through these.
+pub mod metric_keys {
+    pub const RECOMMENDER: &str = "recommender.";
+    pub const POPULARITY: &str = "baseline.popularity.";
+    pub const ITEMKNN: &str = "baseline.itemknn.";
+    pub const FORECASTER: &str = "forecaster.";
+    pub const SEASONAL_NAIVE: &str = "baseline.seasonal_naive.";
+    pub const MOVING_AVERAGE: &str = "baseline.moving_average.";
+    pub const ETS: &str = "baseline.ets.";
+
+    /// The recommender and its baselines: (name in tables, key prefix).
+    pub const RECOMMENDER_METHODS: [(&str, &str); 3] = [
+        ("model", RECOMMENDER),
+        ("popularity", POPULARITY),
+        ("item-kNN", ITEMKNN),
+    ];
+    /// The forecaster and its baselines: (name in tables, key prefix).
+    pub const FORECASTER_METHODS: [(&str, &str); 4] = [
+        ("forecaster", FORECASTER),
+        ("seasonal naive", SEASONAL_NAIVE),
+        ("moving average", MOVING_AVERAGE),
+        ("exp. smoothing", ETS),
+    ];
+
+    /// The prefix of a forecasting method's keys, by its name in the per-series metrics
+    /// (`forecaster`, `seasonal_naive`, `moving_average`, `ets`).
+    pub fn forecast_method_prefix(method: &str) -> String {
+        if method == "forecaster" {
+            FORECASTER.to_string()
+        } else {
+            format!("baseline.{method}.")
+        }
+    }
 }
 
 /// What a customer segment looks like, for campaigns.

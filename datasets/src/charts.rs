@@ -43,6 +43,24 @@ pub fn draw_legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
         .map_err(|e| e.to_string())
 }
 
+/// The grid lines every chart draws: major lines faint, minor lines fainter, so that the data
+/// stands out.
+pub fn grid_styles() -> (ShapeStyle, ShapeStyle) {
+    (
+        BLACK.mix(0.12).stroke_width(1),
+        BLACK.mix(0.04).stroke_width(1),
+    )
+}
+
+/// The y axis title of a forecast chart: units per period.
+fn units_per_period(period_days: i64) -> &'static str {
+    if period_days == 7 {
+        "units sold per week"
+    } else {
+        "units sold per day"
+    }
+}
+
 /// Padded bounds of some values (a flat or empty series still gets a range).
 pub fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
     let (lo, hi) = values
@@ -81,18 +99,23 @@ pub fn forecast_chart(title: &str, sample: &ForecastSample) -> Result<String, St
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 18))
             .margin(10)
-            .x_label_area_size(35)
-            .y_label_area_size(55)
+            .x_label_area_size(45)
+            .y_label_area_size(65)
             .build_cartesian_2d(0f64..x1.max(1.0), y0.min(0.0)..y1)
             .map_err(|e| e.to_string())?;
+        let (bold, light) = grid_styles();
         chart
             .configure_mesh()
+            .bold_line_style(bold)
+            .light_line_style(light)
             .x_labels(6)
             .x_label_formatter(&move |x| {
                 date_of_day(first_day + x.round() as i64 * period)
                     .format("%Y-%m-%d")
                     .to_string()
             })
+            .x_desc("date")
+            .y_desc(units_per_period(period))
             .draw()
             .map_err(|e| e.to_string())?;
         let steps = |f: &dyn Fn(&Vec<f32>) -> f64| -> Vec<(f64, f64)> {

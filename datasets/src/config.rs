@@ -2,7 +2,8 @@
 //!
 //! One TOML file maps a business's own files and column names onto what shopcast needs, and holds
 //! every hyperparameter, the device and the seed. Unknown keys and wrong types are errors that name
-//! the key; out-of-range values are caught by [`ShopConfig::validate`].
+//! the key; out-of-range values are caught by [`ShopConfig::check`], which makes the [`CheckedConfig`]
+//! the jobs take.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,84 @@ use crate::error::DataError;
 
 /// Environment variable that overrides `business.data_dir`.
 pub const DATA_DIR_ENV: &str = "SHOPCAST_DATA_DIR";
+
+/// Declares a config value with a fixed set of choices: a serde enum spelt in snake_case in the
+/// TOML file and the bundle's JSON, with the first variant as the default.
+macro_rules! choice {
+    ($(#[$doc:meta])* $name:ident { $default:ident => $default_text:literal $(, $variant:ident => $text:literal)* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name {
+            #[default]
+            $default,
+            $($variant,)*
+        }
+
+        impl $name {
+            /// The spelling used in config files and bundles.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    Self::$default => $default_text,
+                    $(Self::$variant => $text,)*
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+choice! {
+    /// `business.device`: where training and scoring run (`auto`: a GPU through WGPU when one is
+    /// present, else the CPU backend `flex`).
+    DeviceName { Auto => "auto", Flex => "flex", Ndarray => "ndarray", Wgpu => "wgpu" }
+}
+choice! {
+    /// `demo.format`: the file format of the generated demo shop.
+    DemoFormat { Csv => "csv", Parquet => "parquet" }
+}
+choice! {
+    /// `recommender.model.architecture`: `two_tower` (dot product of hybrid vectors) or `neumf`
+    /// (GMF + MLP over the same hybrid vectors).
+    Architecture { TwoTower => "two_tower", Neumf => "neumf" }
+}
+choice! {
+    /// `recommender.training.negative_sampling`: negatives drawn uniformly or in proportion to
+    /// count^0.75.
+    NegativeSampling { Uniform => "uniform", Popularity => "popularity" }
+}
+choice! {
+    /// `recommender.training.loss`: sampled binary cross-entropy or BPR.
+    RankingLoss { Bce => "bce", Bpr => "bpr" }
+}
+choice! {
+    /// `forecaster.data.frequency`: one period is a day, or a week (Monday to Sunday).
+    Frequency { Daily => "daily", Weekly => "weekly" }
+}
+choice! {
+    /// `forecaster.data.fill_missing`: a period without a row sold nothing (`zero`) or is unknown
+    /// (`missing`: skipped by the loss and the metrics).
+    FillMissing { Zero => "zero", Missing => "missing" }
+}
+choice! {
+    /// `forecaster.data.negative_targets`: returns are dropped (counted, reported) or an error.
+    NegativeTargets { Drop => "drop", Error => "error" }
+}
+
+impl Frequency {
+    /// Days in one period.
+    pub fn period_days(self) -> i64 {
+        match self {
+            Self::Daily => 1,
+            Self::Weekly => 7,
+        }
+    }
+}
 
 /// A whole business configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,9 +168,8 @@ pub struct BusinessSection {
     pub name: String,
     #[serde(default = "default_seed")]
     pub seed: u64,
-    /// `auto`, `flex`, `ndarray` or `wgpu`.
-    #[serde(default = "default_device")]
-    pub device: String,
+    #[serde(default)]
+    pub device: DeviceName,
     /// Directory that data file paths are relative to; itself relative to the config file.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
@@ -116,9 +194,8 @@ pub struct DemoSection {
     /// First day of the generated history, `YYYY-MM-DD`.
     #[serde(default = "d_start_date")]
     pub start_date: String,
-    /// `csv` or `parquet`.
-    #[serde(default = "d_format")]
-    pub format: String,
+    #[serde(default)]
+    pub format: DemoFormat,
 }
 
 /// A data file and how to read it.
@@ -286,10 +363,8 @@ pub struct RecommenderModelSection {
     /// Minimum count for a text word to become a feature.
     #[serde(default = "d_min_word_count")]
     pub min_word_count: usize,
-    /// `two_tower` (dot product of hybrid vectors, the default) or `neumf` (GMF + MLP over the
-    /// same hybrid vectors).
-    #[serde(default = "d_architecture")]
-    pub architecture: String,
+    #[serde(default)]
+    pub architecture: Architecture,
     /// Hidden layer sizes of the NeuMF MLP tower.
     #[serde(default = "d_mlp_layers")]
     pub mlp_layers: Vec<usize>,
@@ -312,12 +387,10 @@ pub struct RecommenderTrainingSection {
     /// Sampled negatives per positive.
     #[serde(default = "d_negatives")]
     pub negatives: usize,
-    /// `uniform` or `popularity`.
-    #[serde(default = "d_sampling")]
-    pub negative_sampling: String,
-    /// `bce` or `bpr`.
-    #[serde(default = "d_loss")]
-    pub loss: String,
+    #[serde(default)]
+    pub negative_sampling: NegativeSampling,
+    #[serde(default)]
+    pub loss: RankingLoss,
     /// L2 penalty on the embeddings used in a batch.
     #[serde(default = "d_l2")]
     pub l2: f64,
@@ -367,9 +440,8 @@ pub struct SalesData {
     pub date_format: Option<String>,
     /// Units sold.
     pub target: String,
-    /// `daily` or `weekly`.
-    #[serde(default = "d_frequency")]
-    pub frequency: String,
+    #[serde(default)]
+    pub frequency: Frequency,
     /// Covariates known in advance (price, promotion, holiday).
     #[serde(default)]
     pub known_covariates: Vec<String>,
@@ -386,15 +458,13 @@ pub struct SalesData {
     /// Sum rows that fall on the same series and period (transaction files).
     #[serde(default)]
     pub aggregate: bool,
-    /// Missing periods: `zero` (no sales) or `missing`.
-    #[serde(default = "d_fill")]
-    pub fill_missing: String,
+    #[serde(default)]
+    pub fill_missing: FillMissing,
     /// Keep only the N series with the largest total target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_series: Option<usize>,
-    /// Negative targets: `drop` (counted, reported) or `error`.
-    #[serde(default = "d_negative_targets")]
-    pub negative_targets: String,
+    #[serde(default)]
+    pub negative_targets: NegativeTargets,
     #[serde(default)]
     pub filters: Vec<RowFilter>,
 }
@@ -462,7 +532,6 @@ macro_rules! defaults {
 }
 defaults! {
     default_seed: u64 = 42;
-    default_device: String = "auto".into();
     default_data_dir: PathBuf = PathBuf::from(".");
     d_customers: usize = 2000;
     d_products: usize = 500;
@@ -471,29 +540,22 @@ defaults! {
     d_stores: usize = 3;
     d_series_products: usize = 60;
     d_start_date: String = "2023-01-01".into();
-    d_format: String = "csv".into();
     yes: bool = true;
     d_tag_sep: String = "|".into();
     d_bands: usize = 5;
     d_embedding_dim: usize = 32;
     d_segments: usize = 6;
     d_min_word_count: usize = 5;
-    d_architecture: String = "two_tower".into();
     d_mlp_layers: Vec<usize> = vec![64, 32];
     d_recent_items: usize = 5;
     d_rec_epochs: usize = 60;
     d_rec_batch: usize = 1024;
     d_rec_lr: f64 = 0.01;
     d_negatives: usize = 4;
-    d_sampling: String = "uniform".into();
-    d_loss: String = "bce".into();
     d_l2: f64 = 1e-6;
     d_patience: usize = 3;
     d_min_items: usize = 3;
     d_sampled_negatives: usize = 99;
-    d_frequency: String = "daily".into();
-    d_fill: String = "zero".into();
-    d_negative_targets: String = "drop".into();
     d_context: usize = 56;
     d_horizon: usize = 28;
     d_hidden: usize = 64;
@@ -515,7 +577,7 @@ impl Default for RecommenderModelSection {
             embedding_dim: d_embedding_dim(),
             segments: d_segments(),
             min_word_count: d_min_word_count(),
-            architecture: d_architecture(),
+            architecture: Architecture::default(),
             mlp_layers: d_mlp_layers(),
             recent_items: d_recent_items(),
         }
@@ -528,8 +590,8 @@ impl Default for RecommenderTrainingSection {
             batch_size: d_rec_batch(),
             learning_rate: d_rec_lr(),
             negatives: d_negatives(),
-            negative_sampling: d_sampling(),
-            loss: d_loss(),
+            negative_sampling: NegativeSampling::default(),
+            loss: RankingLoss::default(),
             l2: d_l2(),
             patience: d_patience(),
             refit: false,
@@ -590,7 +652,7 @@ impl ShopConfig {
             path: path.to_path_buf(),
             msg,
         })?;
-        config.validate().map_err(|msg| DataError::Config {
+        let config = config.check().map_err(|msg| DataError::Config {
             path: path.to_path_buf(),
             msg,
         })?;
@@ -624,8 +686,14 @@ impl ShopConfig {
         toml::to_string_pretty(self).map_err(|e| e.to_string())
     }
 
-    /// Checks value ranges and cross-field rules. The message names the key.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks value ranges and cross-field rules once, into the type the jobs take. The message
+    /// names the key.
+    pub fn check(self) -> Result<CheckedConfig, String> {
+        self.validate()?;
+        Ok(CheckedConfig(self))
+    }
+
+    fn validate(&self) -> Result<(), String> {
         let m = &self.monitoring;
         for (key, v) in [
             ("monitoring.max_volume_change", m.max_volume_change),
@@ -663,12 +731,6 @@ impl ShopConfig {
                 self.business.name
             ));
         }
-        if !["auto", "flex", "ndarray", "wgpu"].contains(&self.business.device.as_str()) {
-            return Err(format!(
-                "key `business.device`: expected one of auto, flex, ndarray, wgpu, got {:?}",
-                self.business.device
-            ));
-        }
         if self.recommender.is_none() && self.forecaster.is_none() {
             return Err("the config has neither a [recommender] nor a [forecaster] section".into());
         }
@@ -693,12 +755,6 @@ impl ShopConfig {
                     demo.start_date
                 ));
             }
-            if !["csv", "parquet"].contains(&demo.format.as_str()) {
-                return Err(format!(
-                    "key `demo.format`: expected csv or parquet, got {:?}",
-                    demo.format
-                ));
-            }
         }
         if let Some(r) = &self.recommender {
             let t = &r.training;
@@ -712,18 +768,6 @@ impl ShopConfig {
                 return Err(format!(
                     "key `recommender.training.l2`: must be >= 0, got {}",
                     t.l2
-                ));
-            }
-            if !["uniform", "popularity"].contains(&t.negative_sampling.as_str()) {
-                return Err(format!(
-                    "key `recommender.training.negative_sampling`: expected uniform or popularity, got {:?}",
-                    t.negative_sampling
-                ));
-            }
-            if !["two_tower", "neumf"].contains(&r.model.architecture.as_str()) {
-                return Err(format!(
-                    "key `recommender.model.architecture`: expected two_tower or neumf, got {:?}",
-                    r.model.architecture
                 ));
             }
             if r.model.mlp_layers.contains(&0) {
@@ -741,12 +785,6 @@ impl ShopConfig {
                 return Err(
                     "keys `recommender.data.value` and `unit_price`: set one, not both".into(),
                 );
-            }
-            if !["bce", "bpr"].contains(&t.loss.as_str()) {
-                return Err(format!(
-                    "key `recommender.training.loss`: expected bce or bpr, got {:?}",
-                    t.loss
-                ));
             }
             positive(
                 "recommender.evaluation.sampled_negatives",
@@ -849,24 +887,6 @@ impl ShopConfig {
             if d.series_keys.is_empty() {
                 return Err("key `forecaster.data.series_keys`: name at least one column".into());
             }
-            if !["daily", "weekly"].contains(&d.frequency.as_str()) {
-                return Err(format!(
-                    "key `forecaster.data.frequency`: expected daily or weekly, got {:?}",
-                    d.frequency
-                ));
-            }
-            if !["zero", "missing"].contains(&d.fill_missing.as_str()) {
-                return Err(format!(
-                    "key `forecaster.data.fill_missing`: expected zero or missing, got {:?}",
-                    d.fill_missing
-                ));
-            }
-            if !["drop", "error"].contains(&d.negative_targets.as_str()) {
-                return Err(format!(
-                    "key `forecaster.data.negative_targets`: expected drop or error, got {:?}",
-                    d.negative_targets
-                ));
-            }
             if d.top_series == Some(0) {
                 return Err("key `forecaster.data.top_series`: must be at least 1".into());
             }
@@ -926,10 +946,32 @@ fn check_filters(key: &str, filters: &[RowFilter]) -> Result<(), String> {
     Ok(())
 }
 
-/// A validated config with the location it was read from, for resolving relative paths.
+/// A config whose values passed [`ShopConfig::check`], the only way to make one: code that holds
+/// it needs no range checks of its own. Reads as a [`ShopConfig`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckedConfig(ShopConfig);
+
+impl std::ops::Deref for CheckedConfig {
+    type Target = ShopConfig;
+    fn deref(&self) -> &ShopConfig {
+        &self.0
+    }
+}
+
+impl CheckedConfig {
+    /// The config as a run uses it: the seed and device of the command line, which are valid
+    /// whatever they are, in place of the file's.
+    pub fn with_run_settings(mut self, seed: u64, device: DeviceName) -> Self {
+        self.0.business.seed = seed;
+        self.0.business.device = device;
+        self
+    }
+}
+
+/// A checked config with the location it was read from, for resolving relative paths.
 #[derive(Debug, Clone)]
 pub struct LoadedConfig {
-    pub config: ShopConfig,
+    pub config: CheckedConfig,
     pub config_path: PathBuf,
     pub config_dir: PathBuf,
     /// Set by `--data-dir` or [`DATA_DIR_ENV`]; wins over `business.data_dir`.

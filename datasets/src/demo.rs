@@ -14,7 +14,7 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, LogNormal, Normal, Poisson};
 
-use crate::config::DemoSection;
+use crate::config::{DemoFormat, DemoSection};
 use crate::error::DataError;
 use crate::table::write_frame_atomic;
 
@@ -67,12 +67,8 @@ pub struct DemoFiles {
 }
 
 impl DemoFiles {
-    pub fn in_dir(dir: &Path, format: &str) -> Self {
-        let ext = if format == "parquet" {
-            "parquet"
-        } else {
-            "csv"
-        };
+    pub fn in_dir(dir: &Path, format: DemoFormat) -> Self {
+        let ext = format.as_str();
         DemoFiles {
             customers: dir.join(format!("customers.{ext}")),
             products: dir.join(format!("products.{ext}")),
@@ -103,7 +99,7 @@ fn stamp(demo: &DemoSection, seed: u64) -> String {
 /// changed config or a newer shopcast never trains on stale demo files). Returns whether it
 /// wrote.
 pub fn generate_if_missing(dir: &Path, demo: &DemoSection, seed: u64) -> Result<bool, DataError> {
-    let files = DemoFiles::in_dir(dir, &demo.format);
+    let files = DemoFiles::in_dir(dir, demo.format);
     let stamp_path = dir.join(STAMP_FILE);
     let expected = stamp(demo, seed);
     let current = std::fs::read_to_string(&stamp_path).ok();
@@ -174,7 +170,7 @@ struct Catalogue {
 
 /// Writes the four demo files into `dir`.
 pub fn generate(dir: &Path, demo: &DemoSection, seed: u64) -> Result<(), DataError> {
-    let files = DemoFiles::in_dir(dir, &demo.format);
+    let files = DemoFiles::in_dir(dir, demo.format);
     let start =
         NaiveDate::parse_from_str(&demo.start_date, "%Y-%m-%d").map_err(|_| DataError::Config {
             path: dir.to_path_buf(),

@@ -20,6 +20,6 @@ pub mod table_chunks;
 pub mod vocab;
 pub mod windows;
 
-pub use config::{LoadedConfig, ShopConfig};
+pub use config::{CheckedConfig, LoadedConfig, ShopConfig};
 pub use error::DataError;
 pub use vocab::IdVocab;

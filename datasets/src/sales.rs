@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ForecasterSection, LoadedConfig};
+use crate::config::{FillMissing, ForecasterSection, LoadedConfig, NegativeTargets};
 use crate::error::DataError;
 use crate::table::{day_of, FilterReport};
 use crate::table_chunks::TableChunks;
@@ -23,6 +23,27 @@ pub struct SalesReport {
     pub rows_used: usize,
     pub series_total: usize,
     pub series_kept: usize,
+    /// Per covariate column (in the config's order), the empty cells of the rows kept by the
+    /// filters; such a cell took the value of its series' previous period ([`FILL_ASSUMPTION`]).
+    #[serde(default)]
+    pub empty_covariate_cells: Vec<(String, usize)>,
+}
+
+/// What is assumed for an empty covariate cell.
+pub const FILL_ASSUMPTION: &str =
+    "the series' value of the previous period (of its first known one before that)";
+
+impl SalesReport {
+    /// One line per covariate column with empty cells: how many, and what was assumed.
+    pub fn empty_cell_notes(&self) -> Vec<String> {
+        self.empty_covariate_cells
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(column, n)| {
+                format!("column {column:?}: {n} empty cells, each taken as {FILL_ASSUMPTION}")
+            })
+            .collect()
+    }
 }
 
 /// All series on one calendar: period `t` starts on day `first_day + t * period_days`.
@@ -164,7 +185,15 @@ pub fn load_sales_panel(
     columns.extend(d.filters.iter().map(|f| f.column.clone()));
     let mut seen = std::collections::HashSet::new();
     columns.retain(|c| seen.insert(c.clone()));
-    let mut report = SalesReport::default();
+    let mut report = SalesReport {
+        empty_covariate_cells: d
+            .known_covariates
+            .iter()
+            .chain(&d.past_covariates)
+            .map(|c| (c.clone(), 0))
+            .collect(),
+        ..SalesReport::default()
+    };
     let mut rows = SalesRows::new(d.series_keys.len(), d.static_attributes.len());
     let mut known: Vec<Vec<Option<f64>>> = vec![Vec::new(); d.known_covariates.len()];
     let mut past: Vec<Vec<Option<f64>>> = vec![Vec::new(); d.past_covariates.len()];
@@ -194,13 +223,15 @@ pub fn load_sales_panel(
             .iter()
             .map(|c| table.strings(c))
             .collect::<Result<_, _>>()?;
-        for (name, out) in d
+        for ((name, out), (_, empty)) in d
             .known_covariates
             .iter()
             .zip(known.iter_mut())
             .chain(d.past_covariates.iter().zip(past.iter_mut()))
+            .zip(report.empty_covariate_cells.iter_mut())
         {
             let values = table.numbers(name)?;
+            *empty += values.iter().filter(|v| v.is_none()).count();
             if let Some(i) = values
                 .iter()
                 .position(|v| v.is_some_and(|x| !x.is_finite()))
@@ -215,7 +246,7 @@ pub fn load_sales_panel(
             out.extend(values);
         }
         for (i, y) in target.into_iter().enumerate() {
-            if y < 0.0 && d.negative_targets == "error" {
+            if y < 0.0 && d.negative_targets == NegativeTargets::Error {
                 return Err(DataError::Value {
                     path: path.clone(),
                     row: table.file_row(i),
@@ -251,7 +282,7 @@ pub fn load_sales_panel(
         ..
     } = rows;
 
-    let period_days: i64 = if d.frequency == "weekly" { 7 } else { 1 };
+    let period_days = d.frequency.period_days();
     // Weekly periods start on Mondays (day 4 since 1970-01-01 was a Monday).
     let period_of = |day: i64| -> i64 {
         if period_days == 7 {
@@ -360,7 +391,7 @@ pub fn load_sales_panel(
                 .collect()
         })
         .collect();
-    let zero_fill = d.fill_missing == "zero";
+    let zero_fill = d.fill_missing == FillMissing::Zero;
     let mut panel = SalesPanel {
         key_names: d.series_keys.clone(),
         key_vocabs,

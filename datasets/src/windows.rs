@@ -317,6 +317,47 @@ pub fn blend_quantiles(network: &mut [f32], anchor: &[f32], weights: &[f32]) {
     }
 }
 
+/// Windows forecast together in one network call.
+const FORECAST_CHUNK: usize = 512;
+
+/// Per window, its forecast `[horizon][quantile]` in units.
+pub type WindowQuantiles = Vec<Vec<f32>>;
+
+/// The one windowed-prediction path of training (validation, backtest) and scoring (forecast,
+/// anomalies, monitor): the windows of `series` (a view and its origin each) are batched
+/// [`FORECAST_CHUNK`] at a time, `predict` runs the network on a batch (forecasts in units,
+/// `[len, horizon, quantiles]` row-major), and each of the `quantiles` levels is blended with
+/// the anchor's by `weights` ([`blend_quantiles`]; no weights, or all 1, keep the network's).
+/// Returns per window the blended forecast and the anchor's own (empty without exponential
+/// smoothing).
+pub fn forecast_windows<E>(
+    spec: &WindowSpec,
+    series: &[(SeriesView<'_>, usize)],
+    (quantiles, weights): (usize, &[f32]),
+    mut predict: impl FnMut(WindowBatch) -> Result<Vec<f32>, E>,
+) -> Result<(Vec<WindowQuantiles>, Vec<WindowQuantiles>), E> {
+    let q = quantiles.max(1);
+    let per_window = spec.horizon * q;
+    let split = |v: &[f32]| -> Vec<WindowQuantiles> {
+        v.chunks(per_window)
+            .map(|w| w.chunks(q).map(<[f32]>::to_vec).collect())
+            .collect()
+    };
+    let (mut forecasts, mut anchors) = (Vec::new(), Vec::new());
+    for chunk in series.chunks(FORECAST_CHUNK) {
+        let mut batch = WindowBatch::default();
+        for (view, origin) in chunk {
+            spec.push(&mut batch, view, *origin, false);
+        }
+        let anchor = std::mem::take(&mut batch.anchor_quantiles);
+        let mut flat = predict(batch)?;
+        blend_quantiles(&mut flat, &anchor, weights);
+        forecasts.extend(split(&flat));
+        anchors.extend(split(&anchor));
+    }
+    Ok((forecasts, anchors))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use shopcast_datasets::config::DeviceName;
 use shopcast_datasets::ShopConfig;
 
 fn repo_file(rel: &str) -> PathBuf {
@@ -9,7 +10,7 @@ fn repo_file(rel: &str) -> PathBuf {
 }
 
 fn parse_err(text: &str) -> String {
-    match ShopConfig::parse(text).and_then(|c| c.validate().map(|_| c)) {
+    match ShopConfig::parse(text).and_then(ShopConfig::check) {
         Ok(_) => panic!("expected an error for:\n{text}"),
         Err(e) => e,
     }
@@ -33,17 +34,17 @@ fn shipped_configs_load_and_round_trip() {
         let text = loaded.config.to_toml().expect("serialise");
         let again = ShopConfig::parse(&text)
             .unwrap_or_else(|e| panic!("{rel} after a round trip: {e}\n{text}"));
-        assert_eq!(loaded.config, again, "{rel} changed in a round trip");
+        assert_eq!(*loaded.config, again, "{rel} changed in a round trip");
     }
 }
 
 #[test]
 fn minimal_config_gets_defaults() {
     let c = ShopConfig::parse(MINIMAL).expect("minimal config");
-    c.validate().expect("valid");
-    let f = c.forecaster.expect("forecaster section");
+    let c = c.check().expect("valid");
+    let f = c.forecaster.clone().expect("forecaster section");
     assert_eq!(f.model.quantiles, vec![0.1, 0.5, 0.9]);
-    assert_eq!(c.business.device, "auto");
+    assert_eq!(c.business.device, DeviceName::Auto);
 }
 
 #[test]
@@ -83,6 +84,25 @@ fn out_of_range_values_are_named() {
     assert!(e.contains("monitoring.max_target_psi"), "{e}");
     let e = parse_err(&MINIMAL.replace("name = \"tiny\"", "name = \"tiny\"\ndevice = \"tpu\""));
     assert!(e.contains("business.device"), "{e}");
+}
+
+#[test]
+fn value_outside_a_fixed_set_names_the_key_and_the_choices() {
+    let e = parse_err(&MINIMAL.replace(
+        "target = \"units\"",
+        "target = \"units\"\nfrequency = \"hourly\"",
+    ));
+    assert!(e.contains("forecaster.data.frequency"), "{e}");
+    assert!(
+        e.contains("hourly") && e.contains("daily") && e.contains("weekly"),
+        "{e}"
+    );
+    let e = parse_err(&format!(
+        "{MINIMAL}\n[recommender.data]\nevents = {{ path = \"e.csv\" }}\ncustomer_id = \"c\"\n\
+         product_id = \"p\"\ntimestamp = \"t\"\n[recommender.model]\narchitecture = \"NeuMF\"\n"
+    ));
+    assert!(e.contains("recommender.model.architecture"), "{e}");
+    assert!(e.contains("two_tower") && e.contains("neumf"), "{e}");
 }
 
 #[test]

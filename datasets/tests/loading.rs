@@ -425,3 +425,35 @@ fn exact_duplicate_events_are_counted() {
     assert_eq!(data.report.rows_read, 7);
     assert_eq!(data.pairs.len(), 5, "duplicates collapse into their pair");
 }
+
+#[test]
+fn empty_covariate_cells_are_counted_and_carried_forward() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = "sku,day,units,price,temp\n\
+               a,2024-01-01,1,2.0,10\n\
+               a,2024-01-02,2,,11\n\
+               a,2024-01-03,3,2.5,\n\
+               a,2024-01-04,4,,\n\
+               b,2024-01-01,1,7.0,10\n";
+    let panel = daily_panel(
+        dir.path(),
+        csv,
+        "known_covariates = [\"price\"]\npast_covariates = [\"temp\"]",
+    )
+    .expect("loads");
+    assert_eq!(
+        panel.report.empty_covariate_cells,
+        vec![("price".to_string(), 2), ("temp".to_string(), 2)]
+    );
+    let a = panel
+        .series_keys
+        .iter()
+        .position(|k| panel.key_vocabs[0].id(k[0]) == "a")
+        .expect("series a");
+    // Each empty cell took the series' previous period's value.
+    assert_eq!(panel.known[a][0], vec![2.0, 2.0, 2.5, 2.5]);
+    assert_eq!(panel.past[a][0], vec![10.0, 11.0, 11.0, 11.0]);
+    let notes = panel.report.empty_cell_notes();
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    assert!(notes[0].contains("\"price\": 2 empty cells") && notes[0].contains("previous period"));
+}

@@ -138,6 +138,6 @@ proptest! {
             let _ = loaded.config.to_toml();
         }
         let text = String::from_utf8_lossy(&bytes);
-        let _ = ShopConfig::parse(&text).and_then(|c| c.validate().map(|_| c));
+        let _ = ShopConfig::parse(&text).and_then(ShopConfig::check);
     }
 }

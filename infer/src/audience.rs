@@ -7,21 +7,19 @@
 //! is that of their best product of the category not bought yet, and the reason is given for
 //! that product.
 
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use polars::prelude::{Column, DataFrame};
 use shopcast_datasets::DataError;
-use shopcast_model::recommender::ids_tensor;
+use shopcast_model::recommender::{ids_tensor, TopK};
 use shopcast_model::DeviceChoice;
 
 use crate::output::{check_output_path, open_device, write_output, JobManifest};
 use crate::recommend::{
     drop_opted_out, known_targets, load_recommender, read_excluded, read_opt_outs, to_vec_f32,
-    with_recent, CustomerContext, Explainer, SCORING_BUDGET_FLOATS,
+    with_recent, CustomerContext, Explainer,
 };
 
 /// Options of `infer audience`.
@@ -40,33 +38,6 @@ pub struct AudienceOptions {
     pub opt_out: Option<PathBuf>,
     pub out: PathBuf,
     pub device: DeviceChoice,
-}
-
-/// A candidate in an audience, ordered so that the heap's top is the weakest kept.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Candidate {
-    score: f32,
-    customer: usize,
-    product: u32,
-}
-
-impl Eq for Candidate {}
-
-impl Ord for Candidate {
-    fn cmp(&self, other: &Self) -> Ordering {
-        // Reversed: a higher score is "less", so the max-heap's top is the lowest score; among
-        // equal scores the larger customer index goes first, keeping the output deterministic.
-        other
-            .score
-            .total_cmp(&self.score)
-            .then(self.customer.cmp(&other.customer))
-    }
-}
-
-impl PartialOrd for Candidate {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
 }
 
 /// Runs `infer audience`.
@@ -188,10 +159,9 @@ pub fn audience(opts: &AudienceOptions) -> Result<JobManifest> {
         .counts
         .insert("customers_scored".into(), targets.len());
     let n_sel = selected_products.len();
-    let chunk = loaded
-        .model
-        .customers_per_chunk(n_sel, SCORING_BUDGET_FLOATS);
-    let mut heaps: Vec<BinaryHeap<Candidate>> = vec![BinaryHeap::new(); groups.len()];
+    let chunk = loaded.model.customers_per_chunk(n_sel);
+    // Per group, the best customers (index, score) with the product that scored.
+    let mut audiences: Vec<TopK<u32>> = vec![TopK::new(opts.top); groups.len()];
     let rows: Vec<usize> = (0..targets.len()).collect();
     for rows in rows.chunks(chunk) {
         let ids: Vec<u32> = rows.iter().filter_map(|&i| targets[i].known).collect();
@@ -202,7 +172,7 @@ pub fn audience(opts: &AudienceOptions) -> Result<JobManifest> {
         let scores = to_vec_f32(loaded.model.score_all(u, &matrix)).context("scoring")?;
         for (r, &i) in rows.iter().enumerate() {
             let bought = &targets[i].bought;
-            for ((_, products), heap) in groups.iter().zip(heaps.iter_mut()) {
+            for ((_, products), audience) in groups.iter().zip(audiences.iter_mut()) {
                 let best = products
                     .iter()
                     .filter(|p| bought.binary_search(p).is_err())
@@ -211,17 +181,7 @@ pub fn audience(opts: &AudienceOptions) -> Result<JobManifest> {
                 let Some((score, product)) = best else {
                     continue;
                 };
-                let c = Candidate {
-                    score,
-                    customer: i,
-                    product,
-                };
-                if heap.len() < opts.top {
-                    heap.push(c);
-                } else if heap.peek().is_some_and(|weakest| c < *weakest) {
-                    heap.pop();
-                    heap.push(c);
-                }
+                audience.offer(i as u32, score, product);
             }
         }
     }
@@ -234,9 +194,9 @@ pub fn audience(opts: &AudienceOptions) -> Result<JobManifest> {
     };
     let (mut c_label, mut c_rank, mut c_customer, mut c_score, mut c_reason) =
         (vec![], vec![], vec![], vec![], vec![]);
-    for ((label, _), heap) in groups.iter().zip(heaps) {
-        for (r, c) in heap.into_sorted_vec().into_iter().enumerate() {
-            let t = &targets[c.customer];
+    for ((label, _), audience) in groups.iter().zip(audiences) {
+        for (r, (customer, score, product)) in audience.into_sorted().into_iter().enumerate() {
+            let t = &targets[customer as usize];
             let segment = t
                 .known
                 .and_then(|k| a.segments.get(k as usize).copied())
@@ -249,8 +209,8 @@ pub fn audience(opts: &AudienceOptions) -> Result<JobManifest> {
             c_label.push(label.clone());
             c_rank.push(r as i64 + 1);
             c_customer.push(t.id.clone());
-            c_score.push(c.score as f64);
-            c_reason.push(explainer.reason(&context, c.product));
+            c_score.push(score as f64);
+            c_reason.push(explainer.reason(&context, product));
         }
     }
     let n = c_label.len();

@@ -14,7 +14,7 @@ use shopcast_datasets::artifacts::{files, shard_of, ForecasterArtifacts};
 use shopcast_datasets::charts::{forecast_chart, ForecastSample};
 use shopcast_datasets::config::FileSpec;
 use shopcast_datasets::table::{date_of_day, day_of, write_file_atomic, Table};
-use shopcast_datasets::windows::{blend_quantiles, SeriesView, WindowBatch};
+use shopcast_datasets::windows::{forecast_windows, SeriesView};
 use shopcast_datasets::DataError;
 use shopcast_model::{
     Bundle, BundleError, DeviceChoice, ForecastInput, ForecasterConfig, ForecasterEnsemble,
@@ -69,6 +69,8 @@ pub fn forecaster_of(bundle: Bundle, device: &Device) -> Result<LoadedForecaster
         ));
     }
     let config = ForecasterConfig::load(bundle.dir.join(files::FORECASTER_CONFIG))
+        .map_err(|e| e.to_string())
+        .and_then(|c| c.check().map(|()| c))
         .map_err(|e| invalid(format!("{}: {e}", files::FORECASTER_CONFIG)))?;
     let artifacts: ForecasterArtifacts = bundle.read_json(files::FORECASTER_ARTIFACTS)?;
     let model = bundle.load_module(files::FORECASTER_WEIGHTS, config.init_ensemble(device))?;
@@ -115,11 +117,10 @@ impl LoadedForecaster {
     ) -> Result<Vec<SeriesForecast>> {
         let spec = &self.artifacts.spec;
         let q = self.config.quantiles.len();
-        let mut out = Vec::with_capacity(series.len());
-        for chunk in series.chunks(512) {
-            let mut batch = WindowBatch::default();
-            let mut owned = Vec::with_capacity(chunk.len());
-            for &s in chunk {
+        // Each series' target and known covariates up to its origin and over the horizon.
+        let owned: Vec<(Vec<f32>, Vec<Vec<f32>>, usize)> = series
+            .iter()
+            .map(|&s| {
                 let tail = &self.artifacts.series[s];
                 let target: Vec<f32> = tail.target.iter().map(|v| v.unwrap_or(f32::NAN)).collect();
                 let origin = target.len().saturating_sub(back);
@@ -142,9 +143,13 @@ impl LoadedForecaster {
                         })
                         .collect(),
                 };
-                owned.push((target, known, origin));
-            }
-            for (&s, (target, known, origin)) in chunk.iter().zip(&owned) {
+                (target, known, origin)
+            })
+            .collect();
+        let windows: Vec<(SeriesView<'_>, usize)> = series
+            .iter()
+            .zip(&owned)
+            .map(|(&s, (target, known, origin))| {
                 let tail = &self.artifacts.series[s];
                 let view = SeriesView {
                     target,
@@ -155,44 +160,42 @@ impl LoadedForecaster {
                     statics: &tail.statics,
                     ets: tail.ets.as_ref(),
                 };
-                spec.push(&mut batch, &view, *origin, false);
-            }
-            let scale = batch.scale.clone();
-            let b = batch.len;
-            let anchor = std::mem::take(&mut batch.anchor_quantiles);
+                (view, *origin)
+            })
+            .collect();
+        let weights = &self.artifacts.network_weights;
+        let (forecasts, _) = forecast_windows(spec, &windows, (q, weights), |batch| {
             let input = ForecastInput::from_arrays(
                 batch.encoder,
                 batch.decoder,
                 batch.keys,
                 batch.baseline,
-                b,
+                batch.len,
                 spec.context,
                 spec.horizon,
                 &self.device,
             );
-            let mut flat = self
-                .model
-                .predict(input, &scale)
-                .map_err(anyhow::Error::msg)?;
-            if !self.artifacts.network_weights.is_empty() {
-                blend_quantiles(&mut flat, &anchor, &self.artifacts.network_weights);
-            }
-            for ((&s, w), (_, _, origin)) in
-                chunk.iter().zip(flat.chunks(spec.horizon * q)).zip(&owned)
-            {
+            self.model
+                .predict(input, &batch.scale)
+                .map_err(anyhow::Error::msg)
+        })?;
+        Ok(series
+            .iter()
+            .zip(forecasts)
+            .zip(&owned)
+            .map(|((&s, quantiles), (_, _, origin))| {
                 let tail = &self.artifacts.series[s];
                 let origin = *origin as i64;
-                out.push(SeriesForecast {
+                SeriesForecast {
                     series: s,
                     origin: origin as usize,
                     days: (0..spec.horizon as i64)
                         .map(|h| tail.first_day + (origin + h) * spec.period_days)
                         .collect(),
-                    quantiles: w.chunks(q).map(<[f32]>::to_vec).collect(),
-                });
-            }
-        }
-        Ok(out)
+                    quantiles,
+                }
+            })
+            .collect())
     }
 
     /// The key values of a series, e.g. `["store_1", "P0042"]`.

@@ -19,8 +19,9 @@ use burn::tensor::activation::softplus;
 
 use crate::device::memory_is_host;
 use crate::fused_lstm::{
-    encoder_decoder_backward, encoder_decoder_forward, host_values, FusedLstm, FusedLstmConfig,
+    encoder_decoder_backward, encoder_decoder_forward, FusedLstm, FusedLstmConfig,
 };
+use crate::host::host_values;
 
 /// Shapes and hyperparameters of a [`DemandForecaster`]; saved in the bundle.
 #[derive(Config, Debug)]
@@ -92,6 +93,36 @@ impl ForecastInput {
 }
 
 impl ForecasterConfig {
+    /// Checks a config read back from a bundle before a model is built from it: the message
+    /// names the field.
+    pub fn check(&self) -> Result<(), String> {
+        for (field, v) in [
+            ("context", self.context),
+            ("horizon", self.horizon),
+            ("hidden_size", self.hidden_size),
+            ("key_embedding_dim", self.key_embedding_dim),
+            ("ensemble", self.ensemble),
+        ] {
+            if v == 0 {
+                return Err(format!("{field}: must be at least 1, got 0"));
+            }
+        }
+        let levels_ok = !self.quantiles.is_empty()
+            && self
+                .quantiles
+                .iter()
+                .all(|q| q.is_finite() && *q > 0.0 && *q < 1.0)
+            && self.quantiles.windows(2).all(|w| w[0] < w[1])
+            && self.quantiles.iter().any(|q| (q - 0.5).abs() < 1e-9);
+        if !levels_ok {
+            return Err(format!(
+                "quantiles: expected increasing levels in (0, 1) including 0.5, got {:?}",
+                self.quantiles
+            ));
+        }
+        Ok(())
+    }
+
     /// Index of the 0.5 quantile.
     pub fn median_index(&self) -> usize {
         self.quantiles

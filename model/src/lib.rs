@@ -10,6 +10,7 @@ pub mod bundle;
 pub mod device;
 pub mod forecaster;
 pub mod fused_lstm;
+pub mod host;
 pub mod losses;
 pub mod recommender;
 
@@ -19,5 +20,6 @@ pub use device::{
 };
 pub use forecaster::{DemandForecaster, ForecastInput, ForecasterConfig, ForecasterEnsemble};
 pub use recommender::{
-    EntityFeatures, FoldInConfig, InteractionBatch, ProductMatrix, Recommender, RecommenderConfig,
+    Architecture, EntityFeatures, FoldInConfig, InteractionBatch, ProductMatrix, Recommender,
+    RecommenderConfig,
 };

@@ -5,14 +5,15 @@
 
 pub mod checkpoint;
 pub mod forecast_eval;
-pub mod forecaster_training;
+pub mod forecaster;
 pub mod model_card;
 pub mod progress;
 pub mod ranking;
-pub mod recommender_training;
+pub mod recommender;
 pub mod report;
 pub mod run;
 pub mod segments;
+pub mod training_loop;
 
 pub use checkpoint::{CannotResume, Interrupted};
 pub use run::{run, Only, QualityGateFailed, TrainOptions, TrainSummary};

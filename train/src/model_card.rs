@@ -5,10 +5,12 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+use shopcast_datasets::artifacts::metric_keys;
 use shopcast_datasets::config::{AttributeTable, ShopConfig};
+use shopcast_model::Architecture;
 
-use crate::forecaster_training::ForecasterOutcome;
-use crate::recommender_training::{GroupMetrics, RecommenderOutcome};
+use crate::forecaster::ForecasterOutcome;
+use crate::recommender::{GroupMetrics, RecommenderOutcome};
 
 /// A group whose full recall@10 is below this share of the overall one is flagged.
 const UNDERSERVED: f64 = 0.8;
@@ -171,7 +173,7 @@ pub fn render(inputs: &CardInputs<'_>) -> String {
              stopping on validation NDCG@10 (best epoch {}, {} epochs run){}. Recency term weight {}.\n",
             mc.architecture,
             mc.embedding_dim,
-            if mc.architecture == "neumf" {
+            if mc.architecture == Architecture::Neumf {
                 "GMF and an MLP"
             } else {
                 "their dot product"
@@ -200,11 +202,7 @@ pub fn render(inputs: &CardInputs<'_>) -> String {
             &mut out,
             m,
             &crate::ranking::RANKING_METRICS,
-            &[
-                ("model", "recommender."),
-                ("popularity", "baseline.popularity."),
-                ("item-kNN", "baseline.itemknn."),
-            ],
+            &metric_keys::RECOMMENDER_METHODS,
         );
         if !r.group_metrics.is_empty() {
             out.push_str("### Metrics per customer group\n\n");
@@ -301,21 +299,11 @@ pub fn render(inputs: &CardInputs<'_>) -> String {
         );
         let names: Vec<String> = m
             .keys()
-            .filter_map(|k| k.strip_prefix("baseline.seasonal_naive."))
+            .filter_map(|k| k.strip_prefix(metric_keys::SEASONAL_NAIVE))
             .map(str::to_string)
             .collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        metric_table(
-            &mut out,
-            m,
-            &names,
-            &[
-                ("forecaster", "forecaster."),
-                ("seasonal naive", "baseline.seasonal_naive."),
-                ("moving average", "baseline.moving_average."),
-                ("exp. smoothing", "baseline.ets."),
-            ],
-        );
+        metric_table(&mut out, m, &names, &metric_keys::FORECASTER_METHODS);
         if f.gate_failures.is_empty() {
             out.push_str(
                 "Quality gate (not worse than seasonal naive on MASE and WQL): passed.\n\n",

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use shopcast_model::recommender::TopK;
 
 /// One held-out case: a customer, the held-out product, what to mask, and the sampled negatives.
 #[derive(Debug, Clone)]
@@ -113,8 +114,8 @@ pub fn evaluate(scorer: &dyn Scorer, cases: &[Case], n_products: usize) -> Metri
         r10 += (full_rank < 10) as u8 as f64;
         r20 += (full_rank < 20) as u8 as f64;
         fndcg += ndcg(full_rank, 10);
-        for p in top_k(&scores, 10) {
-            covered[p] = true;
+        for p in TopK::of_row(&scores, 10) {
+            covered[p as usize] = true;
         }
     }
     let n = cases.len().max(1) as f64;
@@ -158,23 +159,6 @@ fn full_rank(scorer: &dyn Scorer, case: &Case, scores: &mut Vec<f32>) -> usize {
             .filter(|(p, _)| *p != case.item as usize)
             .map(|(_, v)| *v),
     )
-}
-
-/// Indices of the `k` highest scores, best first (ties by lower index).
-pub fn top_k(scores: &[f32], k: usize) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..scores.len())
-        .filter(|&i| scores[i] > f32::NEG_INFINITY)
-        .collect();
-    let k = k.min(idx.len());
-    if k == 0 {
-        return Vec::new();
-    }
-    idx.select_nth_unstable_by(k - 1, |&a, &b| {
-        scores[b].total_cmp(&scores[a]).then(a.cmp(&b))
-    });
-    idx.truncate(k);
-    idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
-    idx
 }
 
 /// Most popular products first: the number of training customers per product.

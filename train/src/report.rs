@@ -9,11 +9,12 @@ use std::fmt::Write;
 use plotters::prelude::*;
 
 use crate::checkpoint::EpochLog;
-use shopcast_datasets::charts::{bounds, draw_legend, forecast_chart};
+use shopcast_datasets::artifacts::metric_keys;
+use shopcast_datasets::charts::{bounds, draw_legend, forecast_chart, grid_styles};
 
-use crate::forecaster_training::ForecasterOutcome;
+use crate::forecaster::ForecasterOutcome;
 use crate::ranking::RANKING_METRICS;
-use crate::recommender_training::RecommenderOutcome;
+use crate::recommender::RecommenderOutcome;
 
 const WIDTH: u32 = 720;
 const HEIGHT: u32 = 300;
@@ -42,28 +43,35 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// Lines over x, as an SVG string.
-fn line_chart(
+/// Lines over epochs, as an SVG string: integer epoch ticks, `y_desc` naming the values.
+fn epoch_chart(
     title: &str,
-    x_desc: &str,
-    lines: &[(&str, Vec<(f64, f64)>)],
+    y_desc: &str,
+    lines: &[(&str, Vec<(u32, f64)>)],
 ) -> Result<String, String> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| e.to_string())?;
-        let (x0, x1) = bounds(lines.iter().flat_map(|(_, p)| p.iter().map(|q| q.0)));
+        let epochs = || lines.iter().flat_map(|(_, p)| p.iter().map(|q| q.0));
+        let first = epochs().min().unwrap_or(1);
+        let last = epochs().max().unwrap_or(1).max(first + 1);
         let (y0, y1) = bounds(lines.iter().flat_map(|(_, p)| p.iter().map(|q| q.1)));
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 18))
             .margin(10)
-            .x_label_area_size(35)
-            .y_label_area_size(55)
-            .build_cartesian_2d(x0..x1, y0..y1)
+            .x_label_area_size(45)
+            .y_label_area_size(65)
+            .build_cartesian_2d(first..last, y0..y1)
             .map_err(|e| e.to_string())?;
+        let (bold, light) = grid_styles();
         chart
             .configure_mesh()
-            .x_desc(x_desc)
+            .bold_line_style(bold)
+            .light_line_style(light)
+            .x_labels(((last - first + 1) as usize).min(12))
+            .x_desc("epoch")
+            .y_desc(y_desc)
             .draw()
             .map_err(|e| e.to_string())?;
         for (i, (name, points)) in lines.iter().enumerate() {
@@ -83,9 +91,10 @@ fn line_chart(
     Ok(svg)
 }
 
-/// Grouped bars: one group per category, one bar per series.
+/// Grouped bars: one group per category, one bar per series; `(x_desc, y_desc)` name the axes.
 fn bar_chart(
     title: &str,
+    (x_desc, y_desc): (&str, &str),
     categories: &[String],
     series: &[(String, Vec<f64>)],
 ) -> Result<String, String> {
@@ -103,13 +112,18 @@ fn bar_chart(
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 18))
             .margin(10)
-            .x_label_area_size(35)
-            .y_label_area_size(55)
+            .x_label_area_size(45)
+            .y_label_area_size(65)
             .build_cartesian_2d(0f64..n, 0f64..top)
             .map_err(|e| e.to_string())?;
         let labels = categories.to_vec();
+        let (bold, light) = grid_styles();
         chart
             .configure_mesh()
+            .bold_line_style(bold)
+            .light_line_style(light)
+            .x_desc(x_desc)
+            .y_desc(y_desc)
             .x_labels(categories.len().max(1))
             .x_label_formatter(&move |x| {
                 labels.get(x.floor() as usize).cloned().unwrap_or_default()
@@ -182,14 +196,17 @@ fn metric_table(
     out.push_str("</table>\n");
 }
 
-fn curves(history: &[EpochLog]) -> (Vec<(f64, f64)>, Vec<(f64, f64)>) {
+/// Training and validation values per epoch.
+type Curve = Vec<(u32, f64)>;
+
+fn curves(history: &[EpochLog]) -> (Curve, Curve) {
     let train = history
         .iter()
-        .map(|e| (e.epoch as f64, e.train_loss))
+        .map(|e| (e.epoch as u32, e.train_loss))
         .collect();
     let validation = history
         .iter()
-        .filter_map(|e| Some((e.epoch as f64, e.validation?)))
+        .filter_map(|e| Some((e.epoch as u32, e.validation?)))
         .collect();
     (train, validation)
 }
@@ -217,18 +234,18 @@ pub fn render(inputs: &ReportInputs<'_>) -> String {
         figure(
             &mut out,
             "loss-recommender",
-            line_chart(
+            epoch_chart(
                 "Training loss per epoch",
-                "epoch",
+                "mean loss per training pair",
                 &[("training loss", train)],
             ),
         );
         figure(
             &mut out,
             "validation-recommender",
-            line_chart(
+            epoch_chart(
                 "Validation NDCG@10 per epoch",
-                "epoch",
+                "NDCG@10 (0-1, higher is better)",
                 &[("validation NDCG@10", validation)],
             ),
         );
@@ -239,11 +256,7 @@ pub fn render(inputs: &ReportInputs<'_>) -> String {
             "metrics-recommender",
             m,
             &names,
-            &[
-                ("model", "recommender."),
-                ("popularity", "baseline.popularity."),
-                ("item-kNN", "baseline.itemknn."),
-            ],
+            &metric_keys::RECOMMENDER_METHODS,
         );
         out.push_str("<h3>Popularity bias and catalogue coverage</h3>\n");
         let _ = writeln!(
@@ -261,6 +274,10 @@ pub fn render(inputs: &ReportInputs<'_>) -> String {
             "popularity-bias",
             bar_chart(
                 "Top-10 slots by popularity decile",
+                (
+                    "popularity decile of the products (1: the 10% most bought)",
+                    "share of the top-10 slots",
+                ),
                 &deciles,
                 &r.popularity_slots,
             ),
@@ -294,6 +311,7 @@ pub fn render(inputs: &ReportInputs<'_>) -> String {
             "segment-sizes",
             bar_chart(
                 "Customers per segment",
+                ("segment", "customers"),
                 &sizes,
                 &[(
                     "customers".to_string(),
@@ -312,16 +330,16 @@ pub fn render(inputs: &ReportInputs<'_>) -> String {
         figure(
             &mut out,
             "loss-forecaster",
-            line_chart(
+            epoch_chart(
                 "Pinball loss per epoch",
-                "epoch",
+                "pinball loss (scaled units)",
                 &[("training", train), ("validation", validation)],
             ),
         );
         out.push_str("<h3>Metrics against baselines (rolling-origin backtest)</h3>\n");
         let names: Vec<String> = m
             .keys()
-            .filter_map(|k| k.strip_prefix("baseline.seasonal_naive."))
+            .filter_map(|k| k.strip_prefix(metric_keys::SEASONAL_NAIVE))
             .map(str::to_string)
             .collect();
         metric_table(
@@ -329,12 +347,7 @@ pub fn render(inputs: &ReportInputs<'_>) -> String {
             "metrics-forecaster",
             m,
             &names,
-            &[
-                ("forecaster", "forecaster."),
-                ("seasonal naive", "baseline.seasonal_naive."),
-                ("moving average", "baseline.moving_average."),
-                ("exp. smoothing", "baseline.ets."),
-            ],
+            &metric_keys::FORECASTER_METHODS,
         );
         out.push_str("<h3>Forecasts against what happened (latest backtest fold)</h3>\n");
         for s in &f.samples {
@@ -353,4 +366,47 @@ pub fn render(inputs: &ReportInputs<'_>) -> String {
     }
     out.push_str("</body></html>\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The texts an SVG draws.
+    fn texts(svg: &str) -> Vec<String> {
+        svg.split("<text")
+            .skip(1)
+            .filter_map(|t| {
+                let body = &t[t.find('>')? + 1..];
+                Some(body[..body.find("</text>")?].trim().to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn epoch_charts_tick_whole_epochs_and_name_both_axes() {
+        let points: Vec<(u32, f64)> = (1..=7).map(|e| (e, 1.0 / e as f64)).collect();
+        let svg = epoch_chart(
+            "Loss",
+            "pinball loss (scaled units)",
+            &[("training", points)],
+        )
+        .expect("chart");
+        let labels = texts(&svg);
+        assert!(labels.iter().any(|t| t == "epoch"), "{labels:?}");
+        assert!(
+            labels.iter().any(|t| t == "pinball loss (scaled units)"),
+            "{labels:?}"
+        );
+        for e in 1..=7 {
+            assert!(labels.contains(&e.to_string()), "no tick {e}: {labels:?}");
+        }
+        // No fractional epoch ticks (the y axis labels the loss, which is below 1.1 here).
+        assert!(
+            !labels
+                .iter()
+                .any(|t| t.parse::<f64>().is_ok_and(|v| v > 1.5 && v.fract() != 0.0)),
+            "{labels:?}"
+        );
+    }
 }

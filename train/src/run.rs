@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use burn::config::Config;
-use shopcast_datasets::artifacts::files;
-use shopcast_datasets::config::ShopConfig;
+use shopcast_datasets::artifacts::{files, metric_keys};
+use shopcast_datasets::config::{DeviceName, ShopConfig};
 use shopcast_datasets::demo::generate_if_missing;
 use shopcast_datasets::privacy::Pseudonymiser;
 use shopcast_datasets::{DataError, IdVocab, LoadedConfig};
@@ -17,8 +17,8 @@ use shopcast_model::bundle::{
 use shopcast_model::{select_device, Bundle, DeviceChoice};
 
 use crate::checkpoint::Checkpoints;
-use crate::forecaster_training::{train_forecaster, ForecasterOutcome};
-use crate::recommender_training::{train_recommender, RecommenderOutcome};
+use crate::forecaster::{train_forecaster, ForecasterOutcome};
+use crate::recommender::{train_recommender, RecommenderOutcome};
 
 /// Which models to train.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,39 +52,14 @@ pub struct TrainSummary {
     pub metrics: BTreeMap<String, f64>,
 }
 
-/// The run report in the bundle (self-contained HTML).
-pub const REPORT: &str = "report.html";
-/// The model card in the bundle (Markdown).
-pub const MODEL_CARD: &str = "MODEL_CARD.md";
-/// Test metrics per customer group (JSON).
-pub const RECOMMENDER_GROUP_METRICS: &str = "recommender.group_metrics.json";
-
-const RECOMMENDER_PREFIXES: [&str; 3] =
-    ["recommender.", "baseline.popularity.", "baseline.itemknn."];
-const FORECASTER_PREFIXES: [&str; 4] = [
-    "forecaster.",
-    "baseline.seasonal_naive.",
-    "baseline.moving_average.",
-    "baseline.ets.",
-];
-
 /// Runs the whole training job.
 pub fn run(opts: &TrainOptions) -> Result<TrainSummary> {
     let started = Instant::now();
     let loaded = ShopConfig::load(&opts.config)?.with_data_dir_override(opts.data_dir.clone());
-    let mut config = loaded.config.clone();
-    let seed = opts.seed.unwrap_or(config.business.seed);
-    let choice = match opts.device {
-        Some(d) => d,
-        None => config
-            .business
-            .device
-            .parse()
-            .map_err(|e: String| DataError::Config {
-                path: opts.config.clone(),
-                msg: format!("key `business.device`: {e}"),
-            })?,
-    };
+    let seed = opts.seed.unwrap_or(loaded.config.business.seed);
+    let choice = opts
+        .device
+        .unwrap_or_else(|| device_choice(loaded.config.business.device));
     let selected = select_device(choice).map_err(|e| DataError::Config {
         path: opts.config.clone(),
         msg: e,
@@ -94,10 +69,12 @@ pub fn run(opts: &TrainOptions) -> Result<TrainSummary> {
     }
     eprintln!(
         "train: business {:?}, device {}, seed {seed}",
-        config.business.name, selected.backend
+        loaded.config.business.name, selected.backend
     );
-    config.business.seed = seed;
-    config.business.device = selected.backend.to_string();
+    let config = loaded
+        .config
+        .clone()
+        .with_run_settings(seed, device_name(selected.backend));
 
     if let Some(demo) = &config.demo {
         let dir = loaded.data_dir();
@@ -224,20 +201,24 @@ pub fn run(opts: &TrainOptions) -> Result<TrainSummary> {
     if let Some(prev) = &previous {
         let prev_metrics: BTreeMap<String, f64> =
             prev.read_json(files::METRICS).unwrap_or_default();
-        for (name, retrained, prefixes) in [
+        for (name, retrained, methods) in [
             (
                 "recommender",
                 recommender.is_some(),
-                &RECOMMENDER_PREFIXES[..],
+                &metric_keys::RECOMMENDER_METHODS[..],
             ),
-            ("forecaster", forecaster.is_some(), &FORECASTER_PREFIXES[..]),
+            (
+                "forecaster",
+                forecaster.is_some(),
+                &metric_keys::FORECASTER_METHODS[..],
+            ),
         ] {
             if !retrained && prev.has(name) {
                 writer.carry_over(prev, name)?;
                 models.push(name.into());
                 for (k, v) in prev_metrics
                     .iter()
-                    .filter(|(k, _)| prefixes.iter().any(|p| k.starts_with(p)))
+                    .filter(|(k, _)| methods.iter().any(|(_, p)| k.starts_with(p)))
                 {
                     metrics.insert(k.clone(), *v);
                 }
@@ -267,8 +248,8 @@ pub fn run(opts: &TrainOptions) -> Result<TrainSummary> {
              `metrics.json`; a run that trains it describes it here.\n"
         ));
     }
-    std::fs::write(writer.path_of(MODEL_CARD), card).context("writing the model card")?;
-    writer.register(MODEL_CARD)?;
+    std::fs::write(writer.path_of(files::MODEL_CARD), card).context("writing the model card")?;
+    writer.register(files::MODEL_CARD)?;
     let report = crate::report::render(&crate::report::ReportInputs {
         business: &config.business.name,
         created_at: &created_at,
@@ -278,8 +259,8 @@ pub fn run(opts: &TrainOptions) -> Result<TrainSummary> {
         recommender: recommender.as_ref(),
         forecaster: forecaster.as_ref(),
     });
-    std::fs::write(writer.path_of(REPORT), report).context("writing the report")?;
-    writer.register(REPORT)?;
+    std::fs::write(writer.path_of(files::REPORT), report).context("writing the report")?;
+    writer.register(files::REPORT)?;
 
     let gate = forecaster
         .as_ref()
@@ -356,7 +337,7 @@ fn write_models(
         save_config(writer, files::RECOMMENDER_TRAINING, &r.training_config)?;
         writer.write_json(files::RECOMMENDER_ARTIFACTS, &r.artifacts)?;
         writer.write_json(files::SEGMENTS, &r.artifacts.segment_profiles)?;
-        writer.write_json(RECOMMENDER_GROUP_METRICS, &r.group_metrics)?;
+        writer.write_json(files::RECOMMENDER_GROUP_METRICS, &r.group_metrics)?;
         writer.write_json(files::RECOMMENDER_PROFILE, &r.profile)?;
         metrics.extend(r.metrics.clone());
         metrics.insert("recommender.epochs_run".into(), r.epochs_run as f64);
@@ -412,21 +393,12 @@ pub fn print_summary(metrics: &BTreeMap<String, f64>) {
     };
     table(
         "recommender",
-        &[
-            ("model", "recommender."),
-            ("popularity", "baseline.popularity."),
-            ("item-kNN", "baseline.itemknn."),
-        ],
+        &metric_keys::RECOMMENDER_METHODS,
         &crate::ranking::RANKING_METRICS,
     );
     table(
         "forecaster",
-        &[
-            ("model", "forecaster."),
-            ("seasonal naive", "baseline.seasonal_naive."),
-            ("moving average", "baseline.moving_average."),
-            ("ets", "baseline.ets."),
-        ],
+        &metric_keys::FORECASTER_METHODS,
         &[
             "mase",
             "mase_median",
@@ -436,4 +408,24 @@ pub fn print_summary(metrics: &BTreeMap<String, f64>) {
             "bias",
         ],
     );
+}
+
+/// The backend a config's `business.device` asks for.
+fn device_choice(name: DeviceName) -> DeviceChoice {
+    match name {
+        DeviceName::Auto => DeviceChoice::Auto,
+        DeviceName::Flex => DeviceChoice::Flex,
+        DeviceName::Ndarray => DeviceChoice::Ndarray,
+        DeviceName::Wgpu => DeviceChoice::Wgpu,
+    }
+}
+
+/// How the bundle's copy of the config records the backend that ran.
+fn device_name(choice: DeviceChoice) -> DeviceName {
+    match choice {
+        DeviceChoice::Auto => DeviceName::Auto,
+        DeviceChoice::Flex => DeviceName::Flex,
+        DeviceChoice::Ndarray => DeviceName::Ndarray,
+        DeviceChoice::Wgpu => DeviceName::Wgpu,
+    }
 }

@@ -166,3 +166,53 @@ fn wgpu_without_an_adapter_names_the_fix_and_auto_falls_back_to_cpu() {
     assert_eq!(code, Some(3), "{e}");
     assert!(e.contains("nowhere.csv"), "{e}");
 }
+
+#[test]
+fn empty_covariate_cells_are_reported_in_the_log_and_the_model_card() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sales = String::from("sku,day,units,price\n");
+    let start = chrono::NaiveDate::from_ymd_opt(2024, 1, 1).expect("date");
+    for d in 0..200u32 {
+        let day = start + chrono::Days::new(d as u64);
+        for sku in ["a", "b"] {
+            // Every 10th day of `a` has no price.
+            let price = if sku == "a" && d % 10 == 3 {
+                String::new()
+            } else {
+                format!("{}", 2 + d % 3)
+            };
+            sales.push_str(&format!("{sku},{day},{},{price}\n", 3 + (d % 7)));
+        }
+    }
+    std::fs::write(dir.path().join("sales.csv"), sales).expect("write data");
+    let config = dir.path().join("shop.toml");
+    std::fs::write(
+        &config,
+        "[business]\nname = \"gaps\"\ndevice = \"flex\"\ndata_dir = \".\"\n\
+         [forecaster.data]\nsales = { path = \"sales.csv\" }\nseries_keys = [\"sku\"]\n\
+         date = \"day\"\ntarget = \"units\"\nknown_covariates = [\"price\"]\n\
+         [forecaster.model]\nhorizon = 7\ncontext_length = 14\nhidden_size = 8\n\
+         [forecaster.training]\nepochs = 1\nwindows_per_series = 4\n\
+         [forecaster.evaluation]\nallow_worse_than_baseline = true\n",
+    )
+    .expect("write config");
+    let bundle = dir.path().join("b");
+    let out = train()
+        .arg("--config")
+        .arg(&config)
+        .arg("--out")
+        .arg(&bundle)
+        .output()
+        .expect("run train");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("column \"price\": 20 empty cells, each taken as the series' value of the previous period"),
+        "{stderr}"
+    );
+    let card = std::fs::read_to_string(bundle.join("MODEL_CARD.md")).expect("model card");
+    assert!(
+        card.contains("empty cells in covariate `price`") && card.contains("20, each taken as"),
+        "{card}"
+    );
+}

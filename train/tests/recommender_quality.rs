@@ -120,14 +120,92 @@ fn bpr_loss_with_popularity_sampling_beats_popularity() {
     assert_beats(&m, "popularity", &BOTH_PROTOCOLS);
 }
 
+/// Hit rate at 10 of every customer's validation item under the bundle's model, its training
+/// items masked (the recency term left out): how well the model knows those items.
+fn validation_hit_rate(bundle: &Path, config: &Path) -> f64 {
+    use burn::prelude::*;
+    use shopcast_datasets::artifacts::{files, RecommenderArtifacts};
+    use shopcast_model::recommender::{ids_tensor, TopK};
+    use shopcast_model::{Bundle, EntityFeatures, RecommenderConfig};
+
+    let loaded = shopcast_datasets::ShopConfig::load(config).expect("config");
+    let sec = loaded
+        .config
+        .recommender
+        .clone()
+        .expect("recommender section");
+    let data = shopcast_datasets::interactions::load_recommender_data(&loaded, &sec).expect("data");
+    let split = data
+        .leave_one_out(sec.evaluation.min_items_per_customer)
+        .expect("split");
+    let bundle = Bundle::open(bundle).expect("bundle");
+    let device = Device::flex();
+    let model_config =
+        RecommenderConfig::load(bundle.dir.join(files::RECOMMENDER_CONFIG)).expect("model config");
+    let model = bundle
+        .load_module(files::RECOMMENDER_WEIGHTS, model_config.init(&device))
+        .expect("weights");
+    let a: RecommenderArtifacts = bundle
+        .read_json(files::RECOMMENDER_ARTIFACTS)
+        .expect("artifacts");
+    let features = |f: &shopcast_datasets::interactions::FeatureSet| {
+        let (tokens, width) = f.padded();
+        EntityFeatures::new(tokens, width, &device)
+    };
+    let (cf, pf) = (
+        features(&a.customer_features),
+        features(&a.product_features),
+    );
+    let n_p = a.products.len() as u32;
+    let all = ids_tensor(&(0..n_p).collect::<Vec<_>>(), &device);
+    let matrix = model.product_matrix(
+        model.product_vectors(all.clone(), &pf),
+        model.product_biases(all),
+    );
+    let customers: Vec<u32> = split.validation.iter().map(|&(c, _)| c).collect();
+    let scores: Vec<f32> = model
+        .score_all(
+            model.customer_vectors(ids_tensor(&customers, &device), &cf),
+            &matrix,
+        )
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("scores");
+    let mut trained: Vec<Vec<u32>> = vec![Vec::new(); a.customers.len()];
+    for &(c, p, _) in &split.train {
+        trained[c as usize].push(p);
+    }
+    let mut hits = 0usize;
+    for (row, &(c, item)) in split.validation.iter().enumerate() {
+        let mut row_scores = scores[row * n_p as usize..(row + 1) * n_p as usize].to_vec();
+        for &p in &trained[c as usize] {
+            row_scores[p as usize] = f32::NEG_INFINITY;
+        }
+        hits += TopK::of_row(&row_scores, 10).contains(&item) as usize;
+    }
+    hits as f64 / split.validation.len().max(1) as f64
+}
+
 #[test]
 fn refit_trains_on_the_validation_items_too() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (m, _) = train_shop(
+    let (early, early_bundle) = train_shop(dir.path(), "early", &[]);
+    let early_config = dir.path().join("early.toml");
+    let (m, bundle) = train_shop(
         dir.path(),
         "refit",
         &[("patience = 3", "patience = 3\nrefit = true")],
     );
+    assert_eq!(early["recommender.refit"], 0.0);
     assert_eq!(m["recommender.refit"], 1.0);
     assert_beats(&m, "popularity", &BOTH_PROTOCOLS);
+    // The refitted model was trained on each customer's validation item: it ranks those items
+    // far higher than the early-stopped model, which never saw them.
+    let without = validation_hit_rate(&early_bundle, &early_config);
+    let with = validation_hit_rate(&bundle, &dir.path().join("refit.toml"));
+    assert!(
+        with > without + 0.1,
+        "validation items in the top 10: {with:.3} with refit, {without:.3} without"
+    );
 }

@@ -1,146 +1,12 @@
-//! A fused LSTM layer, and a hand-written forward and backward pass of the forecaster's
-//! encoder-decoder pair for the CPU backends.
-//!
-//! Fused means: the four gates share one input weight `[input, 4 * hidden]`, one hidden weight
-//! `[hidden, 4 * hidden]` and one bias, so each step costs one product with the hidden state
-//! (`[batch, hidden] x [hidden, 4 * hidden]`) and the inputs' share is one product too: of all
-//! timesteps at once in the tensor version, step by step into a cache-resident buffer in the host
-//! version (measured faster there). Burn's `Lstm` runs two small products per gate per step,
-//! eight in all, each a separate op.
-//! The gate blocks are ordered input, forget, output, then the cell candidate, so the three
-//! sigmoids are one contiguous block.
-//!
-//! Two implementations of the same function:
-//! - [`FusedLstm::forward`]: tensor ops, differentiated by Burn's autodiff; runs on every
-//!   backend (the GPU path) and is the reference the tests check the other against;
-//! - [`encoder_decoder_forward`] / [`encoder_decoder_backward`]: plain loops over host memory
-//!   with `gemm` (the matrix-product kernels Burn's `flex` backend uses) and a hand-written
-//!   backward pass (backpropagation through time). Rows of the batch are independent, so each
-//!   thread runs whole sequences for its share of the rows, with no synchronisation per step.
-//!   On the CPU backends this replaces a graph of ~20 autodiff nodes per timestep, whose
-//!   per-op overhead dominated a training step at these sizes.
+//! The host version of the encoder-decoder pair: plain loops over host memory with `gemm` and a
+//! hand-written backward pass (backpropagation through time); each thread runs whole sequences
+//! for its share of the rows. Tested against the tensor version's autodiff in `tests.rs`.
 
-use burn::module::Param;
-use burn::nn::Initializer;
-use burn::prelude::*;
-use burn::tensor::activation::sigmoid;
 use rayon::prelude::*;
 
-/// Shapes of a [`FusedLstm`].
-#[derive(Config, Debug)]
-pub struct FusedLstmConfig {
-    pub d_input: usize,
-    pub d_hidden: usize,
-}
+use crate::host::matmul;
 
-/// One LSTM layer with fused gate weights (blocks: input, forget, output, candidate).
-#[derive(Module, Debug)]
-pub struct FusedLstm {
-    /// `[d_input, 4 * d_hidden]`.
-    pub input_weight: Param<Tensor<2>>,
-    /// `[d_hidden, 4 * d_hidden]`.
-    pub hidden_weight: Param<Tensor<2>>,
-    /// `[4 * d_hidden]`, added to the input side's product.
-    pub input_bias: Param<Tensor<1>>,
-    /// `[4 * d_hidden]`, added to the hidden side's product. Two biases that are only ever
-    /// summed, as in Burn's `Lstm` (and PyTorch's): with Adam each moves at the learning rate,
-    /// so their sum moves twice as fast as one bias would, and on Online Retail that
-    /// parametrisation forecast better (see `FusedLstmConfig::init`).
-    pub hidden_bias: Param<Tensor<1>>,
-}
-
-/// Cell and hidden state `[batch, d_hidden]` each.
-#[derive(Debug, Clone)]
-pub struct LstmState {
-    pub cell: Tensor<2>,
-    pub hidden: Tensor<2>,
-}
-
-impl FusedLstmConfig {
-    /// The distributions of Burn's `Lstm`: Xavier-normal weights per gate block and
-    /// Xavier-normal biases on the input and the hidden side. Measured on Online Retail's
-    /// backtest (mean MASE over seeds 42 and 1-5): this 1.544 (Burn's `Lstm`: 1.528); one zero bias
-    /// 1.549; one bias drawn as the sum of these two 1.555; one zero bias with the forget gate's
-    /// at 1 (Jozefowicz et al., 2015) 1.589 over three seeds.
-    pub fn init(&self, device: &Device) -> FusedLstm {
-        let (i, h) = (self.d_input, self.d_hidden);
-        let xavier = Initializer::XavierNormal { gain: 1.0 };
-        FusedLstm {
-            input_weight: xavier.init_with([i, 4 * h], Some(i), Some(h), device),
-            hidden_weight: xavier.init_with([h, 4 * h], Some(h), Some(h), device),
-            input_bias: xavier.init_with([4 * h], Some(i), Some(h), device),
-            hidden_bias: xavier.init_with([4 * h], Some(h), Some(h), device),
-        }
-    }
-}
-
-impl FusedLstm {
-    /// Hidden size.
-    pub fn d_hidden(&self) -> usize {
-        self.hidden_weight.dims()[0]
-    }
-
-    /// Input size.
-    pub fn d_input(&self) -> usize {
-        self.input_weight.dims()[0]
-    }
-
-    /// Outputs `[B, T, d_hidden]` of every step and the final state, for inputs `[B, T, d_input]`
-    /// and an initial state (zeros when `None`).
-    pub fn forward(&self, x: Tensor<3>, state: Option<LstmState>) -> (Tensor<3>, LstmState) {
-        let [b, t, i] = x.dims();
-        let h = self.d_hidden();
-        let device = x.device();
-        // One input projection for all steps.
-        let projected = (x.reshape([b * t, i]).matmul(self.input_weight.val())
-            + (self.input_bias.val() + self.hidden_bias.val()).unsqueeze_dim::<2>(0))
-        .reshape([b, t, 4 * h]);
-        let LstmState {
-            mut cell,
-            mut hidden,
-        } = state.unwrap_or_else(|| LstmState {
-            cell: Tensor::zeros([b, h], &device),
-            hidden: Tensor::zeros([b, h], &device),
-        });
-        let hidden_weight = self.hidden_weight.val();
-        let mut outputs = Vec::with_capacity(t);
-        for step in 0..t {
-            let gates = projected.clone().narrow(1, step, 1).reshape([b, 4 * h])
-                + hidden.matmul(hidden_weight.clone());
-            let sigmoids = sigmoid(gates.clone().narrow(1, 0, 3 * h));
-            let candidate = gates.narrow(1, 3 * h, h).tanh();
-            let input_gate = sigmoids.clone().narrow(1, 0, h);
-            let forget_gate = sigmoids.clone().narrow(1, h, h);
-            let output_gate = sigmoids.narrow(1, 2 * h, h);
-            cell = forget_gate * cell + input_gate * candidate;
-            hidden = output_gate * cell.clone().tanh();
-            outputs.push(hidden.clone());
-        }
-        (Tensor::stack(outputs, 1), LstmState { cell, hidden })
-    }
-
-    /// The weights copied to host memory, for [`encoder_decoder_forward`].
-    pub fn host_weights(&self) -> Result<HostWeights, String> {
-        Ok(HostWeights {
-            input: self.d_input(),
-            hidden: self.d_hidden(),
-            wx: host_values(self.input_weight.val())?,
-            wh: host_values(self.hidden_weight.val())?,
-            // Detached copies: reading the weights is not part of any graph.
-            bias: host_values(self.input_bias.val().inner() + self.hidden_bias.val().inner())?,
-        })
-    }
-}
-
-/// A tensor's values, row-major, on the host.
-pub fn host_values<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, String> {
-    t.into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .map_err(|e| format!("reading a tensor back from the device: {e:?}"))
-}
-
-/// A layer's weights in host memory (row-major, as in [`FusedLstm`]).
+/// A layer's weights in host memory (row-major, as in [`FusedLstm`](super::FusedLstm)).
 #[derive(Debug, Clone)]
 pub struct HostWeights {
     pub input: usize,
@@ -576,67 +442,12 @@ fn layer_backward(
     }
 }
 
-/// `dst[m, n] (+)= lhs[m, k] @ rhs[k, n]`, `dst` row-major; `lhs` and `rhs` are given with their
-/// row and column strides, so a transposed operand is read in place.
-pub(crate) fn matmul(
-    dst: &mut [f32],
-    (m, n, k): (usize, usize, usize),
-    accumulate: bool,
-    (lhs, lhs_rs, lhs_cs): (&[f32], usize, usize),
-    (rhs, rhs_rs, rhs_cs): (&[f32], usize, usize),
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            dst[..m * n].fill(0.0);
-        }
-        return;
-    }
-    // The kernel reads raw pointers: check every index it can touch lies inside the slices.
-    assert!(dst.len() >= m * n, "matmul: destination too small");
-    assert!(
-        lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs,
-        "matmul: left operand too small"
-    );
-    assert!(
-        rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs,
-        "matmul: right operand too small"
-    );
-    // SAFETY: the bounds are checked above; `dst` does not alias `lhs` or `rhs` (a `&mut` and
-    // two `&` borrows); strides are non-negative and fit in isize because the slices exist.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            lhs.as_ptr(),
-            lhs_cs as isize,
-            lhs_rs as isize,
-            rhs.as_ptr(),
-            rhs_cs as isize,
-            rhs_rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
-}
-
 /// `e^x` for `x` clamped to `[-87, 88]`: Cephes' polynomial on the reduced argument, relative
 /// error about 2e-7. Plain float and integer arithmetic only (no libm call, no float-to-int
 /// conversion: `k` is rounded by adding 1.5 * 2^23, which also leaves it in the low bits of the
 /// sum), so that loops over slices vectorise.
 #[inline(always)]
-fn fast_exp(x: f32) -> f32 {
+pub(super) fn fast_exp(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23
     let x = x.max(-87.0).min(88.0);
     let shifted = x * std::f32::consts::LOG2_E + ROUND;
@@ -681,11 +492,11 @@ macro_rules! dispatch_by_cpu {
     }};
 }
 
-fn sigmoid_in_place(v: &mut [f32]) {
+pub(super) fn sigmoid_in_place(v: &mut [f32]) {
     dispatch_by_cpu!(sigmoid_loop, v)
 }
 
-fn tanh_in_place(v: &mut [f32]) {
+pub(super) fn tanh_in_place(v: &mut [f32]) {
     dispatch_by_cpu!(tanh_loop, v)
 }
 
@@ -701,161 +512,5 @@ fn tanh_loop(v: &mut [f32]) {
     // tanh(x) = 1 - 2 / (e^(2x) + 1); absolute error about 1e-7.
     for x in v.iter_mut() {
         *x = 1.0 - 2.0 / (fast_exp(2.0 * *x) + 1.0);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn random(n: usize, seed: u64) -> Vec<f32> {
-        // A small LCG: deterministic inputs without another dependency.
-        let mut s = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
-
-    fn close(a: &[f32], b: &[f32], tol: f32, what: &str) {
-        assert_eq!(a.len(), b.len(), "{what}: lengths");
-        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-3);
-        for (i, (x, y)) in a.iter().zip(b).enumerate() {
-            assert!(
-                (x - y).abs() <= tol * scale,
-                "{what}[{i}]: fast {x} vs reference {y} (scale {scale})"
-            );
-        }
-    }
-
-    #[test]
-    fn fast_exp_and_activations_match_libm() {
-        for i in -2000..=2000 {
-            let x = i as f32 / 40.0;
-            let e = fast_exp(x);
-            assert!((e - x.exp()).abs() <= 1e-6 * x.exp(), "exp({x}) = {e}");
-            let mut s = [x];
-            sigmoid_in_place(&mut s);
-            assert!(
-                (s[0] - 1.0 / (1.0 + (-x).exp())).abs() < 2e-7,
-                "sigmoid({x})"
-            );
-            let mut t = [x];
-            tanh_in_place(&mut t);
-            assert!((t[0] - x.tanh()).abs() < 3e-7, "tanh({x}) = {}", t[0]);
-        }
-        let mut extreme = [-1e30f32, 1e30, -100.0, 100.0];
-        sigmoid_in_place(&mut extreme);
-        assert!(extreme[0] < 1e-30 && extreme[2] < 1e-30, "{extreme:?}");
-        assert!(extreme[1] == 1.0 && extreme[3] == 1.0, "{extreme:?}");
-        let mut extreme = [-1e30f32, 1e30];
-        tanh_in_place(&mut extreme);
-        assert_eq!(extreme, [-1.0, 1.0]);
-    }
-
-    fn layer(d_input: usize, d_hidden: usize, seed: u64, device: &Device) -> FusedLstm {
-        let h = d_hidden;
-        let tensor2 = |n: usize, m: usize, s: u64| {
-            Param::from_tensor(Tensor::<2>::from_data(
-                TensorData::new(random(n * m, s).iter().map(|v| v * 0.5).collect(), [n, m]),
-                device,
-            ))
-        };
-        FusedLstm {
-            input_weight: tensor2(d_input, 4 * h, seed),
-            hidden_weight: tensor2(h, 4 * h, seed + 1),
-            input_bias: Param::from_tensor(Tensor::from_data(
-                TensorData::new(random(4 * h, seed + 2), [4 * h]),
-                device,
-            )),
-            hidden_bias: Param::from_tensor(Tensor::from_data(
-                TensorData::new(random(4 * h, seed + 3), [4 * h]),
-                device,
-            )),
-        }
-    }
-
-    /// The hand-written forward and backward passes agree with the tensor-op layer
-    /// differentiated by Burn's autodiff, on random weights and inputs, with the encoder's
-    /// final state carried into the decoder, on batches that split unevenly over threads.
-    #[test]
-    fn host_pair_matches_the_autodiff_reference() {
-        let device = Device::flex().autodiff();
-        for (batch, context, horizon, d_enc, d_dec, h) in
-            [(5, 7, 4, 3, 2, 6), (33, 12, 9, 11, 5, 16)]
-        {
-            let encoder = layer(d_enc, h, 10, &device);
-            let decoder = layer(d_dec, h, 20, &device);
-            let x_enc = random(batch * context * d_enc, 30);
-            let x_dec = random(batch * horizon * d_dec, 31);
-            let upstream = random(batch * horizon * h, 32);
-            let enc_t = Tensor::<3>::from_data(
-                TensorData::new(x_enc.clone(), [batch, context, d_enc]),
-                &device,
-            )
-            .require_grad();
-            let dec_t = Tensor::<3>::from_data(
-                TensorData::new(x_dec.clone(), [batch, horizon, d_dec]),
-                &device,
-            )
-            .require_grad();
-            let (_, state) = encoder.forward(enc_t.clone(), None);
-            let (out, _) = decoder.forward(dec_t.clone(), Some(state));
-            let up = Tensor::<3>::from_data(
-                TensorData::new(upstream.clone(), [batch, horizon, h]),
-                &device,
-            );
-            let grads = (out.clone() * up).sum().backward();
-            let reference_out = host_values(out).expect("outputs");
-
-            let (ew, dw) = (
-                encoder.host_weights().expect("weights"),
-                decoder.host_weights().expect("weights"),
-            );
-            let (fast_out, trace) = encoder_decoder_forward(&ew, &dw, &x_enc, &x_dec, batch, true);
-            close(&fast_out, &reference_out, 1e-5, "outputs");
-            let trace = trace.expect("trace kept");
-            let fast = encoder_decoder_backward(&ew, &dw, &trace, &upstream);
-            let grad = |t: Tensor<2>| host_values(t.grad(&grads).expect("grad")).expect("values");
-            let grad1 = |t: Tensor<1>| host_values(t.grad(&grads).expect("grad")).expect("values");
-            close(
-                &fast.encoder.wx,
-                &grad(encoder.input_weight.val()),
-                1e-4,
-                "enc wx",
-            );
-            close(
-                &fast.encoder.wh,
-                &grad(encoder.hidden_weight.val()),
-                1e-4,
-                "enc wh",
-            );
-            for bias in [&encoder.input_bias, &encoder.hidden_bias] {
-                close(&fast.encoder.bias, &grad1(bias.val()), 1e-4, "enc b");
-            }
-            close(
-                &fast.decoder.wx,
-                &grad(decoder.input_weight.val()),
-                1e-4,
-                "dec wx",
-            );
-            close(
-                &fast.decoder.wh,
-                &grad(decoder.hidden_weight.val()),
-                1e-4,
-                "dec wh",
-            );
-            for bias in [&decoder.input_bias, &decoder.hidden_bias] {
-                close(&fast.decoder.bias, &grad1(bias.val()), 1e-4, "dec b");
-            }
-            let input_grad =
-                |t: Tensor<3>| host_values(t.grad(&grads).expect("grad")).expect("values");
-            close(&fast.encoder_input, &input_grad(enc_t), 1e-4, "enc input");
-            close(&fast.decoder_input, &input_grad(dec_t), 1e-4, "dec input");
-        }
     }
 }

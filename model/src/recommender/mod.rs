@@ -1,0 +1,451 @@
+//! The hybrid recommender.
+//!
+//! A customer's vector is their id embedding plus the mean of their attribute embeddings (region,
+//! age band...); a product's vector is its id embedding plus the mean of its attribute embeddings
+//! (category, brand, price band, tags, description words). A new customer or product with
+//! attributes but no history still gets a meaningful vector.
+//!
+//! Two ways to score a (customer, product) pair from those vectors:
+//! - `two_tower` (default): dot product plus a product bias, so the whole catalogue is scored with
+//!   one matrix product;
+//! - `neumf`: NeuMF (He et al. 2017) over the same vectors: a GMF part (element-wise product) and
+//!   an MLP over the concatenated vectors, joined by one output layer. Scoring the catalogue then
+//!   costs one MLP pass per pair; the first MLP layer is split into a customer half and a product
+//!   half so it is still two matrix products.
+
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, LinearConfig};
+use burn::prelude::*;
+
+use crate::host::host_values;
+
+mod fold_in;
+mod neumf;
+mod top_k;
+
+pub use fold_in::FoldInConfig;
+pub use neumf::NeuMfHead;
+pub use top_k::TopK;
+
+/// Working memory of one scoring call, in floats (16 MiB): customers per chunk keep the score
+/// matrix about this size, in training's evaluation and in the scoring jobs alike. Smaller than it
+/// could be on purpose: every chunk's score matrix is a fresh allocation, and on this project's
+/// machines the page faults of a 64 MiB buffer cost more than the larger matrix product saves
+/// (`cargo bench --workspace --bench scoring`).
+pub const SCORING_BUDGET_FLOATS: usize = 4 << 20;
+
+/// How a (customer, product) pair is scored from the two hybrid vectors; spelt as in the config
+/// (`two_tower`, `neumf`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Architecture {
+    /// Dot product plus a product bias: the catalogue is one matrix product.
+    TwoTower,
+    /// GMF + MLP over the same vectors, joined by one output layer.
+    Neumf,
+}
+
+impl std::fmt::Display for Architecture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::TwoTower => "two_tower",
+            Self::Neumf => "neumf",
+        })
+    }
+}
+
+/// Shapes and sizes of a [`Recommender`]; saved in the bundle to rebuild the model.
+#[derive(Config, Debug)]
+pub struct RecommenderConfig {
+    pub n_customers: usize,
+    pub n_products: usize,
+    /// Distinct customer attribute tokens.
+    pub n_customer_tokens: usize,
+    /// Distinct product attribute tokens.
+    pub n_product_tokens: usize,
+    #[config(default = 32)]
+    pub embedding_dim: usize,
+    #[config(default = "Architecture::TwoTower")]
+    pub architecture: Architecture,
+    /// Hidden sizes of the NeuMF MLP (unused by `two_tower`).
+    #[config(default = "vec![64, 32]")]
+    pub mlp_layers: Vec<usize>,
+}
+
+/// Attribute tokens of every entity on the device: token ids padded with 0 (`[n, width]`) and
+/// the weight of each slot (1/number of tokens, 0 for padding).
+#[derive(Debug, Clone)]
+pub struct EntityFeatures {
+    pub tokens: Tensor<2, Int>,
+    pub weights: Tensor<2>,
+}
+
+impl EntityFeatures {
+    /// Builds the lookup from padded token ids (0 = padding, token `t` stored as `t + 1`).
+    pub fn new(padded_tokens: Vec<i64>, width: usize, device: &Device) -> Self {
+        let n = padded_tokens.len() / width.max(1);
+        let mut weights = vec![0f32; padded_tokens.len()];
+        for row in 0..n {
+            let slots = &padded_tokens[row * width..(row + 1) * width];
+            let count = slots.iter().filter(|t| **t > 0).count();
+            for (j, t) in slots.iter().enumerate() {
+                if *t > 0 {
+                    weights[row * width + j] = 1.0 / count as f32;
+                }
+            }
+        }
+        EntityFeatures {
+            tokens: Tensor::from_data(TensorData::new(padded_tokens, [n, width]), device),
+            weights: Tensor::from_data(TensorData::new(weights, [n, width]), device),
+        }
+    }
+
+    /// The rows of the given entities.
+    pub fn rows(&self, ids: Tensor<1, Int>) -> (Tensor<2, Int>, Tensor<2>) {
+        (
+            self.tokens.clone().select(0, ids.clone()),
+            self.weights.clone().select(0, ids),
+        )
+    }
+}
+
+/// The two-tower model.
+#[derive(Module, Debug)]
+pub struct Recommender {
+    customer_id: Embedding,
+    product_id: Embedding,
+    /// Row 0 is padding (its contribution is weighted to zero).
+    customer_attribute: Embedding,
+    product_attribute: Embedding,
+    product_bias: Embedding,
+    /// Present for `neumf`.
+    neumf: Option<NeuMfHead>,
+}
+
+/// Entity indices as an `Int` tensor on a device.
+pub fn ids_tensor(ids: &[u32], device: &Device) -> Tensor<1, Int> {
+    Tensor::from_data(
+        TensorData::new(
+            ids.iter().map(|&i| i as i64).collect::<Vec<_>>(),
+            [ids.len()],
+        ),
+        device,
+    )
+}
+
+fn small_normal() -> Initializer {
+    Initializer::Normal {
+        mean: 0.0,
+        std: 0.05,
+    }
+}
+
+impl RecommenderConfig {
+    /// Checks a config read back from a bundle before a model is built from it: the message
+    /// names the field.
+    pub fn check(&self) -> Result<(), String> {
+        if self.embedding_dim == 0 {
+            return Err("embedding_dim: must be at least 1, got 0".into());
+        }
+        if self.architecture == Architecture::Neumf && self.mlp_layers.contains(&0) {
+            return Err("mlp_layers: every layer needs at least 1 unit".into());
+        }
+        Ok(())
+    }
+
+    /// A freshly initialised model (seed the device first for reproducibility).
+    pub fn init(&self, device: &Device) -> Recommender {
+        let d = self.embedding_dim;
+        Recommender {
+            customer_id: EmbeddingConfig::new(self.n_customers.max(1), d)
+                .with_initializer(small_normal())
+                .init(device),
+            product_id: EmbeddingConfig::new(self.n_products.max(1), d)
+                .with_initializer(small_normal())
+                .init(device),
+            customer_attribute: EmbeddingConfig::new(self.n_customer_tokens + 1, d)
+                .with_initializer(small_normal())
+                .init(device),
+            product_attribute: EmbeddingConfig::new(self.n_product_tokens + 1, d)
+                .with_initializer(small_normal())
+                .init(device),
+            product_bias: EmbeddingConfig::new(self.n_products.max(1), 1)
+                .with_initializer(Initializer::Zeros)
+                .init(device),
+            neumf: (self.architecture == Architecture::Neumf).then(|| {
+                let mut mlp = Vec::new();
+                let mut d_in = 2 * d;
+                for &h in &self.mlp_layers {
+                    mlp.push(LinearConfig::new(d_in, h).init(device));
+                    d_in = h;
+                }
+                NeuMfHead {
+                    mlp,
+                    output: LinearConfig::new(d + d_in, 1).init(device),
+                    embedding_dim: d,
+                }
+            }),
+        }
+    }
+}
+
+/// The catalogue prepared for scoring many customers: product vectors, biases, and for NeuMF
+/// the product half of the first MLP layer.
+#[derive(Debug, Clone)]
+pub struct ProductMatrix {
+    /// `[d, P]`.
+    transposed: Tensor<2>,
+    /// `[P, d]`.
+    vectors: Tensor<2>,
+    /// `[1, P]`.
+    bias: Tensor<2>,
+    /// `[d + 1, P]`: the vectors with the bias as one more row, so that a customer vector with
+    /// a trailing 1 scores the whole catalogue in one matrix product, without a second pass
+    /// over the score matrix to add the biases.
+    with_bias: Tensor<2>,
+    /// `[P, h1]` (NeuMF only).
+    mlp_product_part: Option<Tensor<2>>,
+    /// `[P, d + 1]` row-major in host memory (vectors, then the bias), made on first use by
+    /// the CPU scoring path and shared by every chunk scored against this catalogue.
+    host_rows: std::sync::OnceLock<std::sync::Arc<Vec<f32>>>,
+}
+
+impl ProductMatrix {
+    /// The same matrix cut off from the autodiff graph (for fitting new customers against it).
+    pub fn detach(self) -> Self {
+        ProductMatrix {
+            transposed: self.transposed.detach(),
+            with_bias: self.with_bias.detach(),
+            vectors: self.vectors.detach(),
+            bias: self.bias.detach(),
+            mlp_product_part: self.mlp_product_part.map(Tensor::detach),
+            host_rows: self.host_rows,
+        }
+    }
+
+    /// Number of products.
+    pub fn len(&self) -> usize {
+        self.bias.dims()[1]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Product vectors `[P, d]`.
+    pub fn vectors(&self) -> Tensor<2> {
+        self.vectors.clone()
+    }
+
+    /// Product biases `[P]`.
+    pub fn biases(&self) -> Tensor<1> {
+        self.bias.clone().squeeze_dim::<1>(0)
+    }
+
+    /// The catalogue as `[P, d + 1]` rows in host memory (vector, then bias), read once.
+    fn host_rows(&self) -> Result<std::sync::Arc<Vec<f32>>, String> {
+        if let Some(rows) = self.host_rows.get() {
+            return Ok(rows.clone());
+        }
+        let rows = std::sync::Arc::new(host_values(self.with_bias.clone().transpose())?);
+        Ok(self.host_rows.get_or_init(|| rows).clone())
+    }
+}
+
+/// Mean of attribute embeddings: `[B, W]` tokens weighted by `[B, W]` weights -> `[B, d]`.
+fn attribute_mean(table: &Embedding, tokens: Tensor<2, Int>, weights: Tensor<2>) -> Tensor<2> {
+    let emb = table.forward(tokens); // [B, W, d]
+    (emb * weights.unsqueeze_dim::<3>(2))
+        .sum_dim(1)
+        .squeeze_dim::<2>(1)
+}
+
+fn id_rows(table: &Embedding, ids: Tensor<1, Int>) -> Tensor<2> {
+    table.weight.val().select(0, ids)
+}
+
+/// A training batch: customers, their positive products with weights, and `k` negatives each.
+#[derive(Debug, Clone)]
+pub struct InteractionBatch {
+    pub customers: Tensor<1, Int>,
+    pub positives: Tensor<1, Int>,
+    pub weights: Tensor<1>,
+    /// `[B * k]`, row-major per customer.
+    pub negatives: Tensor<1, Int>,
+    pub negatives_per_positive: usize,
+}
+
+impl Recommender {
+    /// Customer vectors `[B, d]` for known customers.
+    pub fn customer_vectors(&self, ids: Tensor<1, Int>, features: &EntityFeatures) -> Tensor<2> {
+        let (tokens, weights) = features.rows(ids.clone());
+        id_rows(&self.customer_id, ids) + attribute_mean(&self.customer_attribute, tokens, weights)
+    }
+
+    /// Product vectors `[B, d]` for known products.
+    pub fn product_vectors(&self, ids: Tensor<1, Int>, features: &EntityFeatures) -> Tensor<2> {
+        let (tokens, weights) = features.rows(ids.clone());
+        id_rows(&self.product_id, ids) + attribute_mean(&self.product_attribute, tokens, weights)
+    }
+
+    /// Product biases `[B]`.
+    pub fn product_biases(&self, ids: Tensor<1, Int>) -> Tensor<1> {
+        id_rows(&self.product_bias, ids).squeeze_dim::<1>(1)
+    }
+
+    /// Vectors of entities with no id embedding (cold start): attributes only.
+    pub fn customer_vectors_from_attributes(
+        &self,
+        tokens: Tensor<2, Int>,
+        weights: Tensor<2>,
+    ) -> Tensor<2> {
+        attribute_mean(&self.customer_attribute, tokens, weights)
+    }
+
+    /// Product vectors from attributes only (new products).
+    pub fn product_vectors_from_attributes(
+        &self,
+        tokens: Tensor<2, Int>,
+        weights: Tensor<2>,
+    ) -> Tensor<2> {
+        attribute_mean(&self.product_attribute, tokens, weights)
+    }
+
+    /// The catalogue (`[P, d]` vectors and `[P]` biases, known and new products alike) prepared
+    /// for [`Recommender::score_all`].
+    pub fn product_matrix(&self, vectors: Tensor<2>, biases: Tensor<1>) -> ProductMatrix {
+        let mlp_product_part = self.neumf.as_ref().map(|head| {
+            let d = head.embedding_dim;
+            let w_p = head.mlp[0].weight.val().narrow(0, d, d); // product half of the first layer
+            vectors.clone().matmul(w_p)
+        });
+        let bias = biases.unsqueeze_dim::<2>(0);
+        ProductMatrix {
+            transposed: vectors.clone().transpose(),
+            // Built as [P, d + 1] and viewed transposed: the layout the matrix product is
+            // fastest with (the same as `transposed`).
+            with_bias: Tensor::cat(vec![vectors.clone(), bias.clone().transpose()], 1).transpose(),
+            vectors,
+            bias,
+            mlp_product_part,
+            host_rows: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Customer vectors moved towards the products they chose most recently:
+    /// `u + weight * mean(product vectors of recent[i])` for each row (rows with no recent
+    /// products are unchanged). A customer's id embedding summarises all of their history; the
+    /// recent term lets the current basket count more. `weight` is chosen on validation data.
+    pub fn with_recent(
+        &self,
+        customers: Tensor<2>,
+        recent: &[Vec<u32>],
+        products: &ProductMatrix,
+        weight: f32,
+    ) -> Tensor<2> {
+        if weight == 0.0 || recent.iter().all(Vec::is_empty) {
+            return customers;
+        }
+        let n_p = products.len();
+        let c = recent.len();
+        let mut mix = vec![0f32; c * n_p];
+        for (row, items) in recent.iter().enumerate() {
+            let valid: Vec<u32> = items
+                .iter()
+                .copied()
+                .filter(|&p| (p as usize) < n_p)
+                .collect();
+            for &p in &valid {
+                mix[row * n_p + p as usize] += weight / valid.len() as f32;
+            }
+        }
+        let device = customers.device();
+        let mix = Tensor::<2>::from_data(TensorData::new(mix, [c, n_p]), &device);
+        customers + mix.matmul(products.vectors.clone())
+    }
+
+    /// Scores `[C, P]` of customer vectors `[C, d]` against the whole catalogue.
+    pub fn score_all(&self, customers: Tensor<2>, products: &ProductMatrix) -> Tensor<2> {
+        match &self.neumf {
+            None => {
+                let [c, _] = customers.dims();
+                let ones = Tensor::<2>::ones([c, 1], &customers.device());
+                Tensor::cat(vec![customers, ones], 1).matmul(products.with_bias.clone())
+            }
+            Some(head) => head.all_scores(customers, products) + products.bias.clone(),
+        }
+    }
+
+    /// Customers per [`Recommender::score_all`] call that keep its working memory near
+    /// [`SCORING_BUDGET_FLOATS`] floats (NeuMF materialises a `[C, P, h]` activation).
+    pub fn customers_per_chunk(&self, n_products: usize) -> usize {
+        let budget_floats = SCORING_BUDGET_FLOATS;
+        let per_customer = match &self.neumf {
+            None => n_products,
+            Some(head) => n_products * head.mlp[0].weight.dims()[1].max(1),
+        };
+        (budget_floats / per_customer.max(1)).clamp(1, 4096)
+    }
+
+    /// Scores `[N]` of matching rows of customer and product vectors, with product biases.
+    fn pair_scores(&self, u: Tensor<2>, p: Tensor<2>, bias: Tensor<1>) -> Tensor<1> {
+        let raw = match &self.neumf {
+            None => (u * p).sum_dim(1).squeeze_dim::<1>(1),
+            Some(head) => head.pair_scores(u, p),
+        };
+        raw + bias
+    }
+
+    /// Mean of the customer id embeddings: the "average customer" that a new customer starts
+    /// from.
+    pub fn mean_customer_id_embedding(&self) -> Tensor<2> {
+        self.customer_id.weight.val().mean_dim(0)
+    }
+
+    /// Logits of positives `[B]` and negatives `[B, k]`, plus the batch's squared vector norm.
+    pub fn batch_logits(
+        &self,
+        batch: &InteractionBatch,
+        customer_features: &EntityFeatures,
+        product_features: &EntityFeatures,
+    ) -> (Tensor<1>, Tensor<2>, Tensor<1>) {
+        let k = batch.negatives_per_positive;
+        let u = self.customer_vectors(batch.customers.clone(), customer_features); // [B, d]
+        let [b, d] = u.dims();
+        let p = self.product_vectors(batch.positives.clone(), product_features); // [B, d]
+        let n = self
+            .product_vectors(batch.negatives.clone(), product_features)
+            .reshape([b, k, d]);
+        let pos = self.pair_scores(
+            u.clone(),
+            p.clone(),
+            self.product_biases(batch.positives.clone()),
+        );
+        let neg_bias = self.product_biases(batch.negatives.clone()).reshape([b, k]);
+        let neg = match &self.neumf {
+            // Broadcast `[B, 1, d] * [B, k, d]` rather than repeating the customer rows.
+            None => {
+                (n.clone() * u.clone().unsqueeze_dim::<3>(1))
+                    .sum_dim(2)
+                    .squeeze_dim::<2>(2)
+                    + neg_bias
+            }
+            Some(head) => {
+                let u_rep = u
+                    .clone()
+                    .unsqueeze_dim::<3>(1)
+                    .repeat_dim(1, k)
+                    .reshape([b * k, d]);
+                head.pair_scores(u_rep, n.clone().reshape([b * k, d]))
+                    .reshape([b, k])
+                    + neg_bias
+            }
+        };
+        // `square`, not `powf_scalar(2.0)`: flex computes the latter with a general `powf` per element,
+        // which cost half of a training step.
+        let norms = u.square().sum() + p.square().sum() + n.square().sum();
+        (pos, neg, norms)
+    }
+}
+
+#[cfg(test)]
+mod tests;

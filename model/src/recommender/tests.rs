@@ -1,0 +1,237 @@
+//! Tests of the recommender against straightforward versions on random inputs.
+
+use super::*;
+
+fn features(n: usize, tokens: usize, device: &Device) -> EntityFeatures {
+    // Entity i carries tokens (i % tokens) and ((i * 7) % tokens), stored as id + 1.
+    let mut padded = Vec::with_capacity(n * 2);
+    for i in 0..n {
+        padded.push((i % tokens) as i64 + 1);
+        padded.push(((i * 7) % tokens) as i64 + 1);
+    }
+    EntityFeatures::new(padded, 2, device)
+}
+
+fn values(t: Tensor<2>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 values")
+}
+
+/// The catalogue-wide fast path (`score_all`, first MLP layer split in two) gives the same
+/// scores as scoring every pair one by one, for both architectures.
+#[test]
+fn score_all_matches_pairwise_scores() {
+    let device = Device::flex();
+    for architecture in [Architecture::TwoTower, Architecture::Neumf] {
+        let config = RecommenderConfig::new(9, 13, 5, 6)
+            .with_embedding_dim(8)
+            .with_architecture(architecture)
+            .with_mlp_layers(vec![12, 6]);
+        let model = crate::seeded_init(&device, 3, || config.init(&device));
+        let (cf, pf) = (features(9, 5, &device), features(13, 6, &device));
+        let customers: Vec<u32> = (0..9).collect();
+        let products: Vec<u32> = (0..13).collect();
+        let u = model.customer_vectors(ids_tensor(&customers, &device), &cf);
+        let p_ids = ids_tensor(&products, &device);
+        let matrix = model.product_matrix(
+            model.product_vectors(p_ids.clone(), &pf),
+            model.product_biases(p_ids),
+        );
+        let fast = values(model.score_all(u, &matrix));
+        // Pair by pair through the training path (`batch_logits` positives).
+        let mut slow = Vec::new();
+        for c in 0..9u32 {
+            let batch = InteractionBatch {
+                customers: ids_tensor(&vec![c; 13], &device),
+                positives: ids_tensor(&products, &device),
+                weights: Tensor::ones([13], &device),
+                negatives: ids_tensor(&products, &device),
+                negatives_per_positive: 1,
+            };
+            let (pos, _, _) = model.batch_logits(&batch, &cf, &pf);
+            slow.extend(
+                pos.into_data()
+                    .convert::<f32>()
+                    .try_into_vec::<f32>()
+                    .expect("f32 values"),
+            );
+        }
+        for (i, (a, b)) in fast.iter().zip(&slow).enumerate() {
+            assert!(
+                (a - b).abs() < 1e-4,
+                "{architecture}: pair {i}: score_all {a} vs pairwise {b}"
+            );
+        }
+    }
+}
+
+/// The recency term adds `weight` times the mean vector of each row's recent products.
+#[test]
+fn recency_term_adds_the_mean_of_recent_product_vectors() {
+    let device = Device::flex();
+    let config = RecommenderConfig::new(2, 5, 1, 1).with_embedding_dim(3);
+    let model = crate::seeded_init(&device, 9, || config.init(&device));
+    let v: Vec<f32> = (0..15).map(|i| i as f32 * 0.1).collect();
+    let vectors = Tensor::<2>::from_data(TensorData::new(v.clone(), [5, 3]), &device);
+    let matrix = model.product_matrix(vectors, Tensor::zeros([5], &device));
+    let u = Tensor::<2>::from_data(
+        TensorData::new(vec![1f32, 2., 3., 4., 5., 6.], [2, 3]),
+        &device,
+    );
+    let out = values(model.with_recent(u, &[vec![1, 2], vec![]], &matrix, 0.5));
+    for j in 0..3 {
+        let expected = [1f32, 2., 3.][j] + 0.5 * (v[3 + j] + v[6 + j]) / 2.0;
+        assert!(
+            (out[j] - expected).abs() < 1e-5,
+            "row 0, {j}: {} vs {expected}",
+            out[j]
+        );
+        assert!(
+            (out[3 + j] - [4f32, 5., 6.][j]).abs() < 1e-6,
+            "row 1 must not move"
+        );
+    }
+}
+
+/// Folding in a new customer who chose two products lowers the fold-in objective and, for the
+/// dot-product model, ranks those products near the top.
+#[test]
+fn fold_in_moves_a_new_customer_towards_their_products() {
+    let plain = Device::flex();
+    let ad = plain.clone().autodiff();
+    for (architecture, seed) in
+        (0..12u64).flat_map(|s| [(Architecture::TwoTower, s), (Architecture::Neumf, s)])
+    {
+        // 32 dimensions for 20 products: random product vectors are nearly orthogonal, so a
+        // customer vector can favour any two of them.
+        let config = RecommenderConfig::new(4, 20, 3, 20)
+            .with_embedding_dim(32)
+            .with_architecture(architecture)
+            .with_mlp_layers(vec![8]);
+        let model = crate::seeded_init(&ad, seed, || config.init(&ad));
+        let pf = features(20, 20, &ad); // every product its own attributes
+        let ids: Vec<u32> = (0..20).collect();
+        let t = ids_tensor(&ids, &ad);
+        let matrix = model
+            .product_matrix(
+                model.product_vectors(t.clone(), &pf),
+                model.product_biases(t),
+            )
+            .detach();
+        // An arbitrary starting customer, not aimed at the chosen products.
+        let start_values: Vec<f32> = (0..32).map(|i| (i as f32 * 1.7).sin() * 0.1).collect();
+        let start = Tensor::<2>::from_data(TensorData::new(start_values, [1, 32]), &plain);
+        let rank_of = |u: Tensor<2>, product: usize| -> usize {
+            let scores = values(model.score_all(Tensor::from_data(u.into_data(), &ad), &matrix));
+            scores.iter().filter(|s| **s > scores[product]).count()
+        };
+        let chosen = vec![vec![3u32, 11]];
+        let fitted = model.fold_in(
+            start.clone(),
+            &chosen,
+            &matrix,
+            &FoldInConfig::new().with_steps(150),
+            &plain,
+        );
+        // The fold-in objective (without its small L2 term): chosen products' -log sigmoid,
+        // every other product's softplus weighted by negatives / catalogue size.
+        let objective = |u: Tensor<2>| -> f32 {
+            let scores = values(model.score_all(Tensor::from_data(u.into_data(), &ad), &matrix));
+            let softplus = |x: f32| (1.0 + x.exp()).ln();
+            scores
+                .iter()
+                .enumerate()
+                .map(|(p, s)| match p {
+                    3 | 11 => softplus(-s) / 2.0,
+                    _ => softplus(*s) * 4.0 / 20.0,
+                })
+                .sum()
+        };
+        let (before, after) = (objective(start.clone()), objective(fitted.clone()));
+        assert!(
+            after < before,
+            "{architecture}, seed {seed}: the fold-in objective rose from {before} to {after}"
+        );
+        if architecture == Architecture::TwoTower {
+            // A dot product on nearly orthogonal vectors puts both at the top.
+            for product in [3usize, 11] {
+                let after = rank_of(fitted.clone(), product);
+                assert!(
+                    after < 2,
+                    "seed {seed}: chosen product {product} ranks {after}"
+                );
+            }
+        }
+    }
+}
+
+/// Every path (short exclusion lists filtered on the host, long ones written into the score
+/// matrix; a catalogue in whole blocks, padded, or read back whole) gives the plain answer:
+/// every allowed product's score, sorted.
+#[test]
+fn top_k_excluding_matches_a_full_mask_on_both_paths() {
+    for n_p in [3000, 3001, 50] {
+        check_top_k_excluding(9, n_p);
+    }
+}
+
+fn check_top_k_excluding(n_c: usize, n_p: usize) {
+    let device = Device::flex();
+    let model = crate::seeded_init(&device, 21, || {
+        RecommenderConfig::new(n_c, n_p, 3, 3)
+            .with_embedding_dim(8)
+            .init(&device)
+    });
+    let cf = features(n_c, 3, &device);
+    let pf = features(n_p, 3, &device);
+    let all: Vec<u32> = (0..n_p as u32).collect();
+    let matrix = model.product_matrix(
+        model.product_vectors(ids_tensor(&all, &device), &pf),
+        model.product_biases(ids_tensor(&all, &device)),
+    );
+    let customers: Vec<u32> = (0..n_c as u32).collect();
+    let u = model.customer_vectors(ids_tensor(&customers, &device), &cf);
+    let full = values(model.score_all(u.clone(), &matrix));
+    for list_len in [3usize, 200] {
+        let lists: Vec<Vec<u32>> = (0..n_c)
+            .map(|c| {
+                (0..list_len)
+                    .map(|j| ((c * 131 + j * 17) % n_p) as u32)
+                    .collect()
+            })
+            .collect();
+        let refs: Vec<&[u32]> = lists.iter().map(Vec::as_slice).collect();
+        let blocked = [7u32, (n_p - 1) as u32];
+        for on_host in [true, false] {
+            let got = model
+                .select_top_k(u.clone(), &matrix, &refs, &blocked, 10, on_host)
+                .expect("scores");
+            for c in 0..n_c {
+                let mut expected: Vec<(u32, f32)> = (0..n_p as u32)
+                    .filter(|p| !lists[c].contains(p) && !blocked.contains(p))
+                    .map(|p| (p, full[c * n_p + p as usize]))
+                    .collect();
+                expected.sort_by(|a, b| b.1.total_cmp(&a.1));
+                expected.truncate(10);
+                // The same products in the same order; the CPU path computes each score
+                // in its own blocks, which may round the last bit differently.
+                let ids = |l: &[(u32, f32)]| l.iter().map(|x| x.0).collect::<Vec<_>>();
+                assert_eq!(
+                    ids(&got[c]),
+                    ids(&expected),
+                    "customer {c}, lists of {list_len}, host {on_host}"
+                );
+                for (g, e) in got[c].iter().zip(&expected) {
+                    assert!(
+                        (g.1 - e.1).abs() <= 1e-6 * e.1.abs().max(1e-3),
+                        "customer {c}: score {} vs {}",
+                        g.1,
+                        e.1
+                    );
+                }
+            }
+        }
+    }
+}

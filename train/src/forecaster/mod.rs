@@ -1,0 +1,132 @@
+//! Training the demand forecaster, one stage per file: the sales panel and its periods
+//! ([`data`]), the networks ([`fit`]), the per-quantile blend of network and anchor ([`blend`]),
+//! forecasts at an origin ([`predict`]), the rolling-origin backtest against the baselines and the
+//! quality gate ([`backtest`]), and the bundle's side data ([`artifacts`]).
+//!
+//! Each series' exponential smoothing (fitted before the validation period) is the anchor the
+//! network corrects; early stopping and the blend are decided on the validation period just
+//! before the backtest folds, which the model never sees while training. At each fold origin it
+//! reads the actual history up to that origin, as it would in production (backtest without
+//! refitting); the ETS baseline is refitted at every fold origin, as a classical forecaster
+//! would be.
+
+mod artifacts;
+mod backtest;
+mod blend;
+mod data;
+mod fit;
+mod predict;
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use burn::prelude::*;
+use shopcast_datasets::artifacts::ForecasterArtifacts;
+use shopcast_datasets::charts::ForecastSample;
+use shopcast_datasets::config::ForecasterSection;
+use shopcast_datasets::profile::SalesProfile;
+use shopcast_datasets::LoadedConfig;
+use shopcast_model::{ForecasterConfig, ForecasterEnsemble};
+
+pub use backtest::{quality_gate, SeriesMetrics};
+pub use fit::ForecasterTrainingConfig;
+
+use crate::checkpoint::{Checkpoints, EpochLog};
+use data::Prepared;
+
+/// The result of a forecaster training run.
+pub struct ForecasterOutcome {
+    pub model: ForecasterEnsemble,
+    pub model_config: ForecasterConfig,
+    pub training_config: ForecasterTrainingConfig,
+    pub artifacts: ForecasterArtifacts,
+    /// `metrics.json` entries (`forecaster.*`, `baseline.seasonal_naive.*`,
+    /// `baseline.moving_average.*`, `baseline.ets.*`).
+    pub metrics: BTreeMap<String, f64>,
+    /// Backtest metrics per series (written to the bundle as `forecaster.series_metrics.json`).
+    pub series_metrics: Vec<SeriesMetrics>,
+    /// Why the quality gate failed (empty when it passed).
+    pub gate_failures: Vec<String>,
+    /// What the data was, for the model card: (what, how much).
+    pub data_summary: Vec<(String, String)>,
+    /// What the data was, for `infer monitor`.
+    pub profile: SalesProfile,
+    /// Training and validation loss per epoch (the first network).
+    pub history: Vec<EpochLog>,
+    /// The latest backtest fold of the best, median and worst series by MASE.
+    pub samples: Vec<ForecastSample>,
+    pub best_epoch: usize,
+}
+
+/// Trains, blends, backtests and packages the forecaster.
+pub fn train_forecaster(
+    cfg: &LoadedConfig,
+    sec: &ForecasterSection,
+    device: &Device,
+    seed: u64,
+    checkpoints: &Checkpoints,
+) -> Result<ForecasterOutcome> {
+    let tc = ForecasterTrainingConfig::from_section(sec, seed);
+    let data = data::prepare(cfg, sec)?;
+    let levels = &sec.model.quantiles;
+    let model_config = model_config(sec, &data, &tc);
+    let ensemble = fit::train_ensemble(&data, &model_config, &tc, device, checkpoints)?;
+
+    let blend = blend::validation_blend(&ensemble.model, &data, levels, device)?;
+    eprintln!(
+        "forecaster: network weight against exponential smoothing, per quantile {levels:?}: {blend:?}"
+    );
+    let mut tested = backtest::backtest(&ensemble.model, &data, &blend, &tc, levels, device)?;
+    let metrics = &mut tested.metrics;
+    for (level, w) in levels.iter().zip(&blend) {
+        let column = ForecasterArtifacts::quantile_column(*level);
+        metrics.insert(format!("forecaster.network_weight.{column}"), *w as f64);
+    }
+    metrics.insert("forecaster.validation.loss".into(), ensemble.best_loss);
+    metrics.insert("forecaster.best_epoch".into(), ensemble.best_epoch as f64);
+    metrics.insert("forecaster.series".into(), data.panel.len() as f64);
+    metrics.insert("forecaster.backtest_folds".into(), tc.backtest_folds as f64);
+
+    let Prepared { panel, spec, .. } = &data;
+    let samples =
+        artifacts::forecast_samples(panel, &tested.series_metrics, &tested.latest, spec.horizon);
+    Ok(ForecasterOutcome {
+        model: ensemble.model,
+        model_config,
+        gate_failures: quality_gate(&tested.metrics),
+        artifacts: artifacts::build_artifacts(sec, panel, spec, blend),
+        training_config: tc,
+        metrics: tested.metrics,
+        series_metrics: tested.series_metrics,
+        data_summary: data::summary(panel, sec.data.frequency),
+        profile: SalesProfile::of(panel),
+        history: ensemble.history,
+        samples,
+        best_epoch: ensemble.best_epoch,
+    })
+}
+
+/// The network's shapes for this data.
+fn model_config(
+    sec: &ForecasterSection,
+    data: &Prepared,
+    tc: &ForecasterTrainingConfig,
+) -> ForecasterConfig {
+    let (m, spec, panel) = (&sec.model, &data.spec, &data.panel);
+    ForecasterConfig::new(
+        spec.encoder_features(),
+        spec.decoder_features(),
+        panel
+            .key_vocabs
+            .iter()
+            .chain(&panel.static_vocabs)
+            .map(|v| v.len())
+            .collect(),
+        spec.context,
+        spec.horizon,
+        m.quantiles.clone(),
+    )
+    .with_hidden_size(m.hidden_size)
+    .with_key_embedding_dim(m.key_embedding_dim)
+    .with_ensemble(tc.ensemble)
+}

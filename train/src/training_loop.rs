@@ -1,0 +1,196 @@
+//! The one training loop both models run: epochs of shuffled steps with Adam, validation after
+//! every epoch with early stopping, and a checkpoint after every epoch and after the current step
+//! when a stop is requested. What differs between the models (how an epoch's order is drawn, what
+//! one step computes, how a network is scored) is an [`EpochTask`].
+//!
+//! Resuming replays exactly: the generator's position, the epoch's order and the step are saved,
+//! so a resumed run draws the same negatives and windows and ends with the same model.
+
+use anyhow::Result;
+use burn::module::Module;
+use burn::optim::{AdamConfig, GradientsParams};
+use rand_chacha::ChaCha8Rng;
+
+use crate::checkpoint::{self, Checkpoints, EpochLog, LoopState, Validation};
+use crate::progress::Progress;
+
+/// What one model's training loop does at each point of the shared driver.
+pub trait EpochTask {
+    /// The network trained (on the autodiff device while training).
+    type Model: Module;
+
+    /// Draws the order of a new epoch (not called for an epoch resumed mid-way).
+    fn start_epoch(&mut self, rng: &mut ChaCha8Rng);
+
+    /// The loss of step `step` of the epoch (its value read back only when `read_loss`, which
+    /// forces a device sync) and the gradients of the model's parameters.
+    fn step(
+        &mut self,
+        model: &Self::Model,
+        step: usize,
+        rng: &mut ChaCha8Rng,
+        read_loss: bool,
+    ) -> Result<(Option<f64>, GradientsParams)>;
+
+    /// The epoch's order in the checkpoint's encoding, and back.
+    fn saved_order(&self) -> Vec<u32>;
+    fn restore_order(&mut self, order: &[u32]);
+
+    /// The validation score of a snapshot (on the plain device), or `None` for a loop that
+    /// trains for a fixed number of epochs.
+    fn validate(&mut self, snapshot: &Self::Model) -> Result<Option<f64>>;
+}
+
+/// Which way a validation score improves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Better {
+    /// Ranking quality (NDCG).
+    Higher,
+    /// A loss.
+    Lower,
+}
+
+/// The loop's fixed settings.
+pub struct LoopSettings<'a> {
+    /// Names the loop's checkpoint files (`recommender`, `forecaster-1`...).
+    pub label: &'a str,
+    pub epochs: usize,
+    pub steps_per_epoch: usize,
+    pub learning_rate: f64,
+    /// Epochs without a better validation score before stopping.
+    pub patience: usize,
+    /// The loss is read back every this many steps (for the log line only).
+    pub loss_every: usize,
+    pub better: Better,
+    /// What the validation score is, for the log (`validation NDCG@10`).
+    pub score_name: &'a str,
+}
+
+/// What the loop produced.
+pub struct Trained<M> {
+    /// The best network by validation (the last one without validation), on the plain device.
+    pub model: M,
+    /// The best validation score (`None` without validation).
+    pub best_score: Option<f64>,
+    /// The best epoch (the last one without validation).
+    pub best_epoch: usize,
+    pub epochs_run: usize,
+    pub history: Vec<EpochLog>,
+}
+
+/// Runs `task` from a freshly initialised `model` (or from loop `label`'s checkpoint when the job
+/// resumes); `rng` is made from the loop's seed and `plain` builds an empty network on the plain
+/// device (the template a saved best network is loaded into). Returns [`Interrupted`] after
+/// saving when a stop is requested.
+///
+/// [`Interrupted`]: crate::checkpoint::Interrupted
+pub fn run_epochs<T: EpochTask>(
+    task: &mut T,
+    settings: &LoopSettings<'_>,
+    model: T::Model,
+    mut rng: ChaCha8Rng,
+    plain: impl FnOnce() -> T::Model,
+    checkpoints: &Checkpoints,
+    progress: &mut Progress,
+) -> Result<Trained<T::Model>> {
+    let label = settings.label;
+    let mut model = model;
+    let mut optim = AdamConfig::new().init();
+    let mut best: Option<T::Model> = None;
+    let mut state = checkpoints.new_state();
+    if let Some(saved) = checkpoints.restore(label, model.clone(), plain)? {
+        saved.state.restore_rng(&mut rng)?;
+        task.restore_order(&saved.state.order);
+        (model, optim, best, state) = (saved.model, saved.optim, saved.best, saved.state);
+    }
+    progress.skip(((state.epoch - 1) * settings.steps_per_epoch + state.next_step) as u64);
+    let epochs = settings.epochs;
+    let epochs_to_run = if state.finished { 0 } else { epochs };
+    for epoch in state.epoch..=epochs_to_run {
+        state.epochs_run = epoch;
+        if state.next_step == 0 {
+            task.start_epoch(&mut rng);
+            (state.loss_sum, state.loss_n) = (0.0, 0);
+        }
+        for step in state.next_step..settings.steps_per_epoch {
+            let (loss, grads) =
+                task.step(&model, step, &mut rng, step % settings.loss_every == 0)?;
+            if let Some(loss) = loss {
+                state.loss_sum += loss;
+                state.loss_n += 1;
+            }
+            model = optim.step(settings.learning_rate, model, grads);
+            let shown = state.loss_sum / state.loss_n.max(1) as f64;
+            progress.step(|| format!("epoch {epoch}/{epochs} loss {shown:.4}"));
+            checkpoint::step_done(label);
+            if checkpoint::stop_requested() && step + 1 < settings.steps_per_epoch {
+                state.next_step = step + 1;
+                state.rng_word_pos = LoopState::rng_position(&rng);
+                state.order = task.saved_order();
+                checkpoints.save(label, &mut state, &model, &optim, best.as_ref())?;
+                progress.finish(&format!("stopped at epoch {epoch}, step {}", step + 1));
+                return Err(checkpoints.interrupted());
+            }
+        }
+        let train_loss = state.loss_sum / state.loss_n.max(1) as f64;
+        let snapshot = model.valid();
+        let validation = task.validate(&snapshot)?;
+        let mut stop_early = false;
+        match validation {
+            Some(score) => {
+                progress.log(&format!(
+                    "epoch {epoch}: train loss {train_loss:.4}, {} {score:.4}",
+                    settings.score_name
+                ));
+                let improved = match (settings.better, state.best_score) {
+                    (_, None) => !score.is_nan(),
+                    (Better::Higher, Some(best)) => score > best,
+                    (Better::Lower, Some(best)) => score < best,
+                };
+                match state.validated(epoch, score, improved, settings.patience) {
+                    Validation::Best => best = Some(snapshot),
+                    Validation::Worse => {}
+                    Validation::Stop => {
+                        progress.log(&state.stop_message());
+                        stop_early = true;
+                    }
+                }
+            }
+            None => progress.log(&format!("epoch {epoch}: train loss {train_loss:.4}")),
+        }
+        state.history.push(EpochLog {
+            epoch,
+            train_loss,
+            validation,
+        });
+        // The end of an epoch: the next one starts with its shuffle.
+        (state.epoch, state.next_step) = (epoch + 1, 0);
+        state.finished = stop_early || epoch == epochs;
+        state.rng_word_pos = LoopState::rng_position(&rng);
+        state.order = task.saved_order();
+        checkpoints.save(label, &mut state, &model, &optim, best.as_ref())?;
+        if stop_early {
+            break;
+        }
+        if checkpoint::stop_requested() && epoch < epochs {
+            progress.finish(&format!("stopped after epoch {epoch}"));
+            return Err(checkpoints.interrupted());
+        }
+    }
+    Ok(match (best, state.best_score) {
+        (Some(model), Some(score)) => Trained {
+            model,
+            best_score: Some(score),
+            best_epoch: state.best_epoch,
+            epochs_run: state.epochs_run,
+            history: state.history,
+        },
+        _ => Trained {
+            model: model.valid(),
+            best_score: None,
+            best_epoch: state.epochs_run,
+            epochs_run: state.epochs_run,
+            history: state.history,
+        },
+    })
+}

@@ -8,6 +8,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::{bin, run};
@@ -132,16 +133,59 @@ fn infer(args: &[&str], bundle: &Path, out: &Path, env: &[(&str, &str)]) -> Comm
     cmd
 }
 
+/// The bundle every test here scores with, trained once per run of this file (tests that damage
+/// a bundle work on a copy).
+fn shared_bundle() -> &'static Path {
+    static BUNDLE: OnceLock<PathBuf> = OnceLock::new();
+    BUNDLE.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("batch_jobs");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("fixture directory");
+        train(&dir)
+    })
+}
+
+/// `infer recommend` for every known customer of the shared bundle (top 10, CSV), run once; its
+/// manifest lies beside it.
+fn all_recommendations() -> &'static Path {
+    static RECS: OnceLock<PathBuf> = OnceLock::new();
+    RECS.get_or_init(|| {
+        let bundle = shared_bundle();
+        let recs = bundle.with_file_name("recs.csv");
+        run(&mut infer(&["recommend"], bundle, &recs, &[]));
+        recs
+    })
+}
+
+/// The manifest beside an output.
+fn manifest_of(output: &Path) -> PathBuf {
+    let name = output
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    output.with_file_name(format!("{name}.manifest.json"))
+}
+
+/// The first customer's best product in [`all_recommendations`].
+fn first_recommended_product() -> String {
+    lines(all_recommendations())[0]
+        .split(',')
+        .nth(2)
+        .expect("product")
+        .to_string()
+}
+
+/// Shards by flag, by Kubernetes' index and by Slurm's array variables partition the output of `recommend` and `forecast`: every row in exactly one shard, none empty.
 #[test]
-fn shards_partition_reruns_repeat_and_kills_leave_the_previous_output() {
+fn shards_partition_the_output_exactly() {
+    let bundle = shared_bundle();
     let dir = tempfile::tempdir().expect("tempdir");
-    let bundle = train(dir.path());
     let out = |name: &str| dir.path().join(name);
 
     // Shards: by flag, by Kubernetes' index with --shards, by Slurm's array variables.
     for (job, key_columns) in [("recommend", 1usize), ("forecast", 2)] {
         let whole = out(&format!("{job}.csv"));
-        run(&mut infer(&[job], &bundle, &whole, &[]));
+        run(&mut infer(&[job], bundle, &whole, &[]));
         let all = lines(&whole);
         assert!(!all.is_empty());
         let parts = [
@@ -166,7 +210,7 @@ fn shards_partition_reruns_repeat_and_kills_leave_the_previous_output() {
         for (k, (path, flags, env)) in parts.iter().enumerate() {
             let mut args = vec![job];
             args.extend(flags.iter().copied());
-            let stderr = run(&mut infer(&args, &bundle, path, env));
+            let stderr = run(&mut infer(&args, bundle, path, env));
             assert!(stderr.contains(&format!("shard {k}/3")), "{stderr}");
             for line in lines(path) {
                 let key: Vec<&str> = line.split(',').take(key_columns).collect();
@@ -197,29 +241,45 @@ fn shards_partition_reruns_repeat_and_kills_leave_the_previous_output() {
             "a shard is empty"
         );
     }
+}
+
+/// A rerun writes the same bytes, CSV and Parquet.
+#[test]
+fn reruns_are_byte_identical() {
+    let bundle = shared_bundle();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = |name: &str| dir.path().join(name);
 
     // Reruns give byte-identical outputs, CSV and Parquet.
     for name in ["recs.csv", "recs.parquet"] {
         let (first, second) = (out(&format!("a-{name}")), out(&format!("b-{name}")));
-        run(&mut infer(&["recommend"], &bundle, &first, &[]));
-        run(&mut infer(&["recommend"], &bundle, &second, &[]));
+        run(&mut infer(&["recommend"], bundle, &first, &[]));
+        run(&mut infer(&["recommend"], bundle, &second, &[]));
         assert_eq!(
             std::fs::read(&first).expect("first"),
             std::fs::read(&second).expect("second"),
             "{name}: two runs differ"
         );
     }
+}
+
+/// A customer list read in pieces gives what it gives read whole, CSV and Parquet; duplicates are found across pieces.
+#[test]
+fn customer_lists_read_in_pieces_give_the_rows_of_one_piece() {
+    let bundle = shared_bundle();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = |name: &str| dir.path().join(name);
 
     // A customer list read in pieces (CSV and Parquet, pieces of 7 rows) gives what it gives read
     // in one piece; duplicates are found across pieces.
-    let known_ids: Vec<String> = lines(&out("a-recs.csv"))
+    let known_ids: Vec<String> = lines(all_recommendations())
         .iter()
         .map(|l| l.split(',').next().unwrap_or_default().to_string())
         .collect::<BTreeSet<_>>()
         .into_iter()
         .take(40)
         .collect();
-    let some_products: Vec<String> = lines(&out("a-recs.csv"))
+    let some_products: Vec<String> = lines(all_recommendations())
         .iter()
         .take(3)
         .map(|l| l.split(',').nth(2).unwrap_or_default().to_string())
@@ -245,7 +305,7 @@ fn shards_partition_reruns_repeat_and_kills_leave_the_previous_output() {
         let path = out(name);
         let mut cmd = infer(
             &["recommend", "--piece-rows", piece_rows],
-            &bundle,
+            bundle,
             &path,
             &[],
         );
@@ -298,7 +358,7 @@ fn shards_partition_reruns_repeat_and_kills_leave_the_previous_output() {
     let from_parquet = out("from-parquet.csv");
     let mut cmd = infer(
         &["recommend", "--piece-rows", "7"],
-        &bundle,
+        bundle,
         &from_parquet,
         &[],
     );
@@ -307,19 +367,26 @@ fn shards_partition_reruns_repeat_and_kills_leave_the_previous_output() {
     let mut got = lines(&from_parquet);
     got.sort();
     assert_same_recommendations(&got, reference.as_deref().unwrap_or_default(), "Parquet");
+}
+
+/// The manifest of a run: job, device, rows read and written, checksum, duration; the output is readable by others.
+#[test]
+fn the_manifest_says_what_was_read_and_written() {
+    let bundle = shared_bundle();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = |name: &str| dir.path().join(name);
 
     // The manifest.
-    let recs = out("a-recs.csv");
+    let recs = all_recommendations();
     let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out("a-recs.csv.manifest.json")).expect("manifest"))
-            .expect("json");
+        serde_json::from_slice(&std::fs::read(manifest_of(recs)).expect("manifest")).expect("json");
     assert_eq!(manifest["job"], "recommend");
     assert_eq!(manifest["device"], "flex");
     // Every known customer (the generated shop's 300, less any without a purchase), ten rows each.
     let customers = manifest["input_rows"].as_u64().unwrap_or(0) as usize;
     assert!((250..=300).contains(&customers), "{customers} customers");
-    assert_eq!(manifest["rows_written"], lines(&recs).len());
-    assert_eq!(lines(&recs).len(), 10 * customers);
+    assert_eq!(manifest["rows_written"], lines(recs).len());
+    assert_eq!(lines(recs).len(), 10 * customers);
     assert_eq!(manifest["bundle_checksum"].as_str().map(str::len), Some(64));
     assert!(manifest["duration_seconds"]
         .as_f64()
@@ -329,19 +396,29 @@ fn shards_partition_reruns_repeat_and_kills_leave_the_previous_output() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&recs)
+        let mode = std::fs::metadata(recs)
             .expect("output")
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o644, "{mode:o}");
     }
+}
+
+/// `kill -9` while writing leaves the previous output byte for byte.
+#[test]
+fn a_job_killed_mid_write_leaves_the_previous_output() {
+    let bundle = shared_bundle();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = |name: &str| dir.path().join(name);
 
     // Killed mid-write (the write slowed down by fault injection): the previous output stays,
     // byte for byte, and the unfinished file is only a hidden temporary beside it.
+    let recs = out("a-recs.csv");
+    std::fs::copy(all_recommendations(), &recs).expect("the previous output");
     let before = std::fs::read(&recs).expect("previous output");
     let mut child = infer(
         &["recommend"],
-        &bundle,
+        bundle,
         &recs,
         &[("SHOPCAST_FAULT_SLOW_WRITE_MS", "20000")],
     )
@@ -368,13 +445,21 @@ fn shards_partition_reruns_repeat_and_kills_leave_the_previous_output() {
     assert!(!status.success());
     assert_eq!(std::fs::read(&recs).expect("output"), before);
     assert!(dir.path().join(&temporary).exists());
+}
+
+/// `audience` ranks customers as the full recommendation lists score the product, per product and per category.
+#[test]
+fn audience_lists_the_customers_who_score_a_product_highest() {
+    let bundle = shared_bundle();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = |name: &str| dir.path().join(name);
 
     // Audience: the customers with the highest score for a product are those whose full
     // recommendation lists score it highest (the same model, the other way round).
     let full = out("full.csv");
     run(&mut infer(
         &["recommend", "--top-k", "80"],
-        &bundle,
+        bundle,
         &full,
         &[],
     ));
@@ -398,7 +483,7 @@ fn shards_partition_reruns_repeat_and_kills_leave_the_previous_output() {
     )
     .expect("write");
     let audience = out("audience.csv");
-    let mut cmd = infer(&["audience", "--top", "20"], &bundle, &audience, &[]);
+    let mut cmd = infer(&["audience", "--top", "20"], bundle, &audience, &[]);
     cmd.arg("--products").arg(&products_file);
     run(&mut cmd);
     let rows: Vec<Vec<String>> = lines(&audience)
@@ -434,7 +519,8 @@ fn shards_partition_reruns_repeat_and_kills_leave_the_previous_output() {
         .is_some_and(|n| n >= 250));
     // By category: one audience, labelled with the category.
     let by_category = out("audience-category.csv");
-    let products = std::fs::read_to_string(dir.path().join("data/products.csv")).expect("products");
+    let products = std::fs::read_to_string(bundle.with_file_name("data").join("products.csv"))
+        .expect("products");
     let header: Vec<&str> = products
         .lines()
         .next()
@@ -455,30 +541,58 @@ fn shards_partition_reruns_repeat_and_kills_leave_the_previous_output() {
         .to_string();
     run(&mut infer(
         &["audience", "--top", "15", "--category", &category],
-        &bundle,
+        bundle,
         &by_category,
         &[],
     ));
     let rows = lines(&by_category);
     assert_eq!(rows.len(), 15);
     assert!(rows.iter().all(|l| l.starts_with(&format!("{category},"))));
+}
+
+/// `--exclude` removes products from every list.
+#[test]
+fn excluded_products_are_recommended_to_no_one() {
+    let bundle = shared_bundle();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = |name: &str| dir.path().join(name);
 
     // Excluded products (out of stock) are recommended to no one.
+    let recs = all_recommendations();
+    let product = first_recommended_product();
     let exclude = out("out-of-stock.csv");
     std::fs::write(&exclude, format!("product_id\n{product}\n")).expect("write");
     let recs_excluded = out("recs-excluded.csv");
-    let mut cmd = infer(&["recommend"], &bundle, &recs_excluded, &[]);
+    let mut cmd = infer(&["recommend"], bundle, &recs_excluded, &[]);
     cmd.arg("--exclude").arg(&exclude);
     run(&mut cmd);
-    assert!(lines(&recs)
+    assert!(lines(recs)
         .iter()
         .any(|l| l.split(',').nth(2) == Some(product.as_str())));
     assert!(!lines(&recs_excluded)
         .iter()
         .any(|l| l.split(',').nth(2) == Some(product.as_str())));
+}
+
+/// `--opt-out` customers get no recommendations and are in no audience; an audience for an excluded product is refused.
+#[test]
+fn opted_out_customers_get_no_rows_and_are_in_no_audience() {
+    let bundle = shared_bundle();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = |name: &str| dir.path().join(name);
 
     // Opt-outs: the customers on the list get no recommendations and are in no audience; an
     // audience for an excluded product is refused.
+    let recs = all_recommendations();
+    let product = first_recommended_product();
+    let products_file = out("campaign.csv");
+    std::fs::write(&products_file, format!("product_id\n{product}\n")).expect("write");
+    let exclude = out("out-of-stock.csv");
+    std::fs::write(&exclude, format!("product_id\n{product}\n")).expect("write");
+    let audience = out("audience.csv");
+    let mut cmd = infer(&["audience", "--top", "20"], bundle, &audience, &[]);
+    cmd.arg("--products").arg(&products_file);
+    run(&mut cmd);
     let top_two: Vec<String> = rows_of_audience(&audience)
         .iter()
         .take(2)
@@ -494,7 +608,7 @@ fn shards_partition_reruns_repeat_and_kills_leave_the_previous_output() {
     )
     .expect("write");
     let recs_private = out("recs-opt-out.csv");
-    let mut cmd = infer(&["recommend"], &bundle, &recs_private, &[]);
+    let mut cmd = infer(&["recommend"], bundle, &recs_private, &[]);
     cmd.arg("--opt-out").arg(&opt_out);
     run(&mut cmd);
     let listed = |path: &Path, column: usize, id: &str| {
@@ -503,22 +617,17 @@ fn shards_partition_reruns_repeat_and_kills_leave_the_previous_output() {
             .any(|l| l.split(',').nth(column) == Some(id))
     };
     for id in &top_two {
-        assert!(listed(&recs, 0, id), "{id} was recommended to before");
+        assert!(listed(recs, 0, id), "{id} was recommended to before");
         assert!(!listed(&recs_private, 0, id), "{id} opted out");
     }
-    assert_eq!(lines(&recs_private).len(), lines(&recs).len() - 20);
+    assert_eq!(lines(&recs_private).len(), lines(recs).len() - 20);
     let manifest: serde_json::Value = serde_json::from_slice(
         &std::fs::read(out("recs-opt-out.csv.manifest.json")).expect("manifest"),
     )
     .expect("json");
     assert_eq!(manifest["rows_skipped"]["opted out of personalisation"], 2);
     let audience_private = out("audience-opt-out.csv");
-    let mut cmd = infer(
-        &["audience", "--top", "20"],
-        &bundle,
-        &audience_private,
-        &[],
-    );
+    let mut cmd = infer(&["audience", "--top", "20"], bundle, &audience_private, &[]);
     cmd.arg("--products")
         .arg(&products_file)
         .arg("--opt-out")
@@ -527,21 +636,24 @@ fn shards_partition_reruns_repeat_and_kills_leave_the_previous_output() {
     let kept = rows_of_audience(&audience_private);
     assert_eq!(kept.len(), 20);
     assert!(kept.iter().all(|r| !top_two.contains(&r[2])));
-    let o = infer(
-        &["audience", "--top", "20"],
-        &bundle,
-        &out("never.csv"),
-        &[],
-    )
-    .arg("--products")
-    .arg(&products_file)
-    .arg("--exclude")
-    .arg(&exclude)
-    .output()
-    .expect("spawn");
+    let o = infer(&["audience", "--top", "20"], bundle, &out("never.csv"), &[])
+        .arg("--products")
+        .arg(&products_file)
+        .arg("--exclude")
+        .arg(&exclude)
+        .output()
+        .expect("spawn");
     let e = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(3), "{e}");
     assert!(e.contains("exclusion list"), "{e}");
+}
+
+/// `--log-format json`: one JSON object per stderr line, the last one of a failed job with its exit code.
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let bundle = shared_bundle();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = |name: &str| dir.path().join(name);
 
     // Machine-read logs: every stderr line is one JSON object; the last one of a failed job is
     // the error with its exit code.
@@ -553,7 +665,7 @@ fn shards_partition_reruns_repeat_and_kills_leave_the_previous_output() {
     };
     let ok = infer(
         &["forecast", "--log-format", "json"],
-        &bundle,
+        bundle,
         &out("f.csv"),
         &[],
     )
@@ -569,7 +681,7 @@ fn shards_partition_reruns_repeat_and_kills_leave_the_previous_output() {
         .all(|l| l["ts"].is_string() && l["msg"].is_string()));
     let mut failing = infer(
         &["recommend", "--log-format", "json"],
-        &bundle,
+        bundle,
         &out("x.csv"),
         &[],
     );
@@ -583,16 +695,24 @@ fn shards_partition_reruns_repeat_and_kills_leave_the_previous_output() {
     assert!(last["msg"]
         .as_str()
         .is_some_and(|m| m.contains("no-such-file.csv")));
+}
+
+/// Exit codes: 3 for bad input and flags, 4 for a missing bundle.
+#[test]
+fn bad_input_exits_3_and_a_bundle_that_does_not_fit_exits_4() {
+    let bundle = shared_bundle();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = |name: &str| dir.path().join(name);
 
     // Exit codes: 3 for bad input, 4 for a bundle that does not fit the job.
     let code = |cmd: &mut Command| cmd.output().expect("spawn").status.code();
-    let mut missing = infer(&["recommend"], &bundle, &out("x.csv"), &[]);
+    let mut missing = infer(&["recommend"], bundle, &out("x.csv"), &[]);
     missing.arg("--customers").arg(out("no-such-file.csv"));
     assert_eq!(code(&mut missing), Some(3));
     assert_eq!(
         code(&mut infer(
             &["recommend", "--shards", "3"],
-            &bundle,
+            bundle,
             &out("x.csv"),
             &[]
         )),
@@ -609,20 +729,23 @@ fn shards_partition_reruns_repeat_and_kills_leave_the_previous_output() {
         Some(4)
     );
     // More top-K than products: exit 3, and why.
-    let too_many = infer(
-        &["recommend", "--top-k", "500"],
-        &bundle,
-        &out("x.csv"),
-        &[],
-    )
-    .output()
-    .expect("spawn");
+    let too_many = infer(&["recommend", "--top-k", "500"], bundle, &out("x.csv"), &[])
+        .output()
+        .expect("spawn");
     let e = String::from_utf8_lossy(&too_many.stderr);
     assert_eq!(too_many.status.code(), Some(3), "{e}");
     assert!(
         e.contains("--top-k 500 is larger than the catalogue (80 products)"),
         "{e}"
     );
+}
+
+/// A damaged or mismatched bundle is refused (exit 4, the file named, no output).
+#[test]
+fn damaged_bundles_are_refused_with_exit_4() {
+    let bundle = shared_bundle();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = |name: &str| dir.path().join(name);
 
     // Bundle damage: exit 4 with the file named, and no output written.
     let refused = |bundle: &Path, job: &str, expect: &str| {
@@ -638,7 +761,7 @@ fn shards_partition_reruns_repeat_and_kills_leave_the_previous_output() {
     let copy = |name: &str| -> PathBuf {
         let to = out(name);
         std::fs::create_dir_all(&to).expect("mkdir");
-        for entry in std::fs::read_dir(&bundle).expect("list") {
+        for entry in std::fs::read_dir(bundle).expect("list") {
             let entry = entry.expect("entry");
             std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
         }
@@ -679,14 +802,15 @@ fn shards_partition_reruns_repeat_and_kills_leave_the_previous_output() {
     .expect("write manifest");
     refused(&mismatched, "recommend", "recommender.bpk");
     // A bundle with only a forecaster cannot recommend.
-    std::fs::remove_file(bundle.join("recommender.bpk")).expect("remove");
-    refused(&bundle, "recommend", "recommender");
+    let forecaster_only = copy("forecaster-only");
+    std::fs::remove_file(forecaster_only.join("recommender.bpk")).expect("remove");
+    refused(&forecaster_only, "recommend", "recommender");
 }
 
 #[test]
 fn pseudonymised_bundles_hold_no_customer_id_and_score_from_the_real_ids() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let plain = train(dir.path());
+    let plain = shared_bundle();
     let private_dir = dir.path().join("private");
     std::fs::create_dir_all(&private_dir).expect("mkdir");
     let config = private_dir.join("shop.toml");
@@ -736,7 +860,7 @@ fn pseudonymised_bundles_hold_no_customer_id_and_score_from_the_real_ids() {
     let (ours, theirs) = (dir.path().join("ours.csv"), dir.path().join("theirs.csv"));
     let o = score(&bundle, &ours, &[salt]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = score(&plain, &theirs, &[]);
+    let o = score(plain, &theirs, &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(lines(&ours), lines(&theirs));
     assert!(lines(&ours).iter().any(|l| l.starts_with("C00001,")));

@@ -694,7 +694,43 @@ impl ShopConfig {
     }
 
     fn validate(&self) -> Result<(), String> {
-        let m = &self.monitoring;
+        self.monitoring.validate()?;
+        self.business.validate()?;
+        if self.recommender.is_none() && self.forecaster.is_none() {
+            return Err("the config has neither a [recommender] nor a [forecaster] section".into());
+        }
+        if let Some(demo) = &self.demo {
+            demo.validate()?;
+        }
+        if let Some(r) = &self.recommender {
+            r.validate()?;
+        }
+        if let Some(f) = &self.forecaster {
+            f.validate()?;
+        }
+        Ok(())
+    }
+}
+
+/// `key`: at least 1.
+fn positive(key: &str, v: usize) -> Result<(), String> {
+    if v == 0 {
+        return Err(format!("key `{key}`: must be at least 1, got 0"));
+    }
+    Ok(())
+}
+
+/// `key`: a number in (0, 1].
+fn rate(key: &str, v: f64) -> Result<(), String> {
+    if !(v.is_finite() && v > 0.0 && v <= 1.0) {
+        return Err(format!("key `{key}`: must be a number in (0, 1], got {v}"));
+    }
+    Ok(())
+}
+
+impl MonitoringSection {
+    fn validate(&self) -> Result<(), String> {
+        let m = self;
         for (key, v) in [
             ("monitoring.max_volume_change", m.max_volume_change),
             (
@@ -710,188 +746,190 @@ impl ShopConfig {
                 return Err(format!("key `{key}`: must be a positive number, got {v}"));
             }
         }
-        fn positive(key: &str, v: usize) -> Result<(), String> {
-            if v == 0 {
-                return Err(format!("key `{key}`: must be at least 1, got 0"));
-            }
-            Ok(())
-        }
-        fn rate(key: &str, v: f64) -> Result<(), String> {
-            if !(v.is_finite() && v > 0.0 && v <= 1.0) {
-                return Err(format!("key `{key}`: must be a number in (0, 1], got {v}"));
-            }
-            Ok(())
-        }
-        if self.business.name.trim().is_empty()
-            || self.business.name.contains(['/', '\\'])
-            || self.business.name.starts_with('.')
+        Ok(())
+    }
+}
+
+impl BusinessSection {
+    fn validate(&self) -> Result<(), String> {
+        if self.name.trim().is_empty()
+            || self.name.contains(['/', '\\'])
+            || self.name.starts_with('.')
         {
             return Err(format!(
-                "key `business.name`: must be a non-empty name usable as a directory name, got {:?}",
-                self.business.name
+            "key `business.name`: must be a non-empty name usable as a directory name, got {:?}",
+            self.name
+        ));
+        }
+        Ok(())
+    }
+}
+
+impl DemoSection {
+    fn validate(&self) -> Result<(), String> {
+        let demo = self;
+        positive("demo.customers", demo.customers)?;
+        positive("demo.products", demo.products)?;
+        positive("demo.categories", demo.categories)?;
+        positive("demo.stores", demo.stores)?;
+        positive("demo.series_products", demo.series_products)?;
+        if demo.days < 120 {
+            return Err(format!(
+                "key `demo.days`: must be at least 120, got {}",
+                demo.days
             ));
         }
-        if self.recommender.is_none() && self.forecaster.is_none() {
-            return Err("the config has neither a [recommender] nor a [forecaster] section".into());
+        if demo.series_products > demo.products {
+            return Err("key `demo.series_products`: cannot exceed `demo.products`".into());
         }
-        if let Some(demo) = &self.demo {
-            positive("demo.customers", demo.customers)?;
-            positive("demo.products", demo.products)?;
-            positive("demo.categories", demo.categories)?;
-            positive("demo.stores", demo.stores)?;
-            positive("demo.series_products", demo.series_products)?;
-            if demo.days < 120 {
+        if chrono::NaiveDate::parse_from_str(&demo.start_date, "%Y-%m-%d").is_err() {
+            return Err(format!(
+                "key `demo.start_date`: expected YYYY-MM-DD, got {:?}",
+                demo.start_date
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl RecommenderSection {
+    fn validate(&self) -> Result<(), String> {
+        let r = self;
+        let t = &r.training;
+        positive("recommender.model.embedding_dim", r.model.embedding_dim)?;
+        positive("recommender.model.segments", r.model.segments)?;
+        positive("recommender.training.epochs", t.epochs)?;
+        positive("recommender.training.batch_size", t.batch_size)?;
+        positive("recommender.training.negatives", t.negatives)?;
+        rate("recommender.training.learning_rate", t.learning_rate)?;
+        if !(t.l2.is_finite() && t.l2 >= 0.0) {
+            return Err(format!(
+                "key `recommender.training.l2`: must be >= 0, got {}",
+                t.l2
+            ));
+        }
+        if r.model.mlp_layers.contains(&0) {
+            return Err(
+                "key `recommender.model.mlp_layers`: every layer needs at least 1 unit".into(),
+            );
+        }
+        if r.data.rating_threshold.is_some() && r.data.rating.is_none() {
+            return Err(
+                "key `recommender.data.rating_threshold`: needs `rating` (the rating column)"
+                    .into(),
+            );
+        }
+        if r.data.value.is_some() && r.data.unit_price.is_some() {
+            return Err("keys `recommender.data.value` and `unit_price`: set one, not both".into());
+        }
+        positive(
+            "recommender.evaluation.sampled_negatives",
+            r.evaluation.sampled_negatives,
+        )?;
+        if r.evaluation.min_items_per_customer < 3 {
+            return Err(format!(
+            "key `recommender.evaluation.min_items_per_customer`: must be at least 3 (train, validation and test items), got {}",
+            r.evaluation.min_items_per_customer
+        ));
+        }
+        for (ty, w) in &r.data.event_weights {
+            if !(w.is_finite() && *w > 0.0) {
                 return Err(format!(
-                    "key `demo.days`: must be at least 120, got {}",
-                    demo.days
-                ));
-            }
-            if demo.series_products > demo.products {
-                return Err("key `demo.series_products`: cannot exceed `demo.products`".into());
-            }
-            if chrono::NaiveDate::parse_from_str(&demo.start_date, "%Y-%m-%d").is_err() {
-                return Err(format!(
-                    "key `demo.start_date`: expected YYYY-MM-DD, got {:?}",
-                    demo.start_date
+                    "key `recommender.data.event_weights.{ty}`: must be > 0, got {w}"
                 ));
             }
         }
-        if let Some(r) = &self.recommender {
-            let t = &r.training;
-            positive("recommender.model.embedding_dim", r.model.embedding_dim)?;
-            positive("recommender.model.segments", r.model.segments)?;
-            positive("recommender.training.epochs", t.epochs)?;
-            positive("recommender.training.batch_size", t.batch_size)?;
-            positive("recommender.training.negatives", t.negatives)?;
-            rate("recommender.training.learning_rate", t.learning_rate)?;
-            if !(t.l2.is_finite() && t.l2 >= 0.0) {
+        if r.data.event_type.is_some() && r.data.event_weights.is_empty() {
+            return Err(
+                "key `recommender.data.event_weights`: required when `event_type` is set".into(),
+            );
+        }
+        if let Some(target) = &r.data.target_event {
+            if !r.data.event_weights.contains_key(target) {
                 return Err(format!(
-                    "key `recommender.training.l2`: must be >= 0, got {}",
-                    t.l2
-                ));
+                "key `recommender.data.target_event`: {target:?} is not one of the event_weights keys"
+            ));
             }
-            if r.model.mlp_layers.contains(&0) {
-                return Err(
-                    "key `recommender.model.mlp_layers`: every layer needs at least 1 unit".into(),
-                );
-            }
-            if r.data.rating_threshold.is_some() && r.data.rating.is_none() {
-                return Err(
-                    "key `recommender.data.rating_threshold`: needs `rating` (the rating column)"
-                        .into(),
-                );
-            }
-            if r.data.value.is_some() && r.data.unit_price.is_some() {
-                return Err(
-                    "keys `recommender.data.value` and `unit_price`: set one, not both".into(),
-                );
-            }
-            positive(
-                "recommender.evaluation.sampled_negatives",
-                r.evaluation.sampled_negatives,
-            )?;
-            if r.evaluation.min_items_per_customer < 3 {
-                return Err(format!(
-                    "key `recommender.evaluation.min_items_per_customer`: must be at least 3 (train, validation and test items), got {}",
-                    r.evaluation.min_items_per_customer
-                ));
-            }
-            for (ty, w) in &r.data.event_weights {
-                if !(w.is_finite() && *w > 0.0) {
-                    return Err(format!(
-                        "key `recommender.data.event_weights.{ty}`: must be > 0, got {w}"
+        }
+        check_filters("recommender.data.filters", &r.data.filters)?;
+        for (name, table) in [
+            ("customers", &r.data.customers),
+            ("products", &r.data.products),
+        ] {
+            if let Some(table) = table {
+                check_filters(&format!("recommender.data.{name}.filters"), &table.filters)?;
+                for b in &table.numeric_bands {
+                    if b.bands < 2 {
+                        return Err(format!(
+                        "key `recommender.data.{name}.numeric_bands`: `bands` must be at least 2 for column {:?}",
+                        b.column
                     ));
-                }
-            }
-            if r.data.event_type.is_some() && r.data.event_weights.is_empty() {
-                return Err(
-                    "key `recommender.data.event_weights`: required when `event_type` is set"
-                        .into(),
-                );
-            }
-            if let Some(target) = &r.data.target_event {
-                if !r.data.event_weights.contains_key(target) {
-                    return Err(format!(
-                        "key `recommender.data.target_event`: {target:?} is not one of the event_weights keys"
-                    ));
-                }
-            }
-            check_filters("recommender.data.filters", &r.data.filters)?;
-            for (name, table) in [
-                ("customers", &r.data.customers),
-                ("products", &r.data.products),
-            ] {
-                if let Some(table) = table {
-                    check_filters(&format!("recommender.data.{name}.filters"), &table.filters)?;
-                    for b in &table.numeric_bands {
-                        if b.bands < 2 {
-                            return Err(format!(
-                                "key `recommender.data.{name}.numeric_bands`: `bands` must be at least 2 for column {:?}",
-                                b.column
-                            ));
-                        }
                     }
                 }
             }
         }
-        if let Some(f) = &self.forecaster {
-            let m = &f.model;
-            positive("forecaster.model.context_length", m.context_length)?;
-            positive("forecaster.model.horizon", m.horizon)?;
-            positive("forecaster.model.hidden_size", m.hidden_size)?;
-            positive("forecaster.model.key_embedding_dim", m.key_embedding_dim)?;
-            positive("forecaster.model.season_length", m.season_length)?;
-            if m.context_length < m.season_length {
+        Ok(())
+    }
+}
+
+impl ForecasterSection {
+    fn validate(&self) -> Result<(), String> {
+        let f = self;
+        let m = &f.model;
+        positive("forecaster.model.context_length", m.context_length)?;
+        positive("forecaster.model.horizon", m.horizon)?;
+        positive("forecaster.model.hidden_size", m.hidden_size)?;
+        positive("forecaster.model.key_embedding_dim", m.key_embedding_dim)?;
+        positive("forecaster.model.season_length", m.season_length)?;
+        if m.context_length < m.season_length {
+            return Err(format!(
+            "key `forecaster.model.context_length`: must be at least season_length ({}), got {}",
+            m.season_length, m.context_length
+        ));
+        }
+        if m.quantiles.is_empty() {
+            return Err("key `forecaster.model.quantiles`: must not be empty".into());
+        }
+        for q in &m.quantiles {
+            if !(q.is_finite() && *q > 0.0 && *q < 1.0) {
                 return Err(format!(
-                    "key `forecaster.model.context_length`: must be at least season_length ({}), got {}",
-                    m.season_length, m.context_length
+                    "key `forecaster.model.quantiles`: each must be in (0, 1), got {q}"
                 ));
             }
-            if m.quantiles.is_empty() {
-                return Err("key `forecaster.model.quantiles`: must not be empty".into());
-            }
-            for q in &m.quantiles {
-                if !(q.is_finite() && *q > 0.0 && *q < 1.0) {
-                    return Err(format!(
-                        "key `forecaster.model.quantiles`: each must be in (0, 1), got {q}"
-                    ));
-                }
-            }
-            if m.quantiles.windows(2).any(|w| w[0] >= w[1]) {
-                return Err("key `forecaster.model.quantiles`: must be strictly increasing".into());
-            }
-            if !m.quantiles.iter().any(|q| (q - 0.5).abs() < 1e-9) {
-                return Err(
-                    "key `forecaster.model.quantiles`: must include 0.5 (the point forecast)"
-                        .into(),
-                );
-            }
-            let t = &f.training;
-            positive("forecaster.training.epochs", t.epochs)?;
-            positive("forecaster.training.batch_size", t.batch_size)?;
-            positive("forecaster.training.ensemble", t.ensemble)?;
-            positive(
-                "forecaster.training.windows_per_series",
-                t.windows_per_series,
-            )?;
-            rate("forecaster.training.learning_rate", t.learning_rate)?;
-            positive(
-                "forecaster.evaluation.backtest_folds",
-                f.evaluation.backtest_folds,
-            )?;
-            positive(
-                "forecaster.evaluation.moving_average_window",
-                f.evaluation.moving_average_window,
-            )?;
-            let d = &f.data;
-            if d.series_keys.is_empty() {
-                return Err("key `forecaster.data.series_keys`: name at least one column".into());
-            }
-            if d.top_series == Some(0) {
-                return Err("key `forecaster.data.top_series`: must be at least 1".into());
-            }
-            check_filters("forecaster.data.filters", &d.filters)?;
         }
+        if m.quantiles.windows(2).any(|w| w[0] >= w[1]) {
+            return Err("key `forecaster.model.quantiles`: must be strictly increasing".into());
+        }
+        if !m.quantiles.iter().any(|q| (q - 0.5).abs() < 1e-9) {
+            return Err(
+                "key `forecaster.model.quantiles`: must include 0.5 (the point forecast)".into(),
+            );
+        }
+        let t = &f.training;
+        positive("forecaster.training.epochs", t.epochs)?;
+        positive("forecaster.training.batch_size", t.batch_size)?;
+        positive("forecaster.training.ensemble", t.ensemble)?;
+        positive(
+            "forecaster.training.windows_per_series",
+            t.windows_per_series,
+        )?;
+        rate("forecaster.training.learning_rate", t.learning_rate)?;
+        positive(
+            "forecaster.evaluation.backtest_folds",
+            f.evaluation.backtest_folds,
+        )?;
+        positive(
+            "forecaster.evaluation.moving_average_window",
+            f.evaluation.moving_average_window,
+        )?;
+        let d = &f.data;
+        if d.series_keys.is_empty() {
+            return Err("key `forecaster.data.series_keys`: name at least one column".into());
+        }
+        if d.top_series == Some(0) {
+            return Err("key `forecaster.data.top_series`: must be at least 1".into());
+        }
+        check_filters("forecaster.data.filters", &d.filters)?;
         Ok(())
     }
 }

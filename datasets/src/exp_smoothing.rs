@@ -89,7 +89,7 @@ impl EtsState {
     fn observe(&mut self, y: f32, p: &EtsParams) -> Option<f32> {
         let s = self.seasonal[0];
         let damped = p.phi * self.trend;
-        let err = (!y.is_nan()).then(|| y - (self.level + damped + s));
+        let err = (!y.is_nan()).then_some(y - (self.level + damped + s));
         let e = err.unwrap_or(0.0);
         self.level += damped + p.alpha * e;
         self.trend = damped + p.beta * e;

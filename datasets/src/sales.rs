@@ -2,10 +2,11 @@
 //! business's sales file, with gaps filled per config.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{FillMissing, ForecasterSection, LoadedConfig, NegativeTargets};
+use crate::config::{FillMissing, ForecasterSection, LoadedConfig, NegativeTargets, SalesData};
 use crate::error::DataError;
 use crate::table::{day_of, FilterReport};
 use crate::table_chunks::TableChunks;
@@ -169,13 +170,54 @@ impl SalesRows {
     }
 }
 
-/// Loads the sales file into a panel.
+/// Loads the sales file into a panel: the rows read piece by piece, grouped into series, laid
+/// on one calendar, each series filled per config.
 pub fn load_sales_panel(
     cfg: &LoadedConfig,
     fc: &ForecasterSection,
 ) -> Result<SalesPanel, DataError> {
     let d = &fc.data;
     let path = cfg.resolve(&d.sales.path);
+    let (rows, covariates, report) = read_sales_rows(&path, d)?;
+    if rows.len() == 0 {
+        return Err(DataError::file(
+            &path,
+            "no rows are left after the configured filters",
+        ));
+    }
+    let (groups, report) = group_series(&rows, d, report, &path)?;
+    let calendar = Calendar::of(&rows, &groups, d.frequency.period_days());
+    let mut panel = empty_panel(&rows, &groups, &calendar, d, report);
+    for &s in &groups.order {
+        let keys = groups.key_values[s]
+            .iter()
+            .zip(&panel.key_vocabs)
+            .map(|(v, voc)| voc.get(v).unwrap_or(0))
+            .collect();
+        panel.series_keys.push(keys);
+        let series = fill_series(&rows, &covariates, &groups, s, &calendar, d, &path)?;
+        panel.report.duplicate_rows_dropped += series.duplicates;
+        panel.report.rows_used -= series.duplicates;
+        let mut covs = series.covariates;
+        let past_part = covs.split_off(d.known_covariates.len());
+        panel.known.push(covs);
+        panel.past.push(past_part);
+        panel.target.push(series.target);
+        panel.start.push(series.start);
+    }
+    Ok(panel)
+}
+
+/// Per covariate (known ones first, then past ones), per row, its value (`None`: empty cell).
+type CovariateRows = Vec<Vec<Option<f64>>>;
+
+/// Reads the sales file piece by piece, so that only the parsed columns of the whole history are
+/// held, never its text: a sales file larger than memory comfortably allows still loads.
+fn read_sales_rows(
+    path: &Path,
+    d: &SalesData,
+) -> Result<(SalesRows, CovariateRows, SalesReport), DataError> {
+    let path = path.to_path_buf();
     let mut columns: Vec<String> = d.series_keys.clone();
     columns.push(d.date.clone());
     columns.push(d.target.clone());
@@ -197,8 +239,6 @@ pub fn load_sales_panel(
     let mut rows = SalesRows::new(d.series_keys.len(), d.static_attributes.len());
     let mut known: Vec<Vec<Option<f64>>> = vec![Vec::new(); d.known_covariates.len()];
     let mut past: Vec<Vec<Option<f64>>> = vec![Vec::new(); d.past_covariates.len()];
-    // Piece by piece, so that only the parsed columns of the whole history are held, never its
-    // text: a sales file larger than memory comfortably allows still loads.
     let pieces = TableChunks::open(&path, &d.sales, &columns, &[], SALES_ROWS_PER_PIECE)?;
     for piece in pieces {
         let mut table = piece?;
@@ -265,34 +305,28 @@ pub fn load_sales_panel(
             );
         }
     }
-    if rows.len() == 0 {
-        return Err(DataError::file(
-            &path,
-            "no rows are left after the configured filters",
-        ));
-    }
-    let SalesRows {
-        file_row,
-        keys,
-        key_names,
-        days,
-        target,
-        statics,
-        static_names,
-        ..
-    } = rows;
+    known.extend(past);
+    Ok((rows, known, report))
+}
 
-    let period_days = d.frequency.period_days();
-    // Weekly periods start on Mondays (day 4 since 1970-01-01 was a Monday).
-    let period_of = |day: i64| -> i64 {
-        if period_days == 7 {
-            (day - 4).div_euclid(7)
-        } else {
-            day
-        }
-    };
+/// The rows of each series, and which series are kept in which order.
+struct SeriesGroups {
+    /// Per series (in order of first appearance), its key values and its rows.
+    key_values: Vec<Vec<String>>,
+    rows_of: Vec<Vec<usize>>,
+    /// The series kept (`top_series`), sorted by key values for determinism.
+    order: Vec<usize>,
+}
 
-    // Negative targets (returns) are dropped and counted; "error" stopped above.
+/// Drops negative targets (returns; `error` stopped while reading), groups the rows per series
+/// and keeps the largest series when asked.
+fn group_series(
+    rows: &SalesRows,
+    d: &SalesData,
+    mut report: SalesReport,
+    path: &Path,
+) -> Result<(SeriesGroups, SalesReport), DataError> {
+    let (keys, key_names, target) = (&rows.keys, &rows.key_names, &rows.target);
     let keep: Vec<bool> = target.iter().map(|&y| y >= 0.0).collect();
     report.negative_targets_dropped = keep.iter().filter(|k| !**k).count();
 
@@ -309,7 +343,7 @@ pub fn load_sales_panel(
         let s = *series_of.entry(key.clone()).or_insert_with(|| {
             series_key_values.push(
                 key.iter()
-                    .zip(&key_names)
+                    .zip(key_names)
                     .map(|(&v, names)| names[v as usize].clone())
                     .collect(),
             );
@@ -322,7 +356,7 @@ pub fn load_sales_panel(
     report.series_total = series_key_values.len();
     if series_key_values.is_empty() {
         return Err(DataError::file(
-            &path,
+            path,
             "no usable rows: every target is negative",
         ));
     }
@@ -341,23 +375,80 @@ pub fn load_sales_panel(
     order.sort_by(|&a, &b| series_key_values[a].cmp(&series_key_values[b]));
     report.series_kept = order.len();
 
-    let first_period = order
-        .iter()
-        .flat_map(|&s| rows_of[s].iter().map(|&i| period_of(days[i])))
-        .min()
-        .unwrap_or(0);
-    let last_period = order
-        .iter()
-        .flat_map(|&s| rows_of[s].iter().map(|&i| period_of(days[i])))
-        .max()
-        .unwrap_or(0);
-    let periods = (last_period - first_period + 1) as usize;
-    let first_day = if period_days == 7 {
-        first_period * 7 + 4
-    } else {
-        first_period
-    };
+    Ok((
+        SeriesGroups {
+            key_values: series_key_values,
+            rows_of,
+            order,
+        },
+        report,
+    ))
+}
 
+/// The panel's calendar: period `t` starts on day `first_day + t * period_days`; weekly periods
+/// start on Mondays.
+struct Calendar {
+    period_days: i64,
+    first_period: i64,
+    periods: usize,
+    first_day: i64,
+}
+
+impl Calendar {
+    fn of(rows: &SalesRows, groups: &SeriesGroups, period_days: i64) -> Self {
+        let period = |day: i64| period_of(day, period_days);
+        let (order, rows_of, days) = (&groups.order, &groups.rows_of, &rows.days);
+        let first_period = order
+            .iter()
+            .flat_map(|&s| rows_of[s].iter().map(|&i| period(days[i])))
+            .min()
+            .unwrap_or(0);
+        let last_period = order
+            .iter()
+            .flat_map(|&s| rows_of[s].iter().map(|&i| period(days[i])))
+            .max()
+            .unwrap_or(0);
+        let periods = (last_period - first_period + 1) as usize;
+        let first_day = if period_days == 7 {
+            first_period * 7 + 4
+        } else {
+            first_period
+        };
+        Calendar {
+            period_days,
+            first_period,
+            periods,
+            first_day,
+        }
+    }
+
+    /// Index of the period holding `day`.
+    fn index(&self, day: i64) -> usize {
+        (period_of(day, self.period_days) - self.first_period) as usize
+    }
+}
+
+/// The period number of a day: the day itself, or its week (weeks start on Mondays; day 4
+/// since 1970-01-01 was a Monday).
+fn period_of(day: i64, period_days: i64) -> i64 {
+    if period_days == 7 {
+        (day - 4).div_euclid(7)
+    } else {
+        day
+    }
+}
+
+/// The panel before its series are filled in: vocabularies of the keys and static attributes,
+/// each series' latest static values, and the calendar.
+fn empty_panel(
+    rows: &SalesRows,
+    groups: &SeriesGroups,
+    calendar: &Calendar,
+    d: &SalesData,
+    report: SalesReport,
+) -> SalesPanel {
+    let (order, series_key_values, rows_of) = (&groups.order, &groups.key_values, &groups.rows_of);
+    let (statics, static_names, days) = (&rows.statics, &rows.static_names, &rows.days);
     let key_vocabs: Vec<IdVocab> = (0..d.series_keys.len())
         .map(|k| IdVocab::build(order.iter().map(|&s| series_key_values[s][k].as_str())))
         .collect();
@@ -367,7 +458,7 @@ pub fn load_sales_panel(
         .map(|&s| {
             statics
                 .iter()
-                .zip(&static_names)
+                .zip(static_names)
                 .map(|(col, names)| {
                     rows_of[s]
                         .iter()
@@ -391,17 +482,16 @@ pub fn load_sales_panel(
                 .collect()
         })
         .collect();
-    let zero_fill = d.fill_missing == FillMissing::Zero;
-    let mut panel = SalesPanel {
+    SalesPanel {
         key_names: d.series_keys.clone(),
         key_vocabs,
         series_keys: Vec::new(),
         static_names: d.static_attributes.clone(),
         static_vocabs,
         series_statics,
-        period_days,
-        first_day,
-        periods,
+        period_days: calendar.period_days,
+        first_day: calendar.first_day,
+        periods: calendar.periods,
         target: Vec::new(),
         start: Vec::new(),
         known_names: d.known_covariates.clone(),
@@ -409,89 +499,107 @@ pub fn load_sales_panel(
         known: Vec::new(),
         past: Vec::new(),
         report,
-    };
-    for &s in &order {
-        let kv = &series_key_values[s];
-        panel.series_keys.push(
-            kv.iter()
-                .zip(&panel.key_vocabs)
-                .map(|(v, voc)| voc.get(v).unwrap_or(0))
-                .collect(),
-        );
-        let mut y = vec![f32::NAN; periods];
-        let mut cov_sum: Vec<BTreeMap<usize, (f64, usize)>> =
-            vec![BTreeMap::new(); known.len() + past.len()];
-        let mut seen_period: HashMap<usize, usize> = HashMap::new();
-        for &i in &rows_of[s] {
-            let t = (period_of(days[i]) - first_period) as usize;
-            if let Some(&prev) = seen_period.get(&t) {
-                if !d.aggregate && period_days == 1 {
-                    // An exact copy of an earlier row (an export run twice) is dropped and
-                    // counted; a different value for the same date is an error.
-                    let same = target[i] == target[prev]
-                        && known.iter().chain(past.iter()).all(|c| c[i] == c[prev])
-                        && statics.iter().all(|c| c[i] == c[prev]);
-                    if same {
-                        panel.report.duplicate_rows_dropped += 1;
-                        panel.report.rows_used -= 1;
-                        continue;
-                    }
-                    return Err(DataError::Value {
-                        path: path.clone(),
-                        row: file_row[i],
-                        column: d.date.clone(),
-                        msg: format!(
-                            "series {} has a second row for the same date with other values \
+    }
+}
+
+/// One series on the panel's calendar.
+struct FilledSeries {
+    target: Vec<f32>,
+    /// Per covariate (known, then past), per period.
+    covariates: Vec<Vec<f32>>,
+    /// The first period with a target.
+    start: usize,
+    /// Exact copies of earlier rows dropped.
+    duplicates: usize,
+}
+
+/// Series `s`'s target per period (rows of one period summed; gaps per `fill_missing`) and its
+/// covariates (per-period means, carried forward over gaps and back over the lead-in). A second
+/// row for a date of daily data without `aggregate` is dropped when it is an exact copy, an error
+/// otherwise.
+fn fill_series(
+    rows: &SalesRows,
+    covariates: &CovariateRows,
+    groups: &SeriesGroups,
+    s: usize,
+    calendar: &Calendar,
+    d: &SalesData,
+    path: &Path,
+) -> Result<FilledSeries, DataError> {
+    let (target, statics, file_row) = (&rows.target, &rows.statics, &rows.file_row);
+    let (periods, kv) = (calendar.periods, &groups.key_values[s]);
+    let mut duplicates = 0;
+    let mut y = vec![f32::NAN; periods];
+    let mut cov_sum: Vec<BTreeMap<usize, (f64, usize)>> = vec![BTreeMap::new(); covariates.len()];
+    let mut seen_period: HashMap<usize, usize> = HashMap::new();
+    for &i in &groups.rows_of[s] {
+        let t = calendar.index(rows.days[i]);
+        if let Some(&prev) = seen_period.get(&t) {
+            if !d.aggregate && calendar.period_days == 1 {
+                // An exact copy of an earlier row (an export run twice) is dropped and
+                // counted; a different value for the same date is an error.
+                let same = target[i] == target[prev]
+                    && covariates.iter().all(|c| c[i] == c[prev])
+                    && statics.iter().all(|c| c[i] == c[prev]);
+                if same {
+                    duplicates += 1;
+                    continue;
+                }
+                return Err(DataError::Value {
+                    path: path.to_path_buf(),
+                    row: file_row[i],
+                    column: d.date.clone(),
+                    msg: format!(
+                        "series {} has a second row for the same date with other values \
                              (first at row {}); set `forecaster.data.aggregate = true` to sum \
                              such rows",
-                            kv.join("/"),
-                            file_row[prev]
-                        ),
-                    });
-                }
-            } else {
-                seen_period.insert(t, i);
+                        kv.join("/"),
+                        file_row[prev]
+                    ),
+                });
             }
-            y[t] = if y[t].is_nan() { 0.0 } else { y[t] } + target[i] as f32;
-            for (c, col) in known.iter().chain(past.iter()).enumerate() {
-                if let Some(x) = col[i] {
-                    let e = cov_sum[c].entry(t).or_insert((0.0, 0));
-                    e.0 += x;
-                    e.1 += 1;
-                }
+        } else {
+            seen_period.insert(t, i);
+        }
+        y[t] = if y[t].is_nan() { 0.0 } else { y[t] } + target[i] as f32;
+        for (c, col) in covariates.iter().enumerate() {
+            if let Some(x) = col[i] {
+                let e = cov_sum[c].entry(t).or_insert((0.0, 0));
+                e.0 += x;
+                e.1 += 1;
             }
         }
-        let start = y.iter().position(|v| !v.is_nan()).unwrap_or(0);
-        if zero_fill {
-            for v in y.iter_mut().skip(start) {
-                if v.is_nan() {
-                    *v = 0.0;
-                }
-            }
-        }
-        // Covariates: per-period means, carried forward over gaps and back over the lead-in.
-        let mut covs: Vec<Vec<f32>> = Vec::with_capacity(cov_sum.len());
-        for m in &cov_sum {
-            let mut v = vec![f32::NAN; periods];
-            for (&t, &(sum, n)) in m {
-                v[t] = (sum / n as f64) as f32;
-            }
-            let first = v.iter().copied().find(|x| !x.is_nan()).unwrap_or(0.0);
-            let mut last = first;
-            for x in v.iter_mut() {
-                if x.is_nan() {
-                    *x = last;
-                } else {
-                    last = *x;
-                }
-            }
-            covs.push(v);
-        }
-        let past_part = covs.split_off(known.len());
-        panel.known.push(covs);
-        panel.past.push(past_part);
-        panel.target.push(y);
-        panel.start.push(start);
     }
-    Ok(panel)
+    let start = y.iter().position(|v| !v.is_nan()).unwrap_or(0);
+    if d.fill_missing == FillMissing::Zero {
+        for v in y.iter_mut().skip(start) {
+            if v.is_nan() {
+                *v = 0.0;
+            }
+        }
+    }
+    // Covariates: per-period means, carried forward over gaps and back over the lead-in.
+    let mut covs: Vec<Vec<f32>> = Vec::with_capacity(cov_sum.len());
+    for m in &cov_sum {
+        let mut v = vec![f32::NAN; periods];
+        for (&t, &(sum, n)) in m {
+            v[t] = (sum / n as f64) as f32;
+        }
+        let first = v.iter().copied().find(|x| !x.is_nan()).unwrap_or(0.0);
+        let mut last = first;
+        for x in v.iter_mut() {
+            if x.is_nan() {
+                *x = last;
+            } else {
+                last = *x;
+            }
+        }
+        covs.push(v);
+    }
+    Ok(FilledSeries {
+        target: y,
+        covariates: covs,
+        start,
+        duplicates,
+    })
 }

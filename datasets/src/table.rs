@@ -717,7 +717,8 @@ pub fn write_frame_atomic(df: &mut DataFrame, path: &Path) -> Result<(), DataErr
 
 enum FrameSink {
     Csv { header_written: bool },
-    Parquet(polars::io::parquet::write::BatchedWriter<std::fs::File>),
+    // Boxed: the batched writer is large beside the CSV state.
+    Parquet(Box<polars::io::parquet::write::BatchedWriter<std::fs::File>>),
 }
 
 /// An output written in chunks (so that a job's memory does not grow with its output) into a
@@ -768,11 +769,11 @@ impl AtomicFrameWriter {
                 what: "open the temporary output file".into(),
                 source: e,
             })?;
-            FrameSink::Parquet(
+            FrameSink::Parquet(Box::new(
                 ParquetWriter::new(file)
                     .batched(schema)
                     .map_err(|e| polars_err(path, "start writing Parquet", e))?,
-            )
+            ))
         } else {
             FrameSink::Csv {
                 header_written: false,

@@ -226,7 +226,7 @@ fn read_record(
         any = true;
         quotes += out[start..].iter().filter(|&&b| b == b'"').count();
         // An even number of quotes so far: the line break ends the record.
-        if quotes % 2 == 0 || out.last() != Some(&b'\n') {
+        if quotes.is_multiple_of(2) || out.last() != Some(&b'\n') {
             return Ok(true);
         }
     }

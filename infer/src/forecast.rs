@@ -504,13 +504,14 @@ fn aggregate_frame(
     k: usize,
 ) -> Result<DataFrame> {
     let a = &loaded.artifacts;
-    // (key value, day) -> (parts, revenue)
-    let mut groups: BTreeMap<(String, i64), (Vec<(PeriodDemand, f64)>, f64)> = BTreeMap::new();
+    // (key value, day) -> (the parts summed, expected revenue)
+    type Group = (Vec<(PeriodDemand, f64)>, f64);
+    let mut groups: BTreeMap<(String, i64), Group> = BTreeMap::new();
     for f in forecasts {
         let key = loaded.key_values(f.series)[k].clone();
-        for h in 0..horizon {
-            let d = period_demand(&f.quantiles[h], &a.quantiles);
-            let g = groups.entry((key.clone(), f.days[h])).or_default();
+        for (h, (quantiles, &day)) in f.quantiles.iter().zip(&f.days).take(horizon).enumerate() {
+            let d = period_demand(quantiles, &a.quantiles);
+            let g = groups.entry((key.clone(), day)).or_default();
             g.0.push((d, 1.0));
             if let Some(p) = a.price_covariate {
                 g.1 += d.mean * future[f.series][p][h] as f64;

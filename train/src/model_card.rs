@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use shopcast_datasets::artifacts::metric_keys;
-use shopcast_datasets::config::{AttributeTable, ShopConfig};
+use shopcast_datasets::config::{
+    AttributeTable, ForecasterSection, RecommenderSection, ShopConfig,
+};
 use shopcast_model::Architecture;
 
 use crate::forecaster::ForecasterOutcome;
@@ -135,194 +137,11 @@ pub fn render(inputs: &CardInputs<'_>) -> String {
     let mut limitations: Vec<String> = Vec::new();
 
     if let (Some(r), Some(sec)) = (inputs.recommender, &c.recommender) {
-        let d = &sec.data;
-        out.push_str("## Recommender\n\n### Data\n\n");
-        let mut cols = vec![
-            format!("customer `{}`", d.customer_id),
-            format!("product `{}`", d.product_id),
-            format!("time `{}`", d.timestamp),
-        ];
-        if let Some(e) = &d.event_type {
-            let weights: Vec<String> = d
-                .event_weights
-                .iter()
-                .map(|(k, v)| format!("{k} {v}"))
-                .collect();
-            cols.push(format!("event `{e}` (weights: {})", weights.join(", ")));
-        }
-        if let Some(r) = &d.rating {
-            cols.push(format!("rating `{r}`"));
-        }
-        let _ = writeln!(out, "Interactions: {}.", cols.join(", "));
-        if let Some(t) = &d.customers {
-            let _ = writeln!(out, "Customer attributes: {}.", attribute_columns(t));
-        }
-        if let Some(t) = &d.products {
-            let _ = writeln!(out, "Product attributes: {}.", attribute_columns(t));
-        }
-        out.push('\n');
-        summary_table(&mut out, &r.data_summary);
-        let mc = &r.model_config;
-        let tc = &r.training_config;
-        out.push_str("### Model\n\n");
-        let _ = writeln!(
-            out,
-            "Hybrid `{}`: id embeddings plus mean attribute embeddings (dimension {}) for customers \
-             and products, scored by {}; a product bias. Trained with {} loss, {} sampled negatives \
-             per positive ({} sampling), Adam at learning rate {}, batch size {}, L2 {}; early \
-             stopping on validation NDCG@10 (best epoch {}, {} epochs run){}. Recency term weight {}.\n",
-            mc.architecture,
-            mc.embedding_dim,
-            if mc.architecture == Architecture::Neumf {
-                "GMF and an MLP"
-            } else {
-                "their dot product"
-            },
-            tc.loss,
-            tc.negatives,
-            tc.negative_sampling,
-            tc.learning_rate,
-            tc.batch_size,
-            tc.l2,
-            r.best_epoch,
-            r.epochs_run,
-            if tc.refit {
-                ", then refitted on training and validation data"
-            } else {
-                ""
-            },
-            m.get("recommender.recency_weight").copied().unwrap_or(0.0)
-        );
-        out.push_str(
-            "### Metrics against baselines\n\nTest protocol: each test customer's latest item is held \
-             out; `sampled` ranks it among 99 sampled negatives, `full` among every product the \
-             customer has not interacted with.\n\n",
-        );
-        metric_table(
-            &mut out,
-            m,
-            &crate::ranking::RANKING_METRICS,
-            &metric_keys::RECOMMENDER_METHODS,
-        );
-        if !r.group_metrics.is_empty() {
-            out.push_str("### Metrics per customer group\n\n");
-            let overall = m
-                .get("recommender.full.recall@10")
-                .copied()
-                .unwrap_or(f64::NAN);
-            let flagged = group_tables(&mut out, &r.group_metrics, overall);
-            for f in flagged {
-                limitations.push(format!("Served worse than average: {f}."));
-            }
-        }
-        out.push_str(
-            "### How a recommendation is explained\n\nEvery row carries one reason, the first that \
-             holds: \"because you bought X\" / \"because you viewed X\" (the customer's past product \
-             most similar to the recommended one, cosine of the product vectors at least 0.35); \
-             \"new in a category you buy\" (a product without history); \"popular with customers \
-             like you\" (among the top products of the customer's segment); \"more from C, a \
-             category you buy\"; otherwise \"liked by customers like you\" (the collaborative signal \
-             alone). Segments are k-means clusters of the customer vectors.\n\n",
-        );
-        let coverage = m
-            .get("recommender.coverage@10")
-            .copied()
-            .unwrap_or(f64::NAN);
-        if coverage.is_finite() {
-            limitations.push(format!(
-                "Popularity bias: the top 10 lists of the test customers cover {:.1}% of the catalogue.",
-                coverage * 100.0
-            ));
-        }
-        limitations.push(
-            "Customers and products without history are placed from their attributes (and, for \
-             customers, their recent items); they are served less well than known ones."
-                .into(),
-        );
+        recommender_section(&mut out, &mut limitations, r, sec, m);
     }
-
     if let (Some(f), Some(sec)) = (inputs.forecaster, &c.forecaster) {
-        let d = &sec.data;
-        out.push_str("## Demand forecaster\n\n### Data\n\n");
-        let _ = writeln!(
-            out,
-            "Series keys {}; date `{}`; target `{}`; known future covariates: {}; past covariates: \
-             {}; static attributes: {}.\n",
-            d.series_keys
-                .iter()
-                .map(|k| format!("`{k}`"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            d.date,
-            d.target,
-            if d.known_covariates.is_empty() {
-                "none".into()
-            } else {
-                d.known_covariates.join(", ")
-            },
-            if d.past_covariates.is_empty() {
-                "none".into()
-            } else {
-                d.past_covariates.join(", ")
-            },
-            if d.static_attributes.is_empty() {
-                "none".into()
-            } else {
-                d.static_attributes.join(", ")
-            },
-        );
-        summary_table(&mut out, &f.data_summary);
-        let mc = &f.model_config;
-        let tc = &f.training_config;
-        out.push_str("### Model\n\n");
-        let _ = writeln!(
-            out,
-            "A global LSTM encoder-decoder (hidden size {}, context {} periods, horizon {}) over all \
-             series, predicting quantiles {:?} as a correction to each series' exponential \
-             smoothing; each quantile is blended with the exponential smoothing by a weight chosen \
-             on validation. Pinball loss, Adam at learning rate {}, batch size {}, {} windows per \
-             series per epoch, early stopping (best epoch {}), ensemble of {}.\n",
-            mc.hidden_size,
-            sec.model.context_length,
-            sec.model.horizon,
-            sec.model.quantiles,
-            tc.learning_rate,
-            tc.batch_size,
-            tc.windows_per_series,
-            f.best_epoch,
-            tc.ensemble,
-        );
-        let _ = writeln!(
-            out,
-            "### Metrics against baselines\n\nRolling-origin backtest, {} folds of {} periods.\n",
-            tc.backtest_folds, sec.model.horizon
-        );
-        let names: Vec<String> = m
-            .keys()
-            .filter_map(|k| k.strip_prefix(metric_keys::SEASONAL_NAIVE))
-            .map(str::to_string)
-            .collect();
-        let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        metric_table(&mut out, m, &names, &metric_keys::FORECASTER_METHODS);
-        if f.gate_failures.is_empty() {
-            out.push_str(
-                "Quality gate (not worse than seasonal naive on MASE and WQL): passed.\n\n",
-            );
-        } else {
-            let _ = writeln!(
-                out,
-                "Quality gate: **failed** ({}).\n",
-                f.gate_failures.join("; ")
-            );
-            limitations.push("The forecaster failed its quality gate: prefer the baseline.".into());
-        }
-        limitations.push(
-            "Forecasts assume the planned future covariates given to `infer forecast` (or flags off \
-             and prices unchanged without them); quantiles of sums treat series as independent."
-                .into(),
-        );
+        forecaster_section(&mut out, &mut limitations, f, sec, m);
     }
-
     out.push_str("## Known limitations\n\n");
     for l in &limitations {
         let _ = writeln!(out, "- {l}");
@@ -332,4 +151,205 @@ pub fn render(inputs: &CardInputs<'_>) -> String {
          customers' habits after the data's last date is not in it; retrain regularly.\n",
     );
     out
+}
+
+/// The recommender's part of the card: data, model, metrics, groups, explanations.
+fn recommender_section(
+    out: &mut String,
+    limitations: &mut Vec<String>,
+    r: &RecommenderOutcome,
+    sec: &RecommenderSection,
+    m: &BTreeMap<String, f64>,
+) {
+    let d = &sec.data;
+    out.push_str("## Recommender\n\n### Data\n\n");
+    let mut cols = vec![
+        format!("customer `{}`", d.customer_id),
+        format!("product `{}`", d.product_id),
+        format!("time `{}`", d.timestamp),
+    ];
+    if let Some(e) = &d.event_type {
+        let weights: Vec<String> = d
+            .event_weights
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        cols.push(format!("event `{e}` (weights: {})", weights.join(", ")));
+    }
+    if let Some(r) = &d.rating {
+        cols.push(format!("rating `{r}`"));
+    }
+    let _ = writeln!(out, "Interactions: {}.", cols.join(", "));
+    if let Some(t) = &d.customers {
+        let _ = writeln!(out, "Customer attributes: {}.", attribute_columns(t));
+    }
+    if let Some(t) = &d.products {
+        let _ = writeln!(out, "Product attributes: {}.", attribute_columns(t));
+    }
+    out.push('\n');
+    summary_table(out, &r.data_summary);
+    let mc = &r.model_config;
+    let tc = &r.training_config;
+    out.push_str("### Model\n\n");
+    let _ = writeln!(
+        out,
+        "Hybrid `{}`: id embeddings plus mean attribute embeddings (dimension {}) for customers \
+         and products, scored by {}; a product bias. Trained with {} loss, {} sampled negatives \
+         per positive ({} sampling), Adam at learning rate {}, batch size {}, L2 {}; early \
+         stopping on validation NDCG@10 (best epoch {}, {} epochs run){}. Recency term weight {}.\n",
+        mc.architecture,
+        mc.embedding_dim,
+        if mc.architecture == Architecture::Neumf {
+            "GMF and an MLP"
+        } else {
+            "their dot product"
+        },
+        tc.loss,
+        tc.negatives,
+        tc.negative_sampling,
+        tc.learning_rate,
+        tc.batch_size,
+        tc.l2,
+        r.best_epoch,
+        r.epochs_run,
+        if tc.refit {
+            ", then refitted on training and validation data"
+        } else {
+            ""
+        },
+        m.get("recommender.recency_weight").copied().unwrap_or(0.0)
+    );
+    out.push_str(
+        "### Metrics against baselines\n\nTest protocol: each test customer's latest item is held \
+         out; `sampled` ranks it among 99 sampled negatives, `full` among every product the \
+         customer has not interacted with.\n\n",
+    );
+    metric_table(
+        out,
+        m,
+        &crate::ranking::RANKING_METRICS,
+        &metric_keys::RECOMMENDER_METHODS,
+    );
+    if !r.group_metrics.is_empty() {
+        out.push_str("### Metrics per customer group\n\n");
+        let overall = m
+            .get("recommender.full.recall@10")
+            .copied()
+            .unwrap_or(f64::NAN);
+        let flagged = group_tables(out, &r.group_metrics, overall);
+        for f in flagged {
+            limitations.push(format!("Served worse than average: {f}."));
+        }
+    }
+    out.push_str(
+        "### How a recommendation is explained\n\nEvery row carries one reason, the first that \
+         holds: \"because you bought X\" / \"because you viewed X\" (the customer's past product \
+         most similar to the recommended one, cosine of the product vectors at least 0.35); \
+         \"new in a category you buy\" (a product without history); \"popular with customers \
+         like you\" (among the top products of the customer's segment); \"more from C, a \
+         category you buy\"; otherwise \"liked by customers like you\" (the collaborative signal \
+         alone). Segments are k-means clusters of the customer vectors.\n\n",
+    );
+    let coverage = m
+        .get("recommender.coverage@10")
+        .copied()
+        .unwrap_or(f64::NAN);
+    if coverage.is_finite() {
+        limitations.push(format!(
+            "Popularity bias: the top 10 lists of the test customers cover {:.1}% of the catalogue.",
+            coverage * 100.0
+        ));
+    }
+    limitations.push(
+        "Customers and products without history are placed from their attributes (and, for \
+         customers, their recent items); they are served less well than known ones."
+            .into(),
+    );
+}
+
+/// The forecaster's part of the card: data, model, backtest metrics, the quality gate.
+fn forecaster_section(
+    out: &mut String,
+    limitations: &mut Vec<String>,
+    f: &ForecasterOutcome,
+    sec: &ForecasterSection,
+    m: &BTreeMap<String, f64>,
+) {
+    let d = &sec.data;
+    out.push_str("## Demand forecaster\n\n### Data\n\n");
+    let _ = writeln!(
+        out,
+        "Series keys {}; date `{}`; target `{}`; known future covariates: {}; past covariates: \
+         {}; static attributes: {}.\n",
+        d.series_keys
+            .iter()
+            .map(|k| format!("`{k}`"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        d.date,
+        d.target,
+        if d.known_covariates.is_empty() {
+            "none".into()
+        } else {
+            d.known_covariates.join(", ")
+        },
+        if d.past_covariates.is_empty() {
+            "none".into()
+        } else {
+            d.past_covariates.join(", ")
+        },
+        if d.static_attributes.is_empty() {
+            "none".into()
+        } else {
+            d.static_attributes.join(", ")
+        },
+    );
+    summary_table(out, &f.data_summary);
+    let mc = &f.model_config;
+    let tc = &f.training_config;
+    out.push_str("### Model\n\n");
+    let _ = writeln!(
+        out,
+        "A global LSTM encoder-decoder (hidden size {}, context {} periods, horizon {}) over all \
+         series, predicting quantiles {:?} as a correction to each series' exponential \
+         smoothing; each quantile is blended with the exponential smoothing by a weight chosen \
+         on validation. Pinball loss, Adam at learning rate {}, batch size {}, {} windows per \
+         series per epoch, early stopping (best epoch {}), ensemble of {}.\n",
+        mc.hidden_size,
+        sec.model.context_length,
+        sec.model.horizon,
+        sec.model.quantiles,
+        tc.learning_rate,
+        tc.batch_size,
+        tc.windows_per_series,
+        f.best_epoch,
+        tc.ensemble,
+    );
+    let _ = writeln!(
+        out,
+        "### Metrics against baselines\n\nRolling-origin backtest, {} folds of {} periods.\n",
+        tc.backtest_folds, sec.model.horizon
+    );
+    let names: Vec<String> = m
+        .keys()
+        .filter_map(|k| k.strip_prefix(metric_keys::SEASONAL_NAIVE))
+        .map(str::to_string)
+        .collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    metric_table(out, m, &names, &metric_keys::FORECASTER_METHODS);
+    if f.gate_failures.is_empty() {
+        out.push_str("Quality gate (not worse than seasonal naive on MASE and WQL): passed.\n\n");
+    } else {
+        let _ = writeln!(
+            out,
+            "Quality gate: **failed** ({}).\n",
+            f.gate_failures.join("; ")
+        );
+        limitations.push("The forecaster failed its quality gate: prefer the baseline.".into());
+    }
+    limitations.push(
+        "Forecasts assume the planned future covariates given to `infer forecast` (or flags off \
+         and prices unchanged without them); quantiles of sums treat series as independent."
+            .into(),
+    );
 }

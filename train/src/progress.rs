@@ -58,7 +58,7 @@ impl Progress {
         self.done += 1;
         if let Some(bar) = &self.bar {
             bar.inc(1);
-            if self.done % 5 == 0 || self.done == self.total {
+            if self.done.is_multiple_of(5) || self.done == self.total {
                 bar.set_message(msg());
             }
         } else if self.last_line.elapsed() > Duration::from_secs(10) {

@@ -7,14 +7,14 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use burn::config::Config;
 use shopcast_datasets::artifacts::{files, metric_keys};
-use shopcast_datasets::config::{DeviceName, ShopConfig};
+use shopcast_datasets::config::{CheckedConfig, DeviceName, ShopConfig};
 use shopcast_datasets::demo::generate_if_missing;
 use shopcast_datasets::privacy::Pseudonymiser;
 use shopcast_datasets::{DataError, IdVocab, LoadedConfig};
 use shopcast_model::bundle::{
     fingerprint_files, BundleManifest, BundleWriter, BURN_VERSION, FORMAT_VERSION,
 };
-use shopcast_model::{select_device, Bundle, DeviceChoice};
+use shopcast_model::{select_device, Bundle, DeviceChoice, SelectedDevice};
 
 use crate::checkpoint::Checkpoints;
 use crate::forecaster::{train_forecaster, ForecasterOutcome};
@@ -52,70 +52,126 @@ pub struct TrainSummary {
     pub metrics: BTreeMap<String, f64>,
 }
 
-/// Runs the whole training job.
+/// Runs the whole training job: setup, data check and checkpoints, both models, the bundle.
 pub fn run(opts: &TrainOptions) -> Result<TrainSummary> {
     let started = Instant::now();
-    let loaded = ShopConfig::load(&opts.config)?.with_data_dir_override(opts.data_dir.clone());
-    let seed = opts.seed.unwrap_or(loaded.config.business.seed);
-    let choice = opts
-        .device
-        .unwrap_or_else(|| device_choice(loaded.config.business.device));
-    let selected = select_device(choice).map_err(|e| DataError::Config {
-        path: opts.config.clone(),
-        msg: e,
-    })?;
-    if let Some(note) = &selected.note {
-        eprintln!("warning: {note}");
-    }
+    let setup = RunSetup::new(opts)?;
+    let (checkpoints, fingerprint) = job_checkpoints(&setup, opts)?;
+    let previous = Bundle::open(&setup.out).ok();
+    let trained = train_models(&setup, opts, &checkpoints)?;
+    let (bundle, metrics, gate) = write_bundle(&setup, &trained, previous.as_ref(), fingerprint)?;
+    // The bundle is in place: the training state is no longer needed.
+    checkpoints.remove();
+    print_summary(&metrics);
     eprintln!(
-        "train: business {:?}, device {}, seed {seed}",
-        loaded.config.business.name, selected.backend
+        "train: wrote {} in {:.1}s",
+        bundle.display(),
+        started.elapsed().as_secs_f64()
     );
-    let config = loaded
-        .config
-        .clone()
-        .with_run_settings(seed, device_name(selected.backend));
-
-    if let Some(demo) = &config.demo {
-        let dir = loaded.data_dir();
-        let started = Instant::now();
-        if generate_if_missing(&dir, demo, seed)? {
-            eprintln!(
-                "train: generated the demo shop into {} ({:.1}s)",
-                dir.display(),
-                started.elapsed().as_secs_f64()
-            );
+    if !gate.is_empty() {
+        let allow = setup
+            .config
+            .forecaster
+            .as_ref()
+            .is_some_and(|f| f.evaluation.allow_worse_than_baseline);
+        if !allow {
+            return Err(QualityGateFailed(gate).into());
         }
+        eprintln!(
+            "warning: quality gate failed, allowed by `forecaster.evaluation.allow_worse_than_baseline`: {}",
+            gate.join("; ")
+        );
     }
+    Ok(TrainSummary { bundle, metrics })
+}
 
-    let want_rec = opts.only.is_none_or(|o| o == Only::Recommender);
-    let want_fc = opts.only.is_none_or(|o| o == Only::Forecaster);
-    if opts.only == Some(Only::Recommender) && config.recommender.is_none() {
-        anyhow::bail!(DataError::Config {
-            path: opts.config.clone(),
-            msg: "--only recommender, but the config has no [recommender] section".into()
-        });
-    }
-    if opts.only == Some(Only::Forecaster) && config.forecaster.is_none() {
-        anyhow::bail!(DataError::Config {
-            path: opts.config.clone(),
-            msg: "--only forecaster, but the config has no [forecaster] section".into()
-        });
-    }
-    let out = opts
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("runs").join(&config.business.name));
-    let previous = Bundle::open(&out).ok();
+/// What a run trains, where, and into which bundle.
+struct RunSetup {
+    loaded: LoadedConfig,
+    /// The config as run: the command line's seed and device in place of the file's.
+    config: CheckedConfig,
+    selected: SelectedDevice,
+    seed: u64,
+    want_recommender: bool,
+    want_forecaster: bool,
+    out: PathBuf,
+}
 
+impl RunSetup {
+    /// Reads the config, picks the device, generates the demo shop when the config has one,
+    /// and checks that `--only` names a model the config has.
+    fn new(opts: &TrainOptions) -> Result<Self> {
+        let loaded = ShopConfig::load(&opts.config)?.with_data_dir_override(opts.data_dir.clone());
+        let seed = opts.seed.unwrap_or(loaded.config.business.seed);
+        let choice = opts
+            .device
+            .unwrap_or_else(|| device_choice(loaded.config.business.device));
+        let selected = select_device(choice).map_err(|e| DataError::Config {
+            path: opts.config.clone(),
+            msg: e,
+        })?;
+        if let Some(note) = &selected.note {
+            eprintln!("warning: {note}");
+        }
+        eprintln!(
+            "train: business {:?}, device {}, seed {seed}",
+            loaded.config.business.name, selected.backend
+        );
+        let config = loaded
+            .config
+            .clone()
+            .with_run_settings(seed, device_name(selected.backend));
+        if let Some(demo) = &config.demo {
+            let dir = loaded.data_dir();
+            let started = Instant::now();
+            if generate_if_missing(&dir, demo, seed)? {
+                eprintln!(
+                    "train: generated the demo shop into {} ({:.1}s)",
+                    dir.display(),
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        }
+        for (only, name, present) in [
+            (Only::Recommender, "recommender", config.recommender.is_some()),
+            (Only::Forecaster, "forecaster", config.forecaster.is_some()),
+        ] {
+            if opts.only == Some(only) && !present {
+                anyhow::bail!(DataError::Config {
+                    path: opts.config.clone(),
+                    msg: format!("--only {name}, but the config has no [{name}] section"),
+                });
+            }
+        }
+        let out = opts
+            .out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("runs").join(&config.business.name));
+        Ok(RunSetup {
+            want_recommender: opts.only.is_none_or(|o| o == Only::Recommender)
+                && config.recommender.is_some(),
+            want_forecaster: opts.only.is_none_or(|o| o == Only::Forecaster)
+                && config.forecaster.is_some(),
+            loaded,
+            config,
+            selected,
+            seed,
+            out,
+        })
+    }
+}
+
+/// Checks that every input file is there (a missing one is bad input, exit 3), fingerprints
+/// them, and opens the job's checkpoints: a checkpoint continues only the same training
+/// (config, seed, device, models and data). Returns the checkpoints and the data fingerprint.
+fn job_checkpoints(setup: &RunSetup, opts: &TrainOptions) -> Result<(Checkpoints, String)> {
     let mut inputs = input_files(
-        &loaded,
-        &config,
-        want_rec && config.recommender.is_some(),
-        want_fc && config.forecaster.is_some(),
+        &setup.loaded,
+        &setup.config,
+        setup.want_recommender,
+        setup.want_forecaster,
     );
     inputs.sort();
-    // A missing file is bad input (exit 3), named as the loaders name it.
     for path in &inputs {
         std::fs::metadata(path).map_err(|e| DataError::Io {
             path: path.clone(),
@@ -124,20 +180,35 @@ pub fn run(opts: &TrainOptions) -> Result<TrainSummary> {
         })?;
     }
     let fingerprint = fingerprint_files(&inputs)?;
-    // A checkpoint continues only the same training: config, seed, device, models and data.
     let job = format!(
-        "{}\nseed {seed}\ndevice {}\nonly {:?}\ndata {fingerprint}",
-        config
-            .to_toml()
-            .map_err(|e| anyhow::anyhow!("encoding the config: {e}"))?,
-        selected.backend,
+        "{}\nseed {}\ndevice {}\nonly {:?}\ndata {fingerprint}",
+        config_text(&setup.config)?,
+        setup.seed,
+        setup.selected.backend,
         opts.only,
     );
-    let checkpoints = Checkpoints::new(&out, hex_sha256(job.as_bytes()), opts.resume)?;
+    let checkpoints = Checkpoints::new(&setup.out, hex_sha256(job.as_bytes()), opts.resume)?;
+    Ok((checkpoints, fingerprint))
+}
 
+fn config_text(config: &CheckedConfig) -> Result<String> {
+    config
+        .to_toml()
+        .map_err(|e| anyhow::anyhow!("encoding the config: {e}"))
+}
+
+/// The models this run trained.
+struct Trained {
+    recommender: Option<RecommenderOutcome>,
+    forecaster: Option<ForecasterOutcome>,
+}
+
+/// Trains the models the run asks for, the recommender first.
+fn train_models(setup: &RunSetup, opts: &TrainOptions, checkpoints: &Checkpoints) -> Result<Trained> {
+    let (config, seed, device) = (&setup.config, setup.seed, &setup.selected.device);
     // Pseudonyms: the salt must be there before hours of training, not after.
     let pseudonymiser = match &config.privacy {
-        Some(p) if p.pseudonymise_customer_ids && want_rec => Some((
+        Some(p) if p.pseudonymise_customer_ids && setup.want_recommender => Some((
             Pseudonymiser::from_env(&p.salt_env).map_err(|e| DataError::Config {
                 path: opts.config.clone(),
                 msg: format!("[privacy]: {e}"),
@@ -146,11 +217,9 @@ pub fn run(opts: &TrainOptions) -> Result<TrainSummary> {
         )),
         _ => None,
     };
-
-    let device = selected.device.clone();
-    let recommender = match (&config.recommender, want_rec) {
+    let recommender = match (&config.recommender, setup.want_recommender) {
         (Some(sec), true) => {
-            let mut outcome = train_recommender(&loaded, sec, &device, seed, &checkpoints)
+            let mut outcome = train_recommender(&setup.loaded, sec, device, seed, checkpoints)
                 .context("training the recommender")?;
             if let Some((p, salt_env)) = &pseudonymiser {
                 let a = &mut outcome.artifacts;
@@ -168,25 +237,35 @@ pub fn run(opts: &TrainOptions) -> Result<TrainSummary> {
         _ => None,
     };
     // A stop requested after the recommender's last step: its result is checkpointed already.
-    if crate::checkpoint::stop_requested() && want_fc && config.forecaster.is_some() {
+    if crate::checkpoint::stop_requested() && setup.want_forecaster {
         return Err(checkpoints.interrupted());
     }
-    let forecaster = match (&config.forecaster, want_fc) {
+    let forecaster = match (&config.forecaster, setup.want_forecaster) {
         (Some(sec), true) => Some(
-            train_forecaster(&loaded, sec, &device, seed, &checkpoints)
+            train_forecaster(&setup.loaded, sec, device, seed, checkpoints)
                 .context("training the forecaster")?,
         ),
         _ => None,
     };
+    Ok(Trained {
+        recommender,
+        forecaster,
+    })
+}
+
+/// Writes the bundle (replacing the previous one whole): the trained models, the model that
+/// `--only` kept from the previous bundle, the metrics, the model card, the report and the
+/// manifest. Returns its path, the metrics and why the quality gate failed (empty: passed).
+fn write_bundle(
+    setup: &RunSetup,
+    trained: &Trained,
+    previous: Option<&Bundle>,
+    fingerprint: String,
+) -> Result<(PathBuf, BTreeMap<String, f64>, Vec<String>)> {
+    let (recommender, forecaster) = (trained.recommender.as_ref(), trained.forecaster.as_ref());
     let mut metrics: BTreeMap<String, f64> = BTreeMap::new();
-    let mut writer = BundleWriter::create(&out)?;
-    let written = write_models(
-        &mut writer,
-        recommender.as_ref(),
-        forecaster.as_ref(),
-        &mut metrics,
-    );
-    if let Err(e) = written {
+    let mut writer = BundleWriter::create(&setup.out)?;
+    if let Err(e) = write_models(&mut writer, recommender, forecaster, &mut metrics) {
         writer.abandon();
         return Err(e);
     }
@@ -197,91 +276,27 @@ pub fn run(opts: &TrainOptions) -> Result<TrainSummary> {
     if forecaster.is_some() {
         models.push("forecaster".into());
     }
-    // Keep the model that was not retrained from the previous bundle.
-    if let Some(prev) = &previous {
-        let prev_metrics: BTreeMap<String, f64> =
-            prev.read_json(files::METRICS).unwrap_or_default();
-        for (name, retrained, methods) in [
-            (
-                "recommender",
-                recommender.is_some(),
-                &metric_keys::RECOMMENDER_METHODS[..],
-            ),
-            (
-                "forecaster",
-                forecaster.is_some(),
-                &metric_keys::FORECASTER_METHODS[..],
-            ),
-        ] {
-            if !retrained && prev.has(name) {
-                writer.carry_over(prev, name)?;
-                models.push(name.into());
-                for (k, v) in prev_metrics
-                    .iter()
-                    .filter(|(k, _)| methods.iter().any(|(_, p)| k.starts_with(p)))
-                {
-                    metrics.insert(k.clone(), *v);
-                }
-                eprintln!("train: kept the {name} of the previous bundle");
-            }
-        }
-    }
+    let kept = match previous {
+        Some(prev) => carry_over_previous(&mut writer, prev, trained, &mut metrics)?,
+        None => Vec::new(),
+    };
+    models.extend(kept.iter().cloned());
     writer.write_json(files::METRICS, &metrics)?;
     let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let mut card = crate::model_card::render(&crate::model_card::CardInputs {
-        config: &config,
-        recommender: recommender.as_ref(),
-        forecaster: forecaster.as_ref(),
-        metrics: &metrics,
-        device: &selected.backend.to_string(),
-        seed,
-        created_at: &created_at,
-    });
-    for kept in models.iter().filter(|m| {
-        !matches!(
-            (m.as_str(), &recommender, &forecaster),
-            ("recommender", Some(_), _) | ("forecaster", _, Some(_))
-        )
-    }) {
-        card.push_str(&format!(
-            "\nThe {kept} was kept from the previous bundle (`train --only`): its metrics are in \
-             `metrics.json`; a run that trains it describes it here.\n"
-        ));
-    }
-    std::fs::write(writer.path_of(files::MODEL_CARD), card).context("writing the model card")?;
-    writer.register(files::MODEL_CARD)?;
-    let report = crate::report::render(&crate::report::ReportInputs {
-        business: &config.business.name,
-        created_at: &created_at,
-        device: &selected.backend.to_string(),
-        seed,
-        metrics: &metrics,
-        recommender: recommender.as_ref(),
-        forecaster: forecaster.as_ref(),
-    });
-    std::fs::write(writer.path_of(files::REPORT), report).context("writing the report")?;
-    writer.register(files::REPORT)?;
-
+    write_card_and_report(&mut writer, setup, trained, &metrics, &kept, &created_at)?;
     let gate = forecaster
-        .as_ref()
         .map(|f| f.gate_failures.clone())
         .unwrap_or_default();
-    let allow = config
-        .forecaster
-        .as_ref()
-        .is_some_and(|f| f.evaluation.allow_worse_than_baseline);
     let manifest = BundleManifest {
         format_version: FORMAT_VERSION,
         crate_version: env!("CARGO_PKG_VERSION").to_string(),
         burn_version: BURN_VERSION.to_string(),
         created_at,
-        config: config
-            .to_toml()
-            .map_err(|e| anyhow::anyhow!("encoding the config: {e}"))?,
+        config: config_text(&setup.config)?,
         data_fingerprint: fingerprint,
         models,
-        trained_on: selected.backend.to_string(),
-        seed,
+        trained_on: setup.selected.backend.to_string(),
+        seed: setup.seed,
         status: if gate.is_empty() {
             "ok".into()
         } else {
@@ -290,23 +305,86 @@ pub fn run(opts: &TrainOptions) -> Result<TrainSummary> {
         quality_gate: gate.clone(),
         files: BTreeMap::new(),
     };
-    let bundle = writer.finish(manifest)?;
-    // The bundle is in place: the training state is no longer needed.
-    checkpoints.remove();
-    print_summary(&metrics);
-    eprintln!(
-        "train: wrote {} in {:.1}s",
-        bundle.display(),
-        started.elapsed().as_secs_f64()
-    );
-    if !gate.is_empty() {
-        if allow {
-            eprintln!("warning: quality gate failed, allowed by `forecaster.evaluation.allow_worse_than_baseline`: {}", gate.join("; "));
-        } else {
-            return Err(QualityGateFailed(gate).into());
+    Ok((writer.finish(manifest)?, metrics, gate))
+}
+
+/// Keeps the model this run did not train from the previous bundle, with its metrics; returns
+/// the names of the models kept.
+fn carry_over_previous(
+    writer: &mut BundleWriter,
+    prev: &Bundle,
+    trained: &Trained,
+    metrics: &mut BTreeMap<String, f64>,
+) -> Result<Vec<String>> {
+    let prev_metrics: BTreeMap<String, f64> = prev.read_json(files::METRICS).unwrap_or_default();
+    let mut kept = Vec::new();
+    for (name, retrained, methods) in [
+        (
+            "recommender",
+            trained.recommender.is_some(),
+            &metric_keys::RECOMMENDER_METHODS[..],
+        ),
+        (
+            "forecaster",
+            trained.forecaster.is_some(),
+            &metric_keys::FORECASTER_METHODS[..],
+        ),
+    ] {
+        if !retrained && prev.has(name) {
+            writer.carry_over(prev, name)?;
+            kept.push(name.to_string());
+            for (k, v) in prev_metrics
+                .iter()
+                .filter(|(k, _)| methods.iter().any(|(_, p)| k.starts_with(p)))
+            {
+                metrics.insert(k.clone(), *v);
+            }
+            eprintln!("train: kept the {name} of the previous bundle");
         }
     }
-    Ok(TrainSummary { bundle, metrics })
+    Ok(kept)
+}
+
+/// `MODEL_CARD.md` (with a note for each model kept from the previous bundle) and
+/// `report.html`.
+fn write_card_and_report(
+    writer: &mut BundleWriter,
+    setup: &RunSetup,
+    trained: &Trained,
+    metrics: &BTreeMap<String, f64>,
+    kept: &[String],
+    created_at: &str,
+) -> Result<()> {
+    let device = setup.selected.backend.to_string();
+    let mut card = crate::model_card::render(&crate::model_card::CardInputs {
+        config: &setup.config,
+        recommender: trained.recommender.as_ref(),
+        forecaster: trained.forecaster.as_ref(),
+        metrics,
+        device: &device,
+        seed: setup.seed,
+        created_at,
+    });
+    for name in kept {
+        card.push_str(&format!(
+            "\nThe {name} was kept from the previous bundle (`train --only`): its metrics are in \
+             `metrics.json`; a run that trains it describes it here.\n"
+        ));
+    }
+    std::fs::write(writer.path_of(files::MODEL_CARD), card).context("writing the model card")?;
+    writer.register(files::MODEL_CARD)?;
+    let report = crate::report::render(&crate::report::ReportInputs {
+        business: &setup.config.business.name,
+        created_at,
+        device: &device,
+        seed: setup.seed,
+        metrics,
+        recommender: trained.recommender.as_ref(),
+        forecaster: trained.forecaster.as_ref(),
+    });
+    std::fs::write(writer.path_of(files::REPORT), report).context("writing the report")?;
+    writer.register(files::REPORT)?;
+    Ok(())
 }
 
 fn hex_sha256(bytes: &[u8]) -> String {

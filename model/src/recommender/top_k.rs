@@ -367,7 +367,7 @@ fn block_size(p: usize, k: usize) -> usize {
     let root = ((p as f64).sqrt().ceil() as usize).max(1);
     let lowest = k.max(1).max(root / 2);
     (root.max(lowest)..=2 * root.max(lowest))
-        .find(|b| p % b == 0)
-        .or_else(|| (lowest..root).rev().find(|b| p % b == 0))
+        .find(|b| p.is_multiple_of(*b))
+        .or_else(|| (lowest..root).rev().find(|b| p.is_multiple_of(*b)))
         .unwrap_or(root.max(lowest))
 }

@@ -8,13 +8,13 @@ use shopcast_datasets::exp_smoothing::EtsModel;
 use shopcast_datasets::sales::SalesPanel;
 use shopcast_datasets::windows::WindowSpec;
 
-use super::backtest::SeriesMetrics;
+use super::backtest::{LatestFold, SeriesMetrics};
 
 /// The best, median and worst series by backtest MASE, with their latest fold.
 pub fn forecast_samples(
     panel: &SalesPanel,
     series_metrics: &[SeriesMetrics],
-    latest: &[Option<(usize, Vec<Vec<f32>>)>],
+    latest: &[LatestFold],
     h: usize,
 ) -> Vec<ForecastSample> {
     let by_keys: std::collections::HashMap<Vec<String>, usize> =

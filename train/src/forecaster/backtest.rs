@@ -29,13 +29,16 @@ pub struct SeriesMetrics {
     pub metrics: BTreeMap<String, BTreeMap<String, f64>>,
 }
 
+/// A series' latest backtest fold: its origin and the forecast `[h][q]`.
+pub type LatestFold = Option<(usize, Vec<Vec<f32>>)>;
+
 /// What the backtest measured.
 pub struct Backtest {
     /// `forecaster.*` and `baseline.*` entries of `metrics.json`.
     pub metrics: BTreeMap<String, f64>,
     pub series_metrics: Vec<SeriesMetrics>,
     /// The latest fold's origin and forecast of each series, for the report's charts.
-    pub latest: Vec<Option<(usize, Vec<Vec<f32>>)>>,
+    pub latest: Vec<LatestFold>,
 }
 
 /// Every method on every fold: per method the scores over all series and per series.
@@ -52,7 +55,7 @@ pub fn backtest(
     let mut totals: Vec<ForecastScore> =
         METHODS.iter().map(|_| ForecastScore::new(levels)).collect();
     let mut per_series: Vec<Option<Vec<ForecastScore>>> = vec![None; panel.len()];
-    let mut latest: Vec<Option<(usize, Vec<Vec<f32>>)>> = vec![None; panel.len()];
+    let mut latest: Vec<LatestFold> = vec![None; panel.len()];
     for &origin in &data.fold_origins {
         let series: Vec<usize> = (0..panel.len())
             .filter(|&s| origin >= spec.min_origin(panel.start[s]))

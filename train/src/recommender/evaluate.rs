@@ -109,7 +109,7 @@ fn slots_by_popularity_decile(
     for (rank, &p) in by_popularity.iter().enumerate() {
         decile[p] = (rank * 10 / n_p.max(1)).min(9);
     }
-    let mut slots = vec![0f64; 10];
+    let mut slots = [0f64; 10];
     let mut scores = Vec::with_capacity(n_p);
     for case in cases {
         scores.clear();

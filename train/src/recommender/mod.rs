@@ -77,15 +77,7 @@ pub fn train_recommender(
     let plain = device.clone();
     let (cf, pf) = feature_lookups(&data.customer_features, &data.product_features, &plain);
     let features = (&cf, &pf);
-    let model_config = RecommenderConfig::new(
-        n_c,
-        n_p,
-        data.customer_features.tokens.len(),
-        data.product_features.tokens.len(),
-    )
-    .with_embedding_dim(sec.model.embedding_dim)
-    .with_architecture(model_architecture(sec.model.architecture))
-    .with_mlp_layers(sec.model.mlp_layers.clone());
+    let model_config = model_config(sec, &prepared);
 
     // Full NDCG@10 on the validation items, with or without the recency term.
     let val_customers: Vec<u32> = val_cases.iter().map(|c| c.customer).collect();
@@ -129,6 +121,7 @@ pub fn train_recommender(
     } = early;
     let best = if tc.refit {
         final_train.extend(split.validation.iter().map(|&(c, p)| (c, p, 1.0)));
+        let label = "recommender refit";
         let refit = fit(
             &model_config,
             &tc,
@@ -137,7 +130,7 @@ pub fn train_recommender(
             None,
             features,
             device,
-            "recommender refit",
+            label,
             checkpoints,
         )?;
         refit.model
@@ -145,17 +138,12 @@ pub fn train_recommender(
         early_model
     };
 
+    // The test items, scored as `infer` scores: with the recency term of the final pairs.
     let final_pairs: HashSet<(u32, u32)> = final_train.iter().map(|&(c, p, _)| (c, p)).collect();
     let test_recent = recent_items(data, &final_pairs, k_recent);
     let test_customers: Vec<u32> = test_cases.iter().map(|c| c.customer).collect();
-    let rows = score_rows(
-        &best,
-        features,
-        &test_customers,
-        n_p,
-        Some((&test_recent, recency_weight)),
-        &plain,
-    )?;
+    let recent = Some((test_recent.as_slice(), recency_weight));
+    let rows = score_rows(&best, features, &test_customers, n_p, recent, &plain)?;
     let model_scores = dense_for(rows, &test_customers, n_c, n_p);
     let results = evaluate::evaluate_on_test(
         sec,
@@ -191,4 +179,18 @@ pub fn train_recommender(
         epochs_run,
         best_epoch,
     })
+}
+
+/// The model's shapes for this data.
+fn model_config(sec: &RecommenderSection, prepared: &Prepared) -> RecommenderConfig {
+    let data = &prepared.data;
+    RecommenderConfig::new(
+        data.customers.len(),
+        data.products.len(),
+        data.customer_features.tokens.len(),
+        data.product_features.tokens.len(),
+    )
+    .with_embedding_dim(sec.model.embedding_dim)
+    .with_architecture(model_architecture(sec.model.architecture))
+    .with_mlp_layers(sec.model.mlp_layers.clone())
 }

@@ -325,7 +325,7 @@ pub type WindowQuantiles = Vec<Vec<f32>>;
 
 /// The one windowed-prediction path of training (validation, backtest) and scoring (forecast,
 /// anomalies, monitor): the windows of `series` (a view and its origin each) are batched
-/// [`FORECAST_CHUNK`] at a time, `predict` runs the network on a batch (forecasts in units,
+/// 512 at a time, `predict` runs the network on a batch (forecasts in units,
 /// `[len, horizon, quantiles]` row-major), and each of the `quantiles` levels is blended with
 /// the anchor's by `weights` ([`blend_quantiles`]; no weights, or all 1, keep the network's).
 /// Returns per window the blended forecast and the anchor's own (empty without exponential

@@ -220,8 +220,7 @@ fn rating_that_is_not_a_number_names_the_row() {
     let cfg = shopcast_datasets::ShopConfig::load(Path::new(&config)).expect("config loads");
     let rec = cfg.config.recommender.clone().expect("recommender section");
     let e = shopcast_datasets::interactions::load_recommender_data(&cfg, &rec)
-        .err()
-        .expect("bad rating is an error")
+        .expect_err("bad rating is an error")
         .to_string();
     assert!(e.contains("row 2"), "{e}");
     assert!(e.contains("\"five\""), "{e}");
@@ -354,8 +353,7 @@ fn nan_and_infinite_targets_name_the_row() {
         let dir = tempfile::tempdir().expect("tempdir");
         let csv = format!("sku,day,units\na,2024-01-01,3\na,2024-01-02,{bad}\n");
         let e = daily_panel(dir.path(), &csv, "")
-            .err()
-            .expect(bad)
+            .expect_err(bad)
             .to_string();
         assert!(
             e.contains("sales.csv")
@@ -374,8 +372,7 @@ fn negative_targets_are_dropped_and_counted_or_an_error() {
     let panel = daily_panel(dir.path(), csv, "").expect("returns dropped by default");
     assert_eq!(panel.report.negative_targets_dropped, 1);
     let e = daily_panel(dir.path(), csv, "negative_targets = \"error\"")
-        .err()
-        .expect("error")
+        .expect_err("error")
         .to_string();
     assert!(
         e.contains("row 2") && e.contains("negative value -1"),
@@ -392,8 +389,7 @@ fn duplicate_rows_are_collapsed_and_counted_and_conflicting_ones_named() {
     assert_eq!(panel.target[0], vec![3.0, 2.0]);
     let csv = "sku,day,units\na,2024-01-01,3\na,2024-01-01,4\n";
     let e = daily_panel(dir.path(), csv, "")
-        .err()
-        .expect("conflict")
+        .expect_err("conflict")
         .to_string();
     assert!(
         e.contains("row 2") && e.contains("first at row 1") && e.contains("aggregate"),
@@ -405,8 +401,7 @@ fn duplicate_rows_are_collapsed_and_counted_and_conflicting_ones_named() {
 fn a_header_only_file_has_no_rows_left() {
     let dir = tempfile::tempdir().expect("tempdir");
     let e = daily_panel(dir.path(), "sku,day,units\n", "")
-        .err()
-        .expect("no rows")
+        .expect_err("no rows")
         .to_string();
     assert!(
         e.contains("sales.csv") && e.contains("no rows are left"),

@@ -372,9 +372,9 @@ fn customer_lists_read_in_pieces_give_the_rows_of_one_piece() {
 /// The manifest of a run: job, device, rows read and written, checksum, duration; the output is readable by others.
 #[test]
 fn the_manifest_says_what_was_read_and_written() {
-    let bundle = shared_bundle();
+    let _bundle = shared_bundle();
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = |name: &str| dir.path().join(name);
+    let _out = |name: &str| dir.path().join(name);
 
     // The manifest.
     let recs = all_recommendations();

@@ -133,7 +133,11 @@ impl RunSetup {
             }
         }
         for (only, name, present) in [
-            (Only::Recommender, "recommender", config.recommender.is_some()),
+            (
+                Only::Recommender,
+                "recommender",
+                config.recommender.is_some(),
+            ),
             (Only::Forecaster, "forecaster", config.forecaster.is_some()),
         ] {
             if opts.only == Some(only) && !present {
@@ -204,7 +208,11 @@ struct Trained {
 }
 
 /// Trains the models the run asks for, the recommender first.
-fn train_models(setup: &RunSetup, opts: &TrainOptions, checkpoints: &Checkpoints) -> Result<Trained> {
+fn train_models(
+    setup: &RunSetup,
+    opts: &TrainOptions,
+    checkpoints: &Checkpoints,
+) -> Result<Trained> {
     let (config, seed, device) = (&setup.config, setup.seed, &setup.selected.device);
     // Pseudonyms: the salt must be there before hours of training, not after.
     let pseudonymiser = match &config.privacy {

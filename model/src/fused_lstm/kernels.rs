@@ -449,7 +449,7 @@ fn layer_backward(
 #[inline(always)]
 pub(super) fn fast_exp(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23
-    // Not `clamp`: a NaN goes to -87 here (clamp keeps it), and max/min vectorise.
+                                     // Not `clamp`: a NaN goes to -87 here (clamp keeps it), and max/min vectorise.
     #[allow(clippy::manual_clamp)]
     let x = x.max(-87.0).min(88.0);
     let shifted = x * std::f32::consts::LOG2_E + ROUND;

@@ -44,7 +44,7 @@ fn score_all_matches_pairwise_scores() {
         let mut slow = Vec::new();
         for c in 0..9u32 {
             let batch = InteractionBatch {
-                customers: ids_tensor(&vec![c; 13], &device),
+                customers: ids_tensor(&[c; 13], &device),
                 positives: ids_tensor(&products, &device),
                 weights: Tensor::ones([13], &device),
                 negatives: ids_tensor(&products, &device),

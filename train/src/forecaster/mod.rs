@@ -1,7 +1,7 @@
 //! Training the demand forecaster, one stage per file: the sales panel and its periods
-//! ([`data`]), the networks ([`fit`]), the per-quantile blend of network and anchor ([`blend`]),
-//! forecasts at an origin ([`predict`]), the rolling-origin backtest against the baselines and the
-//! quality gate ([`backtest`]), and the bundle's side data ([`artifacts`]).
+//! (`data.rs`), the networks (`fit.rs`), the per-quantile blend of network and anchor (`blend.rs`),
+//! forecasts at an origin (`predict.rs`), the rolling-origin backtest against the baselines and the
+//! quality gate (`backtest.rs`), and the bundle's side data (`artifacts.rs`).
 //!
 //! Each series' exponential smoothing (fitted before the validation period) is the anchor the
 //! network corrects; early stopping and the blend are decided on the validation period just

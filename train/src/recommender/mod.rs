@@ -1,7 +1,7 @@
 //! Training the recommender, one stage per file: the data and its leave-one-out split
-//! ([`data`]), the training loop ([`fit`]), the recency term ([`recency`]), scoring ([`score`]),
-//! the held-out evaluation against popularity and item-kNN ([`evaluate`]) and the bundle's side
-//! data with the customer segments ([`artifacts`]).
+//! (`data.rs`), the training loop (`fit.rs`), the recency term (`recency.rs`), scoring (`score.rs`),
+//! the held-out evaluation against popularity and item-kNN (`evaluate.rs`) and the bundle's side
+//! data with the customer segments (`artifacts.rs`).
 
 mod artifacts;
 mod data;

@@ -18,19 +18,28 @@ use shopcast_datasets::DataError;
 use shopcast_model::DeviceChoice;
 
 use crate::forecast::{open_forecaster, series_in_shard};
-use crate::output::{check_output_path, key_columns, write_output, JobManifest};
+use crate::output::{check_output_path, key_columns, write_output, JobManifest, ShardArgs};
 use crate::quantiles::normal_quantile;
 
-/// Options of `infer anomalies`.
-#[derive(Debug, Clone)]
+/// Options of `infer anomalies`: periods among the latest whose actual sales fall outside a
+/// wide forecast band.
+#[derive(Debug, Clone, clap::Args)]
 pub struct AnomalyOptions {
+    #[arg(long)]
     pub bundle: PathBuf,
+    /// Output file, `.csv` or `.parquet`.
+    #[arg(long)]
     pub out: PathBuf,
     /// Latest periods to check (default: the model's horizon).
+    #[arg(long)]
     pub periods: Option<usize>,
-    /// Central coverage of the band, e.g. 0.98 for P1-P99.
+    /// Central coverage of the band (0.98 = P1 to P99).
+    #[arg(long, default_value_t = 0.98)]
     pub band: f64,
-    pub shard: Option<(u32, u32)>,
+    #[command(flatten)]
+    pub shard: ShardArgs,
+    /// `auto` (a GPU through WGPU when one is present, else `flex`), `flex`, `ndarray` or `wgpu`.
+    #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
 }
 
@@ -80,6 +89,7 @@ pub fn check(actual: f64, quantiles: &[f32], levels: &[f64], band: f64) -> Check
 
 /// Runs `infer anomalies`.
 pub fn anomalies(opts: &AnomalyOptions) -> Result<JobManifest> {
+    let shard = opts.shard.resolve()?;
     let started = Instant::now();
     check_output_path(&opts.out)?;
     if !(opts.band > 0.0 && opts.band < 1.0) {
@@ -99,9 +109,8 @@ pub fn anomalies(opts: &AnomalyOptions) -> Result<JobManifest> {
             horizon.min(stored)
         )));
     }
-    let mut manifest =
-        JobManifest::new("anomalies", &opts.out, &loaded.bundle, &backend, opts.shard)?;
-    let series = series_in_shard(&loaded, opts.shard);
+    let mut manifest = JobManifest::new("anomalies", &opts.out, &loaded.bundle, &backend, shard)?;
+    let series = series_in_shard(&loaded, shard);
     let forecasts = loaded
         .forecast_from(&series, periods, None)
         .context("re-forecasting the latest periods")?;

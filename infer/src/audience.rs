@@ -22,21 +22,36 @@ use crate::recommend::{
     with_recent, CustomerContext, Explainer,
 };
 
-/// Options of `infer audience`.
-#[derive(Debug, Clone)]
+/// Options of `infer audience`: the customers most likely to buy given products, or a category,
+/// for a campaign.
+#[derive(Debug, Clone, clap::Args)]
 pub struct AudienceOptions {
+    #[arg(long)]
     pub bundle: PathBuf,
-    /// A file with the product id column: one audience per product.
+    /// CSV or Parquet file with the product id column: one audience per product.
+    #[arg(
+        long,
+        conflicts_with = "category",
+        required_unless_present = "category"
+    )]
     pub products: Option<PathBuf>,
-    /// One audience for the products whose primary attribute (e.g. category) is this value.
+    /// One audience for the products of this category (the products' primary attribute).
+    #[arg(long)]
     pub category: Option<String>,
     /// Customers per audience.
+    #[arg(long)]
     pub top: usize,
-    /// Products to build no audience for: a file with the product id column.
+    /// Products to build no audience for (out of stock, withdrawn): the product id column.
+    #[arg(long)]
     pub exclude: Option<PathBuf>,
-    /// Customers who opted out of personalisation: never listed.
+    /// Customers who opted out of personalisation (the customer id column): never listed.
+    #[arg(long)]
     pub opt_out: Option<PathBuf>,
+    /// Output file, `.csv` or `.parquet`.
+    #[arg(long)]
     pub out: PathBuf,
+    /// `auto` (a GPU through WGPU when one is present, else `flex`), `flex`, `ndarray` or `wgpu`.
+    #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
 }
 

@@ -20,22 +20,37 @@ use shopcast_model::{
     Bundle, BundleError, DeviceChoice, ForecastInput, ForecasterConfig, ForecasterEnsemble,
 };
 
-use crate::output::{check_output_path, key_columns, open_device, write_output, JobManifest};
+use crate::output::{
+    check_output_path, key_columns, open_device, write_output, JobManifest, ShardArgs,
+};
 use crate::quantiles::{period_demand, sum_quantile, PeriodDemand};
 
-/// Options of `infer forecast`.
-#[derive(Debug, Clone)]
+/// Options of `infer forecast`: quantile forecasts per series and date for the next horizon.
+#[derive(Debug, Clone, clap::Args)]
 pub struct ForecastOptions {
+    #[arg(long)]
     pub bundle: PathBuf,
+    /// Planned future covariates (series keys, date, known covariates).
+    #[arg(long)]
     pub future: Option<PathBuf>,
+    /// Periods to forecast (at most the model's horizon).
+    #[arg(long)]
     pub horizon: Option<usize>,
+    /// Output file, `.csv` or `.parquet`.
+    #[arg(long)]
     pub out: PathBuf,
-    pub shard: Option<(u32, u32)>,
+    #[command(flatten)]
+    pub shard: ShardArgs,
+    /// `auto` (a GPU through WGPU when one is present, else `flex`), `flex`, `ndarray` or `wgpu`.
+    #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
-    /// Sum the forecast over every key but this one (e.g. `store_id`): one row per value of it
-    /// and date, with expected revenue when the config names a price covariate.
+    /// Sum the forecast over every other key, per value of this series key and date (e.g.
+    /// `store_id` to plan staff per store); adds expected revenue when the config names a price.
+    #[arg(long)]
     pub aggregate: Option<String>,
-    /// Also draw one chart (SVG) per forecast series into this directory.
+    /// Also draw one chart per forecast series (SVG: recent history, median, P10-P90 band) into
+    /// this directory.
+    #[arg(long)]
     pub plot: Option<PathBuf>,
 }
 
@@ -343,6 +358,7 @@ pub fn open_forecaster(
 
 /// Runs `infer forecast`.
 pub fn forecast(opts: &ForecastOptions) -> Result<JobManifest> {
+    let shard = opts.shard.resolve()?;
     let started = Instant::now();
     check_output_path(&opts.out)?;
     let (loaded, backend) = open_forecaster(&opts.bundle, opts.device)?;
@@ -363,10 +379,9 @@ pub fn forecast(opts: &ForecastOptions) -> Result<JobManifest> {
             ))
         })?),
     };
-    let mut manifest =
-        JobManifest::new("forecast", &opts.out, &loaded.bundle, &backend, opts.shard)?;
+    let mut manifest = JobManifest::new("forecast", &opts.out, &loaded.bundle, &backend, shard)?;
     manifest.input_rows = a.series.len();
-    let series = series_in_shard(&loaded, opts.shard);
+    let series = series_in_shard(&loaded, shard);
     let mut assumptions = Vec::new();
     let future = loaded.future_covariates(opts.future.as_ref(), &mut assumptions)?;
     for line in &assumptions {

@@ -25,15 +25,23 @@ use shopcast_model::{Bundle, DeviceChoice};
 use crate::forecast::{forecaster_of, LoadedForecaster};
 use crate::output::open_device;
 
-/// Options of `infer monitor`.
-#[derive(Debug, Clone)]
+/// Options of `infer monitor`: compares the business's latest data (and the forecaster's recent
+/// accuracy) with what the bundle was trained on.
+#[derive(Debug, Clone, clap::Args)]
 pub struct MonitorOptions {
+    #[arg(long)]
     pub bundle: PathBuf,
     /// The business's config, pointing at its latest data.
+    #[arg(long)]
     pub config: PathBuf,
+    /// Data directory; overrides `business.data_dir`.
+    #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Where to write the report as JSON.
+    /// Also write the report as JSON here.
+    #[arg(long)]
     pub out: Option<PathBuf>,
+    /// `auto` (a GPU through WGPU when one is present, else `flex`), `flex`, `ndarray` or `wgpu`.
+    #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
 }
 

@@ -213,6 +213,32 @@ pub fn resolve_shard(
     Ok((None, "unsharded".into()))
 }
 
+/// Which part of the input a job covers (customers or series, by a stable hash of their id):
+/// `--shard I/N`, or `--shards N` with the index from the scheduler.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ShardArgs {
+    /// Score only shard I of N (I from 0).
+    #[arg(long, value_parser = parse_shard)]
+    pub shard: Option<(u32, u32)>,
+    /// The number of shards, the index coming from JOB_COMPLETION_INDEX (Kubernetes Indexed
+    /// Job) or SLURM_ARRAY_TASK_ID (Slurm array). Inside a Slurm array the shard is taken from
+    /// SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT even without this flag.
+    #[arg(long)]
+    pub shards: Option<u32>,
+}
+
+impl ShardArgs {
+    /// The shard this job scores (see [`resolve_shard`]), said in the log.
+    pub fn resolve(&self) -> anyhow::Result<Option<(u32, u32)>> {
+        let (shard, from) =
+            resolve_shard(self.shard, self.shards, &|name| std::env::var(name).ok())?;
+        if let Some((i, n)) = shard {
+            crate::log::info("infer", &format!("shard {i}/{n} (from {from})"));
+        }
+        Ok(shard)
+    }
+}
+
 /// Parses `--shard I/N` (I counts from 0).
 pub fn parse_shard(s: &str) -> Result<(u32, u32), String> {
     let (i, n) = s

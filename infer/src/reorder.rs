@@ -22,16 +22,27 @@ use crate::forecast::open_forecaster;
 use crate::output::{check_output_path, key_columns, write_output, JobManifest};
 use crate::quantiles::{period_demand, sum_quantile};
 
-/// Options of `infer reorder`.
-#[derive(Debug, Clone)]
+/// Options of `infer reorder`: order quantities, lead-time demand at a service level minus stock
+/// on hand.
+#[derive(Debug, Clone, clap::Args)]
 pub struct ReorderOptions {
+    #[arg(long)]
     pub bundle: PathBuf,
+    /// CSV or Parquet with the series key columns, `on_hand`, `lead_time_days` and optionally
+    /// `service_level`.
+    #[arg(long)]
     pub stock: PathBuf,
-    /// Planned prices and promotions over the horizon (as for `infer forecast`).
+    /// Planned future covariates (series keys, date, known covariates), as for `forecast`.
+    #[arg(long)]
     pub future: Option<PathBuf>,
-    /// Service level for rows whose stock file has no `service_level` column or value.
+    /// Service level for rows without one in the stock file.
+    #[arg(long, default_value_t = 0.95)]
     pub service_level: f64,
+    /// Output file, `.csv` or `.parquet`.
+    #[arg(long)]
     pub out: PathBuf,
+    /// `auto` (a GPU through WGPU when one is present, else `flex`), `flex`, `ndarray` or `wgpu`.
+    #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
 }
 

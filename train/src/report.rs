@@ -229,143 +229,153 @@ pub fn render(inputs: &ReportInputs<'_>) -> String {
         seed = inputs.seed
     );
     if let Some(r) = inputs.recommender {
-        out.push_str("<h2>Recommender</h2>\n");
-        let (train, validation) = curves(&r.history);
-        figure(
-            &mut out,
-            "loss-recommender",
-            epoch_chart(
-                "Training loss per epoch",
-                "mean loss per training pair",
-                &[("training loss", train)],
-            ),
-        );
-        figure(
-            &mut out,
-            "validation-recommender",
-            epoch_chart(
-                "Validation NDCG@10 per epoch",
-                "NDCG@10 (0-1, higher is better)",
-                &[("validation NDCG@10", validation)],
-            ),
-        );
-        out.push_str("<h3>Metrics against baselines (test customers)</h3>\n");
-        let names: Vec<String> = RANKING_METRICS.map(String::from).to_vec();
-        metric_table(
-            &mut out,
-            "metrics-recommender",
-            m,
-            &names,
-            &metric_keys::RECOMMENDER_METHODS,
-        );
-        out.push_str("<h3>Popularity bias and catalogue coverage</h3>\n");
-        let _ = writeln!(
-            out,
-            "<p>Share of the test customers' top-10 slots by the products' popularity decile \
-             (decile 1: the 10% most bought). Catalogue coverage@10: model {}, popularity {}, \
-             item-kNN {}.</p>",
-            fmt(m.get("recommender.coverage@10")),
-            fmt(m.get("baseline.popularity.coverage@10")),
-            fmt(m.get("baseline.itemknn.coverage@10")),
-        );
-        let deciles: Vec<String> = (1..=10).map(|d| d.to_string()).collect();
-        figure(
-            &mut out,
-            "popularity-bias",
-            bar_chart(
-                "Top-10 slots by popularity decile",
-                (
-                    "popularity decile of the products (1: the 10% most bought)",
-                    "share of the top-10 slots",
-                ),
-                &deciles,
-                &r.popularity_slots,
-            ),
-        );
-        out.push_str("<h3>Segments</h3>\n<table id=\"segments\"><tr><th>segment</th><th>customers</th><th>top categories</th><th>products per customer</th><th>average spend</th></tr>\n");
-        for s in &r.artifacts.segment_profiles {
-            let cats: Vec<String> = s
-                .top_categories
-                .iter()
-                .map(|(c, share)| format!("{} {:.0}%", escape(c), share * 100.0))
-                .collect();
-            let _ = writeln!(
-                out,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td></tr>",
-                s.segment,
-                s.customers,
-                cats.join(", "),
-                s.mean_products,
-                s.average_spend.map_or("–".into(), |v| format!("{v:.2}"))
-            );
-        }
-        out.push_str("</table>\n");
-        let sizes: Vec<String> = r
-            .artifacts
-            .segment_profiles
-            .iter()
-            .map(|s| s.segment.to_string())
-            .collect();
-        figure(
-            &mut out,
-            "segment-sizes",
-            bar_chart(
-                "Customers per segment",
-                ("segment", "customers"),
-                &sizes,
-                &[(
-                    "customers".to_string(),
-                    r.artifacts
-                        .segment_profiles
-                        .iter()
-                        .map(|s| s.customers as f64)
-                        .collect(),
-                )],
-            ),
-        );
+        recommender_section(&mut out, r, m);
     }
     if let Some(f) = inputs.forecaster {
-        out.push_str("<h2>Demand forecaster</h2>\n");
-        let (train, validation) = curves(&f.history);
-        figure(
-            &mut out,
-            "loss-forecaster",
-            epoch_chart(
-                "Pinball loss per epoch",
-                "pinball loss (scaled units)",
-                &[("training", train), ("validation", validation)],
-            ),
-        );
-        out.push_str("<h3>Metrics against baselines (rolling-origin backtest)</h3>\n");
-        let names: Vec<String> = m
-            .keys()
-            .filter_map(|k| k.strip_prefix(metric_keys::SEASONAL_NAIVE))
-            .map(str::to_string)
-            .collect();
-        metric_table(
-            &mut out,
-            "metrics-forecaster",
-            m,
-            &names,
-            &metric_keys::FORECASTER_METHODS,
-        );
-        out.push_str("<h3>Forecasts against what happened (latest backtest fold)</h3>\n");
-        for s in &f.samples {
-            let title = format!(
-                "{} series by MASE: {} (MASE {:.2})",
-                s.label,
-                s.keys.join(" / "),
-                s.mase
-            );
-            figure(
-                &mut out,
-                &format!("forecast-{}", s.label),
-                forecast_chart(&title, s),
-            );
-        }
+        forecaster_section(&mut out, f, m);
     }
     out.push_str("</body></html>\n");
     out
+}
+
+/// The recommender's part: loss and validation curves, metrics, popularity bias, segments.
+fn recommender_section(out: &mut String, r: &RecommenderOutcome, m: &BTreeMap<String, f64>) {
+    out.push_str("<h2>Recommender</h2>\n");
+    let (train, validation) = curves(&r.history);
+    figure(
+        out,
+        "loss-recommender",
+        epoch_chart(
+            "Training loss per epoch",
+            "mean loss per training pair",
+            &[("training loss", train)],
+        ),
+    );
+    figure(
+        out,
+        "validation-recommender",
+        epoch_chart(
+            "Validation NDCG@10 per epoch",
+            "NDCG@10 (0-1, higher is better)",
+            &[("validation NDCG@10", validation)],
+        ),
+    );
+    out.push_str("<h3>Metrics against baselines (test customers)</h3>\n");
+    let names: Vec<String> = RANKING_METRICS.map(String::from).to_vec();
+    metric_table(
+        out,
+        "metrics-recommender",
+        m,
+        &names,
+        &metric_keys::RECOMMENDER_METHODS,
+    );
+    out.push_str("<h3>Popularity bias and catalogue coverage</h3>\n");
+    let _ = writeln!(
+        out,
+        "<p>Share of the test customers' top-10 slots by the products' popularity decile \
+         (decile 1: the 10% most bought). Catalogue coverage@10: model {}, popularity {}, \
+         item-kNN {}.</p>",
+        fmt(m.get("recommender.coverage@10")),
+        fmt(m.get("baseline.popularity.coverage@10")),
+        fmt(m.get("baseline.itemknn.coverage@10")),
+    );
+    let deciles: Vec<String> = (1..=10).map(|d| d.to_string()).collect();
+    figure(
+        out,
+        "popularity-bias",
+        bar_chart(
+            "Top-10 slots by popularity decile",
+            (
+                "popularity decile of the products (1: the 10% most bought)",
+                "share of the top-10 slots",
+            ),
+            &deciles,
+            &r.popularity_slots,
+        ),
+    );
+    out.push_str("<h3>Segments</h3>\n<table id=\"segments\"><tr><th>segment</th><th>customers</th><th>top categories</th><th>products per customer</th><th>average spend</th></tr>\n");
+    for s in &r.artifacts.segment_profiles {
+        let cats: Vec<String> = s
+            .top_categories
+            .iter()
+            .map(|(c, share)| format!("{} {:.0}%", escape(c), share * 100.0))
+            .collect();
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td></tr>",
+            s.segment,
+            s.customers,
+            cats.join(", "),
+            s.mean_products,
+            s.average_spend.map_or("–".into(), |v| format!("{v:.2}"))
+        );
+    }
+    out.push_str("</table>\n");
+    let sizes: Vec<String> = r
+        .artifacts
+        .segment_profiles
+        .iter()
+        .map(|s| s.segment.to_string())
+        .collect();
+    figure(
+        out,
+        "segment-sizes",
+        bar_chart(
+            "Customers per segment",
+            ("segment", "customers"),
+            &sizes,
+            &[(
+                "customers".to_string(),
+                r.artifacts
+                    .segment_profiles
+                    .iter()
+                    .map(|s| s.customers as f64)
+                    .collect(),
+            )],
+        ),
+    );
+}
+
+/// The forecaster's part: loss curves, backtest metrics, forecasts against what happened.
+fn forecaster_section(out: &mut String, f: &ForecasterOutcome, m: &BTreeMap<String, f64>) {
+    out.push_str("<h2>Demand forecaster</h2>\n");
+    let (train, validation) = curves(&f.history);
+    figure(
+        out,
+        "loss-forecaster",
+        epoch_chart(
+            "Pinball loss per epoch",
+            "pinball loss (scaled units)",
+            &[("training", train), ("validation", validation)],
+        ),
+    );
+    out.push_str("<h3>Metrics against baselines (rolling-origin backtest)</h3>\n");
+    let names: Vec<String> = m
+        .keys()
+        .filter_map(|k| k.strip_prefix(metric_keys::SEASONAL_NAIVE))
+        .map(str::to_string)
+        .collect();
+    metric_table(
+        out,
+        "metrics-forecaster",
+        m,
+        &names,
+        &metric_keys::FORECASTER_METHODS,
+    );
+    out.push_str("<h3>Forecasts against what happened (latest backtest fold)</h3>\n");
+    for s in &f.samples {
+        let title = format!(
+            "{} series by MASE: {} (MASE {:.2})",
+            s.label,
+            s.keys.join(" / "),
+            s.mase
+        );
+        figure(
+            out,
+            &format!("forecast-{}", s.label),
+            forecast_chart(&title, s),
+        );
+    }
 }
 
 #[cfg(test)]

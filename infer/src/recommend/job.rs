@@ -22,26 +22,42 @@ use super::inputs::{
 };
 use super::load::{load_recommender, to_vec_f32, LoadedRecommender};
 use super::targets::{known_target, with_recent, Target};
-use crate::output::{check_output_path, finish_output, open_device, JobManifest};
+use crate::output::{check_output_path, finish_output, open_device, JobManifest, ShardArgs};
 
-/// Options of `infer recommend`.
-#[derive(Debug, Clone)]
+/// Options of `infer recommend`: top-K products per customer, with a reason and a segment.
+#[derive(Debug, Clone, clap::Args)]
 pub struct RecommendOptions {
+    #[arg(long)]
     pub bundle: PathBuf,
+    /// CSV or Parquet file with the customers to score (default: every known customer).
+    /// Customers the bundle has not seen are scored from the attribute columns the config reads
+    /// for customers and/or a `recent_items` column (product ids separated by `|`).
+    #[arg(long)]
     pub customers: Option<PathBuf>,
-    /// Products not in the bundle, described by their attributes.
+    /// CSV or Parquet file of products not in the bundle: the product id column and the
+    /// attribute columns the config reads for products. They are ranked alongside the rest.
+    #[arg(long)]
     pub new_products: Option<PathBuf>,
+    #[arg(long, default_value_t = 10)]
     pub top_k: usize,
-    /// Products no one is to be offered (out of stock, discontinued): a file with the product
-    /// id column.
+    /// CSV or Parquet file of products to recommend to no one (out of stock, withdrawn): the
+    /// product id column.
+    #[arg(long)]
     pub exclude: Option<PathBuf>,
-    /// Customers who opted out of personalisation: a file with the customer id column. They get
-    /// no rows.
+    /// CSV or Parquet file of customers who opted out of personalisation (the customer id
+    /// column): they get no rows.
+    #[arg(long)]
     pub opt_out: Option<PathBuf>,
+    /// Output file, `.csv` or `.parquet`.
+    #[arg(long)]
     pub out: PathBuf,
-    pub shard: Option<(u32, u32)>,
+    #[command(flatten)]
+    pub shard: ShardArgs,
+    /// `auto` (a GPU through WGPU when one is present, else `flex`), `flex`, `ndarray` or `wgpu`.
+    #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
-    /// Customers read (and scored) per piece of the customer list: bounds memory.
+    /// Customers read and scored per piece of the customer list (bounds memory).
+    #[arg(long = "piece-rows", value_name = "N", default_value_t = INPUT_PIECE_ROWS)]
     pub input_piece_rows: usize,
 }
 
@@ -189,6 +205,7 @@ impl ScoringJob<'_> {
 /// Runs `infer recommend`.
 pub fn recommend(opts: &RecommendOptions) -> Result<JobManifest> {
     let started = Instant::now();
+    let shard = opts.shard.resolve()?;
     check_output_path(&opts.out)?;
     if opts.top_k == 0 {
         anyhow::bail!(DataError::Invalid("--top-k must be at least 1".into()));
@@ -204,7 +221,7 @@ pub fn recommend(opts: &RecommendOptions) -> Result<JobManifest> {
         &opts.out,
         &loaded.bundle,
         &selected.backend.to_string(),
-        opts.shard,
+        shard,
     )?;
     let new_products = match &opts.new_products {
         Some(path) => read_new_products(path, a, &mut manifest)?,
@@ -239,7 +256,7 @@ pub fn recommend(opts: &RecommendOptions) -> Result<JobManifest> {
     // memory grows neither with the customer list nor with the output.
     let mut score_piece =
         |mut targets: Vec<Target>, writer: &mut AtomicFrameWriter, manifest: &mut JobManifest| {
-            if let Some((i, n)) = opts.shard {
+            if let Some((i, n)) = shard {
                 targets.retain(|t| shard_of(&t.id, n) == i);
             }
             drop_opted_out(&mut targets, &opted_out, manifest);

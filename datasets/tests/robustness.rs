@@ -141,3 +141,73 @@ proptest! {
         let _ = ShopConfig::parse(&text).and_then(ShopConfig::check);
     }
 }
+
+/// Well-formed sales rows: a key, a valid date, a count; some with a quoted key holding a comma
+/// or a line break.
+fn sales_rows() -> impl Strategy<Value = Vec<(String, u32, u32)>> {
+    prop::collection::vec(
+        (
+            prop::sample::select(vec!["a", "b", "c,d", "e\nf", "g h"]),
+            0u32..400,
+            0u32..1000,
+        )
+            .prop_map(|(k, day, units)| (k.to_string(), day, units)),
+        0..60,
+    )
+}
+
+fn sales_csv(rows: &[(String, u32, u32)]) -> String {
+    let start = chrono::NaiveDate::from_ymd_opt(2023, 1, 1).expect("date");
+    let mut text = String::from("sku,day,units\n");
+    for (key, day, units) in rows {
+        let date = start + chrono::Days::new(*day as u64);
+        let key = if key.contains([',', '\n']) {
+            format!("\"{key}\"")
+        } else {
+            key.clone()
+        };
+        text.push_str(&format!("{key},{date},{units}\n"));
+    }
+    text
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(100))]
+
+    /// Every row written is read back, whole or in pieces of any size, with its values.
+    #[test]
+    fn written_rows_are_read_back_whole_and_in_pieces(rows in sales_rows(), piece in 1usize..9) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sales.csv");
+        std::fs::write(&path, sales_csv(&rows)).expect("write");
+        let whole = Table::read(&path, &spec(&path), &cols()).expect("well-formed CSV loads");
+        prop_assert_eq!(whole.len(), rows.len());
+        let keys = whole.ids("sku").expect("keys");
+        let units = whole.finite_numbers("units").expect("units");
+        for (i, (key, _, u)) in rows.iter().enumerate() {
+            prop_assert_eq!(&keys[i], key);
+            prop_assert_eq!(units[i], *u as f64);
+        }
+        let pieces = TableChunks::open(&path, &spec(&path), &cols(), &[], piece).expect("open");
+        let mut read = Vec::new();
+        for t in pieces {
+            let t = t.expect("piece");
+            prop_assert!(t.len() <= piece);
+            read.extend(t.ids("sku").expect("keys"));
+        }
+        prop_assert_eq!(read, keys);
+    }
+
+    /// Any config that loads survives a round trip through its TOML text unchanged.
+    #[test]
+    fn a_config_that_loads_round_trips(bytes in from_parts(TOML_PARTS)) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("shop.toml");
+        std::fs::write(&path, &bytes).expect("write");
+        if let Ok(loaded) = ShopConfig::load(&path) {
+            let text = loaded.config.to_toml().expect("serialise");
+            let again = ShopConfig::parse(&text).expect("parses again");
+            prop_assert_eq!(&*loaded.config, &again);
+        }
+    }
+}

@@ -7,7 +7,7 @@
 //! is that of their best product of the category not bought yet, and the reason is given for
 //! that product.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -19,7 +19,7 @@ use shopcast_model::DeviceChoice;
 use crate::output::{check_output_path, open_device, write_output, JobManifest};
 use crate::recommend::{
     drop_opted_out, known_targets, load_recommender, read_excluded, read_opt_outs, to_vec_f32,
-    with_recent, CustomerContext, Explainer,
+    with_recent, Catalogue, CustomerContext, Explainer, LoadedRecommender, Target,
 };
 
 /// Options of `infer audience`: the customers most likely to buy given products, or a category,
@@ -55,21 +55,19 @@ pub struct AudienceOptions {
     pub device: DeviceChoice,
 }
 
-/// Runs `infer audience`.
+/// Runs `infer audience`: the audiences asked for, every known customer scored against their
+/// products, the best `--top` of each written with a reason.
 pub fn audience(opts: &AudienceOptions) -> Result<JobManifest> {
     let started = Instant::now();
     check_output_path(&opts.out)?;
     if opts.top == 0 {
         anyhow::bail!(DataError::Invalid("--top must be at least 1".into()));
     }
-    let exactly_one =
-        || DataError::Invalid("give exactly one of --products FILE and --category NAME".into());
     if opts.products.is_some() == opts.category.is_some() {
         anyhow::bail!(exactly_one());
     }
     let selected = open_device("audience", opts.device)?;
     let loaded = load_recommender(&opts.bundle, &selected.device)?;
-    let a = &loaded.artifacts;
     let mut manifest = JobManifest::new(
         "audience",
         &opts.out,
@@ -78,9 +76,52 @@ pub fn audience(opts: &AudienceOptions) -> Result<JobManifest> {
         None,
     )?;
     let catalogue = loaded.catalogue(&[])?;
+    let mut groups = audience_groups(opts, &loaded, &catalogue, &mut manifest)?;
+    if let Some(path) = &opts.exclude {
+        drop_excluded(&mut groups, path, &loaded, &catalogue, &mut manifest)?;
+    }
+    // `input_rows` stays the products (or category) asked for; the customers are a count.
+    let mut targets = known_targets(&loaded.artifacts);
+    if let Some(path) = &opts.opt_out {
+        let opted_out = read_opt_outs(path, &loaded, &mut manifest)?;
+        drop_opted_out(&mut targets, &opted_out, &mut manifest);
+    }
+    manifest
+        .counts
+        .insert("customers_scored".into(), targets.len());
+    let audiences = best_customers(&loaded, &catalogue, &groups, &targets, opts.top)?;
+    let mut df = audience_frame(opts, &loaded, &catalogue, &groups, &targets, audiences)?;
+    write_output(&mut df, &opts.out, &mut manifest, started)?;
+    crate::log::info(
+        "audience",
+        &format!(
+            "{} audience(s) of up to {} customers, {} rows written to {}",
+            groups.len(),
+            opts.top,
+            manifest.rows_written,
+            opts.out.display()
+        ),
+    );
+    Ok(manifest)
+}
 
-    // The audiences: (label, products).
-    let groups: Vec<(String, Vec<u32>)> = match (&opts.products, &opts.category) {
+fn exactly_one() -> DataError {
+    DataError::Invalid("give exactly one of --products FILE and --category NAME".into())
+}
+
+/// An audience: its label (the product id, or the category) and its products.
+type Group = (String, Vec<u32>);
+
+/// The audiences asked for: one per product of `--products` that the bundle knows, or one for
+/// the products of `--category`.
+fn audience_groups(
+    opts: &AudienceOptions,
+    loaded: &LoadedRecommender,
+    catalogue: &Catalogue,
+    manifest: &mut JobManifest,
+) -> Result<Vec<Group>> {
+    let a = &loaded.artifacts;
+    Ok(match (&opts.products, &opts.category) {
         (Some(path), _) => {
             let index = catalogue.index();
             let (table, column) = crate::recommend::read_product_ids(path, &a.product_column)?;
@@ -130,28 +171,46 @@ pub fn audience(opts: &AudienceOptions) -> Result<JobManifest> {
             vec![(name.clone(), products)]
         }
         (None, None) => anyhow::bail!(exactly_one()),
-    };
-    // Blocked products get no audience (a category keeps its other products).
-    let mut groups = groups;
-    if let Some(path) = &opts.exclude {
-        let blocked = read_excluded(path, a, &catalogue, &mut manifest)?;
-        let before = groups.len();
-        for (_, products) in groups.iter_mut() {
-            products.retain(|p| blocked.binary_search(p).is_err());
-        }
-        groups.retain(|(_, products)| !products.is_empty());
-        if before > groups.len() {
-            manifest
-                .rows_skipped
-                .insert("product excluded".into(), before - groups.len());
-        }
-        if groups.is_empty() {
-            anyhow::bail!(DataError::Invalid(format!(
-                "every product asked for is in the exclusion list {}",
-                path.display()
-            )));
-        }
+    })
+}
+
+/// Blocked products get no audience (a category keeps its other products).
+fn drop_excluded(
+    groups: &mut Vec<Group>,
+    path: &Path,
+    loaded: &LoadedRecommender,
+    catalogue: &Catalogue,
+    manifest: &mut JobManifest,
+) -> Result<()> {
+    let blocked = read_excluded(path, &loaded.artifacts, catalogue, manifest)?;
+    let before = groups.len();
+    for (_, products) in groups.iter_mut() {
+        products.retain(|p| blocked.binary_search(p).is_err());
     }
+    groups.retain(|(_, products)| !products.is_empty());
+    if before > groups.len() {
+        manifest
+            .rows_skipped
+            .insert("product excluded".into(), before - groups.len());
+    }
+    if groups.is_empty() {
+        anyhow::bail!(DataError::Invalid(format!(
+            "every product asked for is in the exclusion list {}",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Per audience, the best `top` customers (index, score) with the product of the audience that
+/// scored best for them (products they bought left out).
+fn best_customers(
+    loaded: &LoadedRecommender,
+    catalogue: &Catalogue,
+    groups: &[Group],
+    targets: &[Target],
+    top: usize,
+) -> Result<Vec<TopK<u32>>> {
     let mut selected_products: Vec<u32> = groups.iter().flat_map(|(_, p)| p.clone()).collect();
     selected_products.sort_unstable();
     selected_products.dedup();
@@ -164,26 +223,17 @@ pub fn audience(opts: &AudienceOptions) -> Result<JobManifest> {
         )
     };
 
-    // `input_rows` stays the products (or category) asked for; the customers are a count.
-    let mut targets = known_targets(a);
-    if let Some(path) = &opts.opt_out {
-        let opted_out = read_opt_outs(path, &loaded, &mut manifest)?;
-        drop_opted_out(&mut targets, &opted_out, &mut manifest);
-    }
-    manifest
-        .counts
-        .insert("customers_scored".into(), targets.len());
     let n_sel = selected_products.len();
     let chunk = loaded.model.customers_per_chunk(n_sel);
     // Per group, the best customers (index, score) with the product that scored.
-    let mut audiences: Vec<TopK<u32>> = vec![TopK::new(opts.top); groups.len()];
+    let mut audiences: Vec<TopK<u32>> = vec![TopK::new(top); groups.len()];
     let rows: Vec<usize> = (0..targets.len()).collect();
     for rows in rows.chunks(chunk) {
         let ids: Vec<u32> = rows.iter().filter_map(|&i| targets[i].known).collect();
         let u = loaded
             .model
             .customer_vectors(ids_tensor(&ids, &loaded.device), &loaded.customer_features);
-        let u = with_recent(&loaded, u, rows, &targets, &catalogue);
+        let u = with_recent(loaded, u, rows, targets, catalogue);
         let scores = to_vec_f32(loaded.model.score_all(u, &matrix)).context("scoring")?;
         for (r, &i) in rows.iter().enumerate() {
             let bought = &targets[i].bought;
@@ -201,7 +251,20 @@ pub fn audience(opts: &AudienceOptions) -> Result<JobManifest> {
         }
     }
 
-    let explainer = Explainer::new(a, &catalogue);
+    Ok(audiences)
+}
+
+/// The output rows: per audience, rank, customer, score and the reason.
+fn audience_frame(
+    opts: &AudienceOptions,
+    loaded: &LoadedRecommender,
+    catalogue: &Catalogue,
+    groups: &[Group],
+    targets: &[Target],
+    audiences: Vec<TopK<u32>>,
+) -> Result<DataFrame> {
+    let a = &loaded.artifacts;
+    let explainer = Explainer::new(a, catalogue);
     let label_column = if opts.category.is_some() {
         "category"
     } else {
@@ -229,7 +292,7 @@ pub fn audience(opts: &AudienceOptions) -> Result<JobManifest> {
         }
     }
     let n = c_label.len();
-    let mut df = DataFrame::new(
+    let df = DataFrame::new(
         n,
         vec![
             Column::new(label_column.into(), c_label),
@@ -239,16 +302,5 @@ pub fn audience(opts: &AudienceOptions) -> Result<JobManifest> {
             Column::new("reason".into(), c_reason),
         ],
     )?;
-    write_output(&mut df, &opts.out, &mut manifest, started)?;
-    crate::log::info(
-        "audience",
-        &format!(
-            "{} audience(s) of up to {} customers, {} rows written to {}",
-            groups.len(),
-            opts.top,
-            manifest.rows_written,
-            opts.out.display()
-        ),
-    );
-    Ok(manifest)
+    Ok(df)
 }

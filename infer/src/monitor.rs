@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use serde::Serialize;
 use shopcast_datasets::artifacts::{files, RecommenderArtifacts};
+use shopcast_datasets::config::{ForecasterSection, MonitoringSection, RecommenderSection};
 use shopcast_datasets::interactions::load_recommender_data;
 use shopcast_datasets::privacy::Pseudonymiser;
 use shopcast_datasets::profile::{
@@ -19,7 +20,7 @@ use shopcast_datasets::profile::{
 };
 use shopcast_datasets::sales::{load_sales_panel, SalesPanel};
 use shopcast_datasets::table::{date_of_day, day_of, write_file_atomic};
-use shopcast_datasets::ShopConfig;
+use shopcast_datasets::{LoadedConfig, ShopConfig};
 use shopcast_model::{Bundle, DeviceChoice};
 
 use crate::forecast::{forecaster_of, LoadedForecaster};
@@ -101,151 +102,15 @@ fn new_share<'a>(ids: impl Iterator<Item = &'a str>, known: impl Fn(&str) -> boo
 /// Runs `infer monitor`; the report says whether a threshold was crossed.
 pub fn monitor(opts: &MonitorOptions) -> Result<MonitorReport> {
     let cfg = ShopConfig::load(&opts.config)?.with_data_dir_override(opts.data_dir.clone());
-    let th = cfg.config.monitoring.clone();
+    let th = &cfg.config.monitoring;
     let bundle = Bundle::open(&opts.bundle)?;
-    let metrics: BTreeMap<String, f64> = bundle.read_json(files::METRICS)?;
     let mut checks = Vec::new();
-
     if let (true, Some(sec)) = (bundle.has("recommender"), &cfg.config.recommender) {
-        let then: InteractionProfile = bundle.read_json(files::RECOMMENDER_PROFILE)?;
-        let artifacts: RecommenderArtifacts = bundle.read_json(files::RECOMMENDER_ARTIFACTS)?;
-        let pseudonymiser = match &artifacts.pseudonyms {
-            Some(info) => Some(Pseudonymiser::for_bundle(info)?),
-            None => None,
-        };
-        let data = load_recommender_data(&cfg, sec).context("reading the latest interactions")?;
-        let now = InteractionProfile::of(&data);
-        checks.push(volume_check(
-            "events_volume_change",
-            now.rows_per_day,
-            then.rows_per_day,
-            th.max_volume_change,
-        ));
-        let newer: Vec<_> = data
-            .pairs
-            .iter()
-            .filter(|p| day_of(p.ts) > then.last_day)
-            .collect();
-        let (pairs, window) = if newer.is_empty() {
-            (
-                data.pairs.iter().collect(),
-                "in the whole data (nothing newer than training)".to_string(),
-            )
-        } else {
-            (
-                newer,
-                format!("active after {}", date_of_day(then.last_day)),
-            )
-        };
-        let (share, n) =
-            new_share(
-                pairs.iter().map(|p| data.customers.id(p.customer)),
-                |id| match &pseudonymiser {
-                    Some(ps) => artifacts.customers.get(&ps.apply(id)).is_some(),
-                    None => artifacts.customers.get(id).is_some(),
-                },
-            );
-        checks.push(check(
-            "new_customer_share",
-            share,
-            th.max_new_customer_share,
-            format!(
-                "{:.1}% of {n} customers {window} are not in the bundle",
-                share * 100.0
-            ),
-        ));
-        let (share, n) = new_share(pairs.iter().map(|p| data.products.id(p.product)), |id| {
-            artifacts.products.get(id).is_some()
-        });
-        checks.push(check(
-            "new_product_share",
-            share,
-            th.max_new_product_share,
-            format!(
-                "{:.1}% of {n} products {window} are not in the bundle",
-                share * 100.0
-            ),
-        ));
+        checks.extend(recommender_checks(&cfg, sec, &bundle, th)?);
     }
-
     if let (true, Some(sec)) = (bundle.has("forecaster"), &cfg.config.forecaster) {
-        let then: SalesProfile = bundle.read_json(files::FORECASTER_PROFILE)?;
-        let panel = load_sales_panel(&cfg, sec).context("reading the latest sales")?;
-        let now = SalesProfile::of(&panel);
-        checks.push(volume_check(
-            "sales_volume_change",
-            now.rows_per_day,
-            then.rows_per_day,
-            th.max_volume_change,
-        ));
-        let newer = target_values(&panel, Some(then.last_day + 1));
-        let newer_is_empty = newer.is_empty();
-        let (values, window) = if newer_is_empty {
-            (
-                target_values(&panel, None),
-                "the whole data (nothing newer than training)".to_string(),
-            )
-        } else {
-            (
-                newer,
-                format!("the periods after {}", date_of_day(then.last_day)),
-            )
-        };
-        let psi = then.target.psi(&values);
-        checks.push(check(
-            "target_psi",
-            psi,
-            th.max_target_psi,
-            format!(
-                "population stability index of `{}` over {window} ({} values) against training",
-                sec.data.target,
-                values.len()
-            ),
-        ));
-        let from = (!newer_is_empty).then_some(then.last_day + 1);
-        for (name, distribution) in &then.covariates {
-            let Some(k) = panel
-                .known_names
-                .iter()
-                .chain(&panel.past_names)
-                .position(|n| n == name)
-            else {
-                continue;
-            };
-            let values = covariate_values(&panel, k, from);
-            checks.push(check(
-                &format!("psi.{name}"),
-                distribution.psi(&values),
-                th.max_covariate_psi,
-                format!(
-                    "population stability index of `{name}` over {window} ({} values)",
-                    values.len()
-                ),
-            ));
-        }
-        let selected = open_device("monitor", opts.device)?;
-        let loaded = forecaster_of(bundle.clone(), &selected.device)?;
-        let backtest = metrics.get("forecaster.mase").copied().unwrap_or(f64::NAN);
-        match recent_mase(&loaded, &panel, then.last_day)? {
-            Some((mase, series)) => checks.push(check(
-                "accuracy_loss",
-                mase / backtest - 1.0,
-                th.max_accuracy_loss,
-                format!(
-                    "MASE {mase:.3} on the periods after training ({series} series, forecast as \
-                     the nightly job would without a plan file) against {backtest:.3} in the backtest"
-                ),
-            )),
-            None => checks.push(Check {
-                check: "accuracy_loss".into(),
-                value: f64::NAN,
-                threshold: th.max_accuracy_loss,
-                flagged: false,
-                detail: "no actuals after the bundle's last day yet".into(),
-            }),
-        }
+        checks.extend(forecaster_checks(&cfg, sec, &bundle, th, opts.device)?);
     }
-
     let report = MonitorReport {
         bundle: opts.bundle.display().to_string(),
         config: opts.config.display().to_string(),
@@ -270,6 +135,165 @@ pub fn monitor(opts: &MonitorOptions) -> Result<MonitorReport> {
         write_file_atomic(out, &serde_json::to_vec_pretty(&report)?)?;
     }
     Ok(report)
+}
+
+/// Event volume and the shares of customers and products the bundle has never seen.
+fn recommender_checks(
+    cfg: &LoadedConfig,
+    sec: &RecommenderSection,
+    bundle: &Bundle,
+    th: &MonitoringSection,
+) -> Result<Vec<Check>> {
+    let mut checks = Vec::new();
+    let then: InteractionProfile = bundle.read_json(files::RECOMMENDER_PROFILE)?;
+    let artifacts: RecommenderArtifacts = bundle.read_json(files::RECOMMENDER_ARTIFACTS)?;
+    let pseudonymiser = match &artifacts.pseudonyms {
+        Some(info) => Some(Pseudonymiser::for_bundle(info)?),
+        None => None,
+    };
+    let data = load_recommender_data(cfg, sec).context("reading the latest interactions")?;
+    let now = InteractionProfile::of(&data);
+    checks.push(volume_check(
+        "events_volume_change",
+        now.rows_per_day,
+        then.rows_per_day,
+        th.max_volume_change,
+    ));
+    let newer: Vec<_> = data
+        .pairs
+        .iter()
+        .filter(|p| day_of(p.ts) > then.last_day)
+        .collect();
+    let (pairs, window) = if newer.is_empty() {
+        (
+            data.pairs.iter().collect(),
+            "in the whole data (nothing newer than training)".to_string(),
+        )
+    } else {
+        (
+            newer,
+            format!("active after {}", date_of_day(then.last_day)),
+        )
+    };
+    let (share, n) =
+        new_share(
+            pairs.iter().map(|p| data.customers.id(p.customer)),
+            |id| match &pseudonymiser {
+                Some(ps) => artifacts.customers.get(&ps.apply(id)).is_some(),
+                None => artifacts.customers.get(id).is_some(),
+            },
+        );
+    checks.push(check(
+        "new_customer_share",
+        share,
+        th.max_new_customer_share,
+        format!(
+            "{:.1}% of {n} customers {window} are not in the bundle",
+            share * 100.0
+        ),
+    ));
+    let (share, n) = new_share(pairs.iter().map(|p| data.products.id(p.product)), |id| {
+        artifacts.products.get(id).is_some()
+    });
+    checks.push(check(
+        "new_product_share",
+        share,
+        th.max_new_product_share,
+        format!(
+            "{:.1}% of {n} products {window} are not in the bundle",
+            share * 100.0
+        ),
+    ));
+    Ok(checks)
+}
+
+/// Sales volume, the PSI of the target and of every covariate, and the recent accuracy against
+/// the backtest's.
+fn forecaster_checks(
+    cfg: &LoadedConfig,
+    sec: &ForecasterSection,
+    bundle: &Bundle,
+    th: &MonitoringSection,
+    device: DeviceChoice,
+) -> Result<Vec<Check>> {
+    let metrics: BTreeMap<String, f64> = bundle.read_json(files::METRICS)?;
+    let mut checks = Vec::new();
+    let then: SalesProfile = bundle.read_json(files::FORECASTER_PROFILE)?;
+    let panel = load_sales_panel(cfg, sec).context("reading the latest sales")?;
+    let now = SalesProfile::of(&panel);
+    checks.push(volume_check(
+        "sales_volume_change",
+        now.rows_per_day,
+        then.rows_per_day,
+        th.max_volume_change,
+    ));
+    let newer = target_values(&panel, Some(then.last_day + 1));
+    let newer_is_empty = newer.is_empty();
+    let (values, window) = if newer_is_empty {
+        (
+            target_values(&panel, None),
+            "the whole data (nothing newer than training)".to_string(),
+        )
+    } else {
+        (
+            newer,
+            format!("the periods after {}", date_of_day(then.last_day)),
+        )
+    };
+    let psi = then.target.psi(&values);
+    checks.push(check(
+        "target_psi",
+        psi,
+        th.max_target_psi,
+        format!(
+            "population stability index of `{}` over {window} ({} values) against training",
+            sec.data.target,
+            values.len()
+        ),
+    ));
+    let from = (!newer_is_empty).then_some(then.last_day + 1);
+    for (name, distribution) in &then.covariates {
+        let Some(k) = panel
+            .known_names
+            .iter()
+            .chain(&panel.past_names)
+            .position(|n| n == name)
+        else {
+            continue;
+        };
+        let values = covariate_values(&panel, k, from);
+        checks.push(check(
+            &format!("psi.{name}"),
+            distribution.psi(&values),
+            th.max_covariate_psi,
+            format!(
+                "population stability index of `{name}` over {window} ({} values)",
+                values.len()
+            ),
+        ));
+    }
+    let selected = open_device("monitor", device)?;
+    let loaded = forecaster_of(bundle.clone(), &selected.device)?;
+    let backtest = metrics.get("forecaster.mase").copied().unwrap_or(f64::NAN);
+    match recent_mase(&loaded, &panel, then.last_day)? {
+        Some((mase, series)) => checks.push(check(
+            "accuracy_loss",
+            mase / backtest - 1.0,
+            th.max_accuracy_loss,
+            format!(
+                "MASE {mase:.3} on the periods after training ({series} series, forecast as \
+                 the nightly job would without a plan file) against {backtest:.3} in the backtest"
+            ),
+        )),
+        None => checks.push(Check {
+            check: "accuracy_loss".into(),
+            value: f64::NAN,
+            threshold: th.max_accuracy_loss,
+            flagged: false,
+            detail: "no actuals after the bundle's last day yet".into(),
+        }),
+    }
+    Ok(checks)
 }
 
 /// MASE of the bundle's forecasts (from the end of its data, covariates assumed as `infer

@@ -27,4 +27,4 @@ pub use load::{load_recommender, LoadedRecommender};
 
 pub(crate) use inputs::{drop_opted_out, read_excluded, read_opt_outs, read_product_ids};
 pub(crate) use load::to_vec_f32;
-pub(crate) use targets::{known_targets, with_recent};
+pub(crate) use targets::{known_targets, with_recent, Target};

@@ -194,99 +194,198 @@ fn generate_shop(
     start: NaiveDate,
     rng: &mut ChaCha8Rng,
 ) -> Result<Catalogue, DataError> {
-    let n_cat = demo.categories;
-    let n_brands = (n_cat * 3).max(4);
-    let cat_vec: Vec<[f64; LATENT]> = (0..n_cat).map(|_| latent(rng, 1.0)).collect();
-    let cat_price: Vec<f64> = (0..n_cat)
-        .map(|_| 5.0 * (rng.random::<f64>() * 3.0).exp())
-        .collect();
-    let brand_vec: Vec<[f64; LATENT]> = (0..n_brands).map(|_| latent(rng, 0.6)).collect();
-    let brand_tier: Vec<f64> = (0..n_brands)
-        .map(|_| 0.6 + rng.random::<f64>() * 1.2)
-        .collect();
-    let brand_cats: Vec<Vec<usize>> = (0..n_brands)
-        .map(|b| {
-            let mut v = vec![b % n_cat];
-            if rng.random_bool(0.5) {
-                v.push(rng.random_range(0..n_cat));
-            }
-            v
-        })
-        .collect();
-    let tag_vec: Vec<[f64; LATENT]> = (0..TAGS.len()).map(|_| latent(rng, 0.5)).collect();
-    // Some categories are bigger than others.
-    let cat_weights = cumulative((0..n_cat).map(|c| 1.0 / (1.0 + c as f64 * 0.15)));
+    // The draws happen in this order (the seed's shop depends on it): latent tastes of the
+    // catalogue, the products, then the customers and their sessions.
+    let latents = Latents::draw(demo, rng);
+    let products = Products::draw(demo, &latents, rng)?;
+    let (customers, events) = customers_and_events(demo, start, &latents, &products, rng)?;
+    write_shop(files, start, &products, customers, events)?;
+    Ok(Catalogue {
+        ids: products.ids,
+        category: products.cat,
+        price: products.price,
+        launch_day: products.launch,
+    })
+}
 
-    let n_items = demo.products;
-    let mut item_vec = Vec::with_capacity(n_items);
-    let mut cat = Vec::with_capacity(n_items);
-    let mut brand = Vec::with_capacity(n_items);
-    let mut price: Vec<f64> = Vec::with_capacity(n_items);
-    let mut tags = Vec::with_capacity(n_items);
-    let mut popularity: Vec<f64> = Vec::with_capacity(n_items);
-    let mut launch = Vec::with_capacity(n_items);
-    let pop_dist = LogNormal::new(0.0, 1.1).map_err(|e| DataError::TooLittleData(e.to_string()))?;
-    for i in 0..n_items {
-        // The first categories each get a product first so that every category exists.
-        let c = if i < n_cat {
-            i
-        } else {
-            pick(rng, &cat_weights)
-        };
-        let brands_here: Vec<usize> = (0..n_brands)
-            .filter(|b| brand_cats[*b].contains(&c))
+/// The hidden structure of the catalogue: latent vectors of categories, brands and tags, price
+/// levels and which brands make what.
+struct Latents {
+    n_cat: usize,
+    n_brands: usize,
+    cat_vec: Vec<[f64; LATENT]>,
+    cat_price: Vec<f64>,
+    brand_vec: Vec<[f64; LATENT]>,
+    brand_tier: Vec<f64>,
+    brand_cats: Vec<Vec<usize>>,
+    tag_vec: Vec<[f64; LATENT]>,
+    cat_weights: Vec<f64>,
+}
+
+impl Latents {
+    fn draw(demo: &DemoSection, rng: &mut ChaCha8Rng) -> Self {
+        let n_cat = demo.categories;
+        let n_brands = (n_cat * 3).max(4);
+        let cat_vec: Vec<[f64; LATENT]> = (0..n_cat).map(|_| latent(rng, 1.0)).collect();
+        let cat_price: Vec<f64> = (0..n_cat)
+            .map(|_| 5.0 * (rng.random::<f64>() * 3.0).exp())
             .collect();
-        let b = if brands_here.is_empty() {
-            c % n_brands
-        } else {
-            brands_here[rng.random_range(0..brands_here.len())]
-        };
-        let p = cat_price[c] * brand_tier[b] * (normal(rng, 0.3)).exp();
-        let mut t: Vec<usize> = Vec::new();
-        if p > cat_price[c] * 1.3 {
-            t.push(2);
-        } else if p < cat_price[c] * 0.8 {
-            t.push(3);
+        let brand_vec: Vec<[f64; LATENT]> = (0..n_brands).map(|_| latent(rng, 0.6)).collect();
+        let brand_tier: Vec<f64> = (0..n_brands)
+            .map(|_| 0.6 + rng.random::<f64>() * 1.2)
+            .collect();
+        let brand_cats: Vec<Vec<usize>> = (0..n_brands)
+            .map(|b| {
+                let mut v = vec![b % n_cat];
+                if rng.random_bool(0.5) {
+                    v.push(rng.random_range(0..n_cat));
+                }
+                v
+            })
+            .collect();
+        let tag_vec: Vec<[f64; LATENT]> = (0..TAGS.len()).map(|_| latent(rng, 0.5)).collect();
+        // Some categories are bigger than others.
+        let cat_weights = cumulative((0..n_cat).map(|c| 1.0 / (1.0 + c as f64 * 0.15)));
+        Latents {
+            n_cat,
+            n_brands,
+            cat_vec,
+            cat_price,
+            brand_vec,
+            brand_tier,
+            brand_cats,
+            tag_vec,
+            cat_weights,
         }
-        for _ in 0..rng.random_range(1..3) {
-            let tag = rng.random_range(0..TAGS.len());
-            if !t.contains(&tag) {
-                t.push(tag);
-            }
-        }
-        let mut v = cat_vec[c];
-        add(&mut v, &brand_vec[b], 0.6);
-        for &tag in &t {
-            add(&mut v, &tag_vec[tag], 0.4);
-        }
-        add(&mut v, &latent(rng, 0.25), 1.0);
-        item_vec.push(v);
-        cat.push(c);
-        brand.push(b);
-        price.push((p * 100.0).round() / 100.0);
-        tags.push(t);
-        popularity.push(pop_dist.sample(rng));
-        // Most products exist from the start; some launch during the second half.
-        launch.push(if i >= demo.series_products && rng.random_bool(0.12) {
-            demo.days / 2 + rng.random_range(0..demo.days / 2)
-        } else {
-            0
-        });
     }
+}
 
+/// The products: latent vector, category, brand, price, tags, popularity, launch day.
+struct Products {
+    ids: Vec<String>,
+    item_vec: Vec<[f64; LATENT]>,
+    cat: Vec<usize>,
+    brand: Vec<usize>,
+    price: Vec<f64>,
+    tags: Vec<Vec<usize>>,
+    popularity: Vec<f64>,
+    launch: Vec<usize>,
+}
+
+impl Products {
+    fn draw(demo: &DemoSection, l: &Latents, rng: &mut ChaCha8Rng) -> Result<Self, DataError> {
+        let (n_cat, n_brands) = (l.n_cat, l.n_brands);
+        let (cat_vec, cat_price, brand_vec, brand_tier, brand_cats, tag_vec, cat_weights) = (
+            &l.cat_vec,
+            &l.cat_price,
+            &l.brand_vec,
+            &l.brand_tier,
+            &l.brand_cats,
+            &l.tag_vec,
+            &l.cat_weights,
+        );
+        let n_items = demo.products;
+        let mut item_vec = Vec::with_capacity(n_items);
+        let mut cat = Vec::with_capacity(n_items);
+        let mut brand = Vec::with_capacity(n_items);
+        let mut price: Vec<f64> = Vec::with_capacity(n_items);
+        let mut tags = Vec::with_capacity(n_items);
+        let mut popularity: Vec<f64> = Vec::with_capacity(n_items);
+        let mut launch = Vec::with_capacity(n_items);
+        let pop_dist =
+            LogNormal::new(0.0, 1.1).map_err(|e| DataError::TooLittleData(e.to_string()))?;
+        for i in 0..n_items {
+            // The first categories each get a product first so that every category exists.
+            let c = if i < n_cat {
+                i
+            } else {
+                pick(rng, &cat_weights)
+            };
+            let brands_here: Vec<usize> = (0..n_brands)
+                .filter(|b| brand_cats[*b].contains(&c))
+                .collect();
+            let b = if brands_here.is_empty() {
+                c % n_brands
+            } else {
+                brands_here[rng.random_range(0..brands_here.len())]
+            };
+            let p = cat_price[c] * brand_tier[b] * (normal(rng, 0.3)).exp();
+            let mut t: Vec<usize> = Vec::new();
+            if p > cat_price[c] * 1.3 {
+                t.push(2);
+            } else if p < cat_price[c] * 0.8 {
+                t.push(3);
+            }
+            for _ in 0..rng.random_range(1..3) {
+                let tag = rng.random_range(0..TAGS.len());
+                if !t.contains(&tag) {
+                    t.push(tag);
+                }
+            }
+            let mut v = cat_vec[c];
+            add(&mut v, &brand_vec[b], 0.6);
+            for &tag in &t {
+                add(&mut v, &tag_vec[tag], 0.4);
+            }
+            add(&mut v, &latent(rng, 0.25), 1.0);
+            item_vec.push(v);
+            cat.push(c);
+            brand.push(b);
+            price.push((p * 100.0).round() / 100.0);
+            tags.push(t);
+            popularity.push(pop_dist.sample(rng));
+            // Most products exist from the start; some launch during the second half.
+            launch.push(if i >= demo.series_products && rng.random_bool(0.12) {
+                demo.days / 2 + rng.random_range(0..demo.days / 2)
+            } else {
+                0
+            });
+        }
+        Ok(Products {
+            ids: (0..n_items).map(|i| format!("P{:04}", i + 1)).collect(),
+            item_vec,
+            cat,
+            brand,
+            price,
+            tags,
+            popularity,
+            launch,
+        })
+    }
+}
+
+/// Customer rows: id, age band, region.
+type CustomerRows = (Vec<String>, Vec<String>, Vec<String>);
+
+/// Event rows, column by column.
+#[derive(Default)]
+struct EventRows {
+    customer: Vec<String>,
+    product: Vec<String>,
+    kind: Vec<String>,
+    timestamp: Vec<String>,
+    quantity: Vec<i64>,
+    unit_price: Vec<f64>,
+}
+
+/// Every customer's attributes and tastes, and their sessions: views, carts and purchases.
+fn customers_and_events(
+    demo: &DemoSection,
+    start: NaiveDate,
+    l: &Latents,
+    products: &Products,
+    rng: &mut ChaCha8Rng,
+) -> Result<(CustomerRows, EventRows), DataError> {
+    let (n_cat, cat_vec) = (l.n_cat, &l.cat_vec);
+    let n_items = products.ids.len();
+    let (item_vec, price, popularity) = (&products.item_vec, &products.price, &products.popularity);
     let region_vec: Vec<[f64; LATENT]> = (0..REGIONS.len()).map(|_| latent(rng, 0.7)).collect();
     let age_vec: Vec<[f64; LATENT]> = (0..AGE_BANDS.len()).map(|_| latent(rng, 0.7)).collect();
     let age_price_sensitivity = [0.9, 0.6, 0.35, 0.3, 0.45];
     let n_cust = demo.customers;
     let activity = LogNormal::new(3.1, 0.7).map_err(|e| DataError::TooLittleData(e.to_string()))?;
-    let mut cust_rows: (Vec<String>, Vec<String>, Vec<String>) = Default::default();
-    let mut ev_c: Vec<String> = Vec::new();
-    let mut ev_p: Vec<String> = Vec::new();
-    let mut ev_t: Vec<String> = Vec::new();
-    let mut ev_ts: Vec<String> = Vec::new();
-    let mut ev_q: Vec<i64> = Vec::new();
-    let mut ev_price: Vec<f64> = Vec::new();
-    let item_ids: Vec<String> = (0..n_items).map(|i| format!("P{:04}", i + 1)).collect();
+    let mut cust_rows: CustomerRows = Default::default();
+    let mut ev = EventRows::default();
     // Day weights: weekends and the run-up to Christmas are busier.
     let day_weight: Vec<f64> = (0..demo.days)
         .map(|d| {
@@ -350,57 +449,101 @@ fn generate_shop(
             })
             .collect();
         days.sort_unstable();
+        let shopper = Shopper {
+            id: &cid,
+            weights: &weights,
+        };
         for day in days {
-            let mut second = rng.random_range(9 * 3600..22 * 3600);
-            let mut emit = |p: usize, kind: &str, q: i64, second: &mut i64| {
-                let date = start + chrono::Days::new(day as u64);
-                let (h, m, s) = (*second / 3600, (*second / 60) % 60, *second % 60);
-                ev_c.push(cid.clone());
-                ev_p.push(item_ids[p].clone());
-                ev_t.push(kind.to_string());
-                ev_ts.push(format!(
-                    "{} {:02}:{:02}:{:02}",
-                    date.format("%Y-%m-%d"),
-                    h,
-                    m,
-                    s
-                ));
-                ev_q.push(q);
-                ev_price.push(price[p]);
-                *second += rng_step(p, q);
-            };
-            let mut chosen: Vec<usize> = Vec::new();
-            if !bought.is_empty() && rng.random_bool(0.15) {
-                chosen.push(bought[rng.random_range(0..bought.len())]);
-            } else {
-                for _ in 0..rng.random_range(1..4) {
-                    if let Some(p) = (0..10)
-                        .map(|_| pick(rng, &weights))
-                        .find(|p| launch[*p] <= day)
-                    {
-                        if !chosen.contains(&p) {
-                            chosen.push(p);
-                        }
-                    }
-                }
-            }
-            for (k, &p) in chosen.iter().enumerate() {
-                emit(p, "view", 1, &mut second);
-                // The first product looked at is the one most often bought.
-                let cart_p = if k == 0 { 0.5 } else { 0.2 };
-                if rng.random_bool(cart_p) {
-                    let q = rng.random_range(1..4);
-                    emit(p, "cart", q, &mut second);
-                    if rng.random_bool(0.65) {
-                        emit(p, "purchase", q, &mut second);
-                        bought.push(p);
-                    }
+            session_events(&shopper, day, start, products, &mut bought, &mut ev, rng);
+        }
+    }
+    Ok((cust_rows, ev))
+}
+
+/// Who is shopping: the customer's id and their cumulative weights over the catalogue.
+struct Shopper<'a> {
+    id: &'a str,
+    weights: &'a [f64],
+}
+
+/// One session on `day`: the products looked at (or one bought before, again), some carted and
+/// bought, each an event a few seconds after the last.
+fn session_events(
+    shopper: &Shopper<'_>,
+    day: usize,
+    start: NaiveDate,
+    products: &Products,
+    bought: &mut Vec<usize>,
+    ev: &mut EventRows,
+    rng: &mut ChaCha8Rng,
+) {
+    let (cid, weights) = (shopper.id, shopper.weights);
+    let (price, launch, item_ids) = (&products.price, &products.launch, &products.ids);
+    let mut second = rng.random_range(9 * 3600..22 * 3600);
+    let mut emit = |p: usize, kind: &str, q: i64, second: &mut i64| {
+        let date = start + chrono::Days::new(day as u64);
+        let (h, m, s) = (*second / 3600, (*second / 60) % 60, *second % 60);
+        ev.customer.push(cid.to_string());
+        ev.product.push(item_ids[p].clone());
+        ev.kind.push(kind.to_string());
+        ev.timestamp.push(format!(
+            "{} {:02}:{:02}:{:02}",
+            date.format("%Y-%m-%d"),
+            h,
+            m,
+            s
+        ));
+        ev.quantity.push(q);
+        ev.unit_price.push(price[p]);
+        *second += rng_step(p, q);
+    };
+    let mut chosen: Vec<usize> = Vec::new();
+    if !bought.is_empty() && rng.random_bool(0.15) {
+        chosen.push(bought[rng.random_range(0..bought.len())]);
+    } else {
+        for _ in 0..rng.random_range(1..4) {
+            if let Some(p) = (0..10)
+                .map(|_| pick(rng, weights))
+                .find(|p| launch[*p] <= day)
+            {
+                if !chosen.contains(&p) {
+                    chosen.push(p);
                 }
             }
         }
     }
+    for (k, &p) in chosen.iter().enumerate() {
+        emit(p, "view", 1, &mut second);
+        // The first product looked at is the one most often bought.
+        let cart_p = if k == 0 { 0.5 } else { 0.2 };
+        if rng.random_bool(cart_p) {
+            let q = rng.random_range(1..4);
+            emit(p, "cart", q, &mut second);
+            if rng.random_bool(0.65) {
+                emit(p, "purchase", q, &mut second);
+                bought.push(p);
+            }
+        }
+    }
+}
 
-    let n_ev = ev_c.len();
+/// Writes the customers, products and events files.
+fn write_shop(
+    files: &DemoFiles,
+    start: NaiveDate,
+    products: &Products,
+    cust_rows: CustomerRows,
+    ev: EventRows,
+) -> Result<(), DataError> {
+    let n_cust = cust_rows.0.len();
+    let n_items = products.ids.len();
+    let (brand, cat, tags, launch) = (
+        &products.brand,
+        &products.cat,
+        &products.tags,
+        &products.launch,
+    );
+    let n_ev = ev.customer.len();
     let mut customers = DataFrame::new(
         n_cust,
         vec![
@@ -428,14 +571,14 @@ fn generate_shop(
     let mut products = DataFrame::new(
         n_items,
         vec![
-            Column::new("product_id".into(), item_ids.clone()),
+            Column::new("product_id".into(), products.ids.clone()),
             Column::new("name".into(), names),
             Column::new(
                 "category".into(),
                 cat.iter().map(|c| category_name(*c)).collect::<Vec<_>>(),
             ),
             Column::new("brand".into(), brand_names),
-            Column::new("price".into(), price.clone()),
+            Column::new("price".into(), products.price.clone()),
             Column::new(
                 "tags".into(),
                 tags.iter()
@@ -459,24 +602,19 @@ fn generate_shop(
     let mut events = DataFrame::new(
         n_ev,
         vec![
-            Column::new("customer_id".into(), ev_c),
-            Column::new("product_id".into(), ev_p),
-            Column::new("event_type".into(), ev_t),
-            Column::new("timestamp".into(), ev_ts),
-            Column::new("quantity".into(), ev_q),
-            Column::new("unit_price".into(), ev_price),
+            Column::new("customer_id".into(), ev.customer),
+            Column::new("product_id".into(), ev.product),
+            Column::new("event_type".into(), ev.kind),
+            Column::new("timestamp".into(), ev.timestamp),
+            Column::new("quantity".into(), ev.quantity),
+            Column::new("unit_price".into(), ev.unit_price),
         ],
     )
     .map_err(|e| DataError::file(&files.events, e.to_string()))?;
     write_frame_atomic(&mut customers, &files.customers)?;
     write_frame_atomic(&mut products, &files.products)?;
     write_frame_atomic(&mut events, &files.events)?;
-    Ok(Catalogue {
-        ids: item_ids,
-        category: cat,
-        price,
-        launch_day: launch,
-    })
+    Ok(())
 }
 
 /// Seconds between two events of a session (deterministic, so no extra RNG draws).
@@ -515,6 +653,8 @@ fn easter_monday(y: i32) -> Option<NaiveDate> {
     NaiveDate::from_ymd_opt(y, month as u32, day as u32).map(|d| d + chrono::Days::new(1))
 }
 
+// long: one loop over store x product x day whose random draws must stay in this order (the
+// seed's shop depends on it).
 fn generate_sales(
     files: &DemoFiles,
     demo: &DemoSection,
@@ -538,58 +678,13 @@ fn generate_sales(
         .take(demo.series_products)
         .collect();
     let n_cat = demo.categories;
-    // Per category: weekly shape, yearly amplitude and phase, temperature and holiday effects.
-    let weekly: Vec<[f64; 7]> = (0..n_cat)
-        .map(|_| {
-            let amp = 0.15 + rng.random::<f64>() * 0.5;
-            let weekend_up = rng.random_bool(0.7);
-            std::array::from_fn(|d| {
-                let weekend = d >= 5;
-                let friday = d == 4;
-                1.0 + amp * if weekend == weekend_up { 1.0 } else { -0.4 }
-                    + if friday { 0.15 } else { 0.0 }
-            })
-        })
-        .collect();
-    let yearly: Vec<(f64, f64)> = (0..n_cat)
-        .map(|_| {
-            (
-                0.1 + rng.random::<f64>() * 0.45,
-                rng.random::<f64>() * 365.0,
-            )
-        })
-        .collect();
-    let temp_effect: Vec<f64> = (0..n_cat)
-        .map(|c| {
-            [
-                0.0, 0.03, 0.0, -0.01, 0.0, 0.02, 0.0, 0.0, 0.0, 0.0, -0.02, 0.0, 0.0, 0.04, 0.0,
-            ][c % 15]
-        })
-        .collect();
-    let gift: Vec<bool> = (0..n_cat)
-        .map(|c| {
-            [
-                false, false, true, true, true, false, true, false, true, true, false, false,
-                false, false, true,
-            ][c % 15]
-        })
-        .collect();
-
-    let temperature: Vec<Vec<f64>> = stores
-        .iter()
-        .map(|(_, _, offset)| {
-            let mut ar = 0.0;
-            (0..n_days)
-                .map(|d| {
-                    let doy = (start + chrono::Days::new(d as u64)).ordinal0() as f64;
-                    ar = 0.7 * ar + normal(rng, 2.0);
-                    12.0 + offset
-                        + 10.0 * ((doy - 110.0) / 365.25 * std::f64::consts::TAU).sin()
-                        + ar
-                })
-                .collect()
-        })
-        .collect();
+    let SalesPatterns {
+        weekly,
+        yearly,
+        temp_effect,
+        gift,
+    } = SalesPatterns::draw(n_cat, rng);
+    let temperature = temperatures(&stores, n_days, start, rng);
     let dates: Vec<NaiveDate> = (0..n_days)
         .map(|d| start + chrono::Days::new(d as u64))
         .collect();
@@ -683,6 +778,85 @@ fn generate_sales(
     )
     .map_err(|e| DataError::file(&files.sales, e.to_string()))?;
     write_frame_atomic(&mut sales, &files.sales)
+}
+
+/// Per category: weekly shape, yearly amplitude and phase, temperature and holiday effects.
+struct SalesPatterns {
+    weekly: Vec<[f64; 7]>,
+    yearly: Vec<(f64, f64)>,
+    temp_effect: Vec<f64>,
+    gift: Vec<bool>,
+}
+
+impl SalesPatterns {
+    fn draw(n_cat: usize, rng: &mut ChaCha8Rng) -> Self {
+        let weekly: Vec<[f64; 7]> = (0..n_cat)
+            .map(|_| {
+                let amp = 0.15 + rng.random::<f64>() * 0.5;
+                let weekend_up = rng.random_bool(0.7);
+                std::array::from_fn(|d| {
+                    let weekend = d >= 5;
+                    let friday = d == 4;
+                    1.0 + amp * if weekend == weekend_up { 1.0 } else { -0.4 }
+                        + if friday { 0.15 } else { 0.0 }
+                })
+            })
+            .collect();
+        let yearly: Vec<(f64, f64)> = (0..n_cat)
+            .map(|_| {
+                (
+                    0.1 + rng.random::<f64>() * 0.45,
+                    rng.random::<f64>() * 365.0,
+                )
+            })
+            .collect();
+        let temp_effect: Vec<f64> = (0..n_cat)
+            .map(|c| {
+                [
+                    0.0, 0.03, 0.0, -0.01, 0.0, 0.02, 0.0, 0.0, 0.0, 0.0, -0.02, 0.0, 0.0, 0.04,
+                    0.0,
+                ][c % 15]
+            })
+            .collect();
+        let gift: Vec<bool> = (0..n_cat)
+            .map(|c| {
+                [
+                    false, false, true, true, true, false, true, false, true, true, false, false,
+                    false, false, true,
+                ][c % 15]
+            })
+            .collect();
+        SalesPatterns {
+            weekly,
+            yearly,
+            temp_effect,
+            gift,
+        }
+    }
+}
+
+/// Each store's daily temperature: a seasonal curve around its offset plus AR(1) weather.
+fn temperatures(
+    stores: &[(String, f64, f64)],
+    n_days: usize,
+    start: NaiveDate,
+    rng: &mut ChaCha8Rng,
+) -> Vec<Vec<f64>> {
+    stores
+        .iter()
+        .map(|(_, _, offset)| {
+            let mut ar = 0.0;
+            (0..n_days)
+                .map(|d| {
+                    let doy = (start + chrono::Days::new(d as u64)).ordinal0() as f64;
+                    ar = 0.7 * ar + normal(rng, 2.0);
+                    12.0 + offset
+                        + 10.0 * ((doy - 110.0) / 365.25 * std::f64::consts::TAU).sin()
+                        + ar
+                })
+                .collect()
+        })
+        .collect()
 }
 
 #[cfg(test)]

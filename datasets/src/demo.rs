@@ -299,7 +299,7 @@ impl Products {
             let c = if i < n_cat {
                 i
             } else {
-                pick(rng, &cat_weights)
+                pick(rng, cat_weights)
             };
             let brands_here: Vec<usize> = (0..n_brands)
                 .filter(|b| brand_cats[*b].contains(&c))

@@ -296,11 +296,7 @@ impl Products {
             LogNormal::new(0.0, 1.1).map_err(|e| DataError::TooLittleData(e.to_string()))?;
         for i in 0..n_items {
             // The first categories each get a product first so that every category exists.
-            let c = if i < n_cat {
-                i
-            } else {
-                pick(rng, cat_weights)
-            };
+            let c = if i < n_cat { i } else { pick(rng, cat_weights) };
             let brands_here: Vec<usize> = (0..n_brands)
                 .filter(|b| brand_cats[*b].contains(&c))
                 .collect();

@@ -15,8 +15,9 @@ use std::collections::HashMap;
 
 use chrono::Datelike;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 use common::{bin, run};
 use polars::prelude::*;
@@ -167,18 +168,73 @@ patience = 3
 backtest_folds = 3
 "#;
 
+/// The bundle trained once on the generated sales, shared by this file's tests.
+fn shared_bundle() -> &'static Path {
+    static BUNDLE: OnceLock<PathBuf> = OnceLock::new();
+    BUNDLE.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("forecasting");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("fixture directory");
+        write_sales(&dir.join("sales.csv"));
+        let config = dir.join("shop.toml");
+        std::fs::write(&config, SHOP).expect("write config");
+        let bundle = dir.join("bundle");
+        run(Command::new(bin("train"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--out")
+            .arg(&bundle));
+        bundle
+    })
+}
+
+/// `infer forecast --plot` of the shared bundle, run once: the forecast file, the charts'
+/// directory and the job's stderr.
+fn shared_forecast() -> &'static (PathBuf, PathBuf, String) {
+    static FORECAST: OnceLock<(PathBuf, PathBuf, String)> = OnceLock::new();
+    FORECAST.get_or_init(|| {
+        let bundle = shared_bundle();
+        let forecast = bundle.with_file_name("forecast.csv");
+        let plots = bundle.with_file_name("plots");
+        let stderr = run(Command::new(bin("infer"))
+            .args(["forecast", "--device", "flex", "--bundle"])
+            .arg(bundle)
+            .arg("--plot")
+            .arg(&plots)
+            .arg("--out")
+            .arg(&forecast));
+        (forecast, plots, stderr)
+    })
+}
+
+/// The shared forecast's columns.
+struct ForecastColumns {
+    rows: usize,
+    stores: Vec<String>,
+    products: Vec<String>,
+    dates: Vec<String>,
+    p10: Vec<f64>,
+    p50: Vec<f64>,
+    p90: Vec<f64>,
+}
+
+fn forecast_columns() -> ForecastColumns {
+    let f = read_csv(&shared_forecast().0);
+    ForecastColumns {
+        rows: f.height(),
+        stores: col(&f, "store_id"),
+        products: col(&f, "product_id"),
+        dates: col(&f, "date"),
+        p10: num(&f, "p10"),
+        p50: num(&f, "p50"),
+        p90: num(&f, "p90"),
+    }
+}
+
+/// The backtest beats seasonal naive and the moving average on MASE and WQL; P10-P90 covers roughly 80%.
 #[test]
-fn forecast_reorder_and_anomalies_on_generated_sales() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    write_sales(&dir.path().join("sales.csv"));
-    let config = dir.path().join("shop.toml");
-    std::fs::write(&config, SHOP).expect("write config");
-    let bundle = dir.path().join("bundle");
-    run(Command::new(bin("train"))
-        .arg("--config")
-        .arg(&config)
-        .arg("--out")
-        .arg(&bundle));
+fn the_backtest_beats_the_baselines_and_the_band_covers_about_80_percent() {
+    let bundle = shared_bundle();
 
     // Backtest against the baselines, from metrics.json.
     let m: HashMap<String, f64> =
@@ -212,20 +268,16 @@ fn forecast_reorder_and_anomalies_on_generated_sales() {
         rows.len()
     );
     assert!(rows[0]["metrics"]["ets"]["mase"].is_number());
+}
 
+/// `infer forecast`: non-negative, non-crossing quantiles for every series, the late starter included, and one chart per series.
+#[test]
+fn forecasts_are_non_negative_ordered_and_cover_the_late_starter() {
     // Forecast: non-negative, non-crossing, every series including the late starter.
-    let forecast = dir.path().join("forecast.csv");
-    let plots = dir.path().join("plots");
-    let stderr = run(Command::new(bin("infer"))
-        .args(["forecast", "--device", "flex", "--bundle"])
-        .arg(&bundle)
-        .arg("--plot")
-        .arg(&plots)
-        .arg("--out")
-        .arg(&forecast));
+    let (forecast, plots, stderr) = shared_forecast();
     assert!(stderr.contains("promo assumed 0"), "{stderr}");
     // One chart per series, with the history, the median and the band drawn.
-    let charts: Vec<_> = std::fs::read_dir(&plots)
+    let charts: Vec<_> = std::fs::read_dir(plots)
         .expect("plots")
         .filter_map(|e| e.ok())
         .map(|e| e.path())
@@ -234,7 +286,7 @@ fn forecast_reorder_and_anomalies_on_generated_sales() {
     let late_chart = std::fs::read_to_string(plots.join("s0_p6.svg")).expect("s0/p6 chart");
     assert!(late_chart.starts_with("<svg") && late_chart.contains("s0 / p6: forecast from"));
     assert!(late_chart.matches("<polyline").count() >= 2 && late_chart.contains("<polygon"));
-    let f = read_csv(&forecast);
+    let f = read_csv(forecast);
     let (p10, p50, p90) = (num(&f, "p10"), num(&f, "p50"), num(&f, "p90"));
     assert_eq!(f.height(), 14 * 14);
     for i in 0..f.height() {
@@ -254,7 +306,23 @@ fn forecast_reorder_and_anomalies_on_generated_sales() {
         late.len() == 14 && (5.0..40.0).contains(&late_mean),
         "a series with two weeks of history (about 15-23 a day) is forecast {late_mean:.1} a day"
     );
+}
 
+/// `--aggregate store_id`: the sum of the series' means and the revenue at the last prices, by hand.
+#[test]
+fn per_store_totals_sum_the_series_means_with_revenue() {
+    let bundle = shared_bundle();
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    let ForecastColumns {
+        rows,
+        stores,
+        products,
+        dates,
+        p10,
+        p50,
+        p90,
+    } = forecast_columns();
     // Per store: the sum of the series' means, and revenue at the last prices, by hand.
     let agg_path = dir.path().join("per-store.csv");
     run(Command::new(bin("infer"))
@@ -266,19 +334,18 @@ fn forecast_reorder_and_anomalies_on_generated_sales() {
             "store_id",
             "--bundle",
         ])
-        .arg(&bundle)
+        .arg(bundle)
         .arg("--out")
         .arg(&agg_path));
     let agg = read_csv(&agg_path);
     assert_eq!(agg.height(), 2 * 14);
-    let dates = col(&f, "date");
     let (a_store, a_date, a_p50, a_rev) = (
         col(&agg, "store_id"),
         col(&agg, "date"),
         num(&agg, "p50"),
         num(&agg, "revenue"),
     );
-    let sales = read_csv(&dir.path().join("sales.csv"));
+    let sales = read_csv(&bundle.with_file_name("sales.csv"));
     let (s_store, s_product, s_price) = (
         col(&sales, "store_id"),
         col(&sales, "product_id"),
@@ -290,7 +357,7 @@ fn forecast_reorder_and_anomalies_on_generated_sales() {
     }
     for j in 0..agg.height() {
         let (mut mean, mut revenue) = (0.0, 0.0);
-        for i in 0..f.height() {
+        for i in 0..rows {
             if stores[i] == a_store[j] && dates[i] == a_date[j] {
                 let mu = 0.3 * p10[i] + 0.4 * p50[i] + 0.3 * p90[i];
                 mean += mu;
@@ -307,7 +374,23 @@ fn forecast_reorder_and_anomalies_on_generated_sales() {
             "row {j}: revenue"
         );
     }
+}
 
+/// `infer reorder`: lead-time demand at the service level, by hand from the forecast file.
+#[test]
+fn reorder_matches_a_hand_computation() {
+    let bundle = shared_bundle();
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    let ForecastColumns {
+        rows: n_rows,
+        stores,
+        products,
+        p10,
+        p50,
+        p90,
+        ..
+    } = forecast_columns();
     // Reorder: lead-time demand at the service level by hand from the forecast file.
     let stock = dir.path().join("stock.csv");
     std::fs::write(
@@ -326,7 +409,7 @@ fn forecast_reorder_and_anomalies_on_generated_sales() {
             "0.8",
             "--bundle",
         ])
-        .arg(&bundle)
+        .arg(bundle)
         .arg("--stock")
         .arg(&stock)
         .arg("--out")
@@ -355,7 +438,7 @@ fn forecast_reorder_and_anomalies_on_generated_sales() {
     );
     assert_eq!(o_level, vec![0.95, 0.9, 0.8]);
     for j in 0..orders.height() {
-        let rows: Vec<usize> = (0..f.height())
+        let rows: Vec<usize> = (0..n_rows)
             .filter(|&i| stores[i] == o_store[j] && products[i] == o_product[j])
             .collect();
         let (mut mean, mut var) = (0.0, 0.0);
@@ -374,7 +457,15 @@ fn forecast_reorder_and_anomalies_on_generated_sales() {
         assert_eq!(o_qty[j], (demand - o_on[j]).ceil().max(0.0), "order {j}");
     }
     assert_eq!(o_qty[1], 0.0, "500 on hand covers a week of p1");
+}
 
+/// A lead time beyond the horizon is refused with the row and column named (exit 3).
+#[test]
+fn a_lead_time_beyond_the_horizon_is_refused() {
+    let bundle = shared_bundle();
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    let stock = dir.path().join("stock.csv");
     // A lead time beyond the horizon is refused with the row and column named.
     std::fs::write(
         &stock,
@@ -383,7 +474,7 @@ fn forecast_reorder_and_anomalies_on_generated_sales() {
     .expect("write");
     let out = Command::new(bin("infer"))
         .args(["reorder", "--device", "flex", "--bundle"])
-        .arg(&bundle)
+        .arg(bundle)
         .arg("--stock")
         .arg(&stock)
         .arg("--out")
@@ -396,6 +487,13 @@ fn forecast_reorder_and_anomalies_on_generated_sales() {
         stderr.contains("lead_time_days") && stderr.contains("row 1") && stderr.contains("14 days"),
         "{stderr}"
     );
+}
+
+/// `infer anomalies` flags the planted spike and stock-out with their direction, and little else.
+#[test]
+fn anomalies_flag_the_planted_spike_and_stock_out() {
+    let bundle = shared_bundle();
+    let dir = tempfile::tempdir().expect("tempdir");
 
     // Anomalies: the planted spike and stock-out are flagged, with their direction.
     let anomalies_path = dir.path().join("anomalies.csv");
@@ -408,7 +506,7 @@ fn forecast_reorder_and_anomalies_on_generated_sales() {
             "14",
             "--bundle",
         ])
-        .arg(&bundle)
+        .arg(bundle)
         .arg("--out")
         .arg(&anomalies_path));
     let an = read_csv(&anomalies_path);

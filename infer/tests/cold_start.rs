@@ -7,6 +7,7 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 use common::{bin, run};
 
@@ -82,7 +83,7 @@ batch_size = 256
 
 /// A trained bundle plus what the tests need to know about the generated shop.
 struct Shop {
-    dir: tempfile::TempDir,
+    dir: PathBuf,
     bundle: PathBuf,
     /// Product id -> category.
     category: HashMap<String, String>,
@@ -93,21 +94,23 @@ struct Shop {
 }
 
 fn trained_shop() -> Shop {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("shop.toml");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cold_start");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("fixture directory");
+    let config = dir.join("shop.toml");
     std::fs::write(&config, SHOP).expect("write config");
-    let bundle = dir.path().join("bundle");
+    let bundle = dir.join("bundle");
     run(Command::new(bin("train"))
         .arg("--config")
         .arg(&config)
         .args(["--only", "recommender", "--out"])
         .arg(&bundle));
-    let products = read_csv(&dir.path().join("data/products.csv"));
+    let products = read_csv(&dir.join("data/products.csv"));
     let category: HashMap<String, String> = col(&products, "product_id")
         .into_iter()
         .zip(col(&products, "category"))
         .collect();
-    let events = read_csv(&dir.path().join("data/events.csv"));
+    let events = read_csv(&dir.join("data/events.csv"));
     let mut counts: HashMap<String, HashMap<String, usize>> = HashMap::new();
     let mut bought: HashMap<String, HashSet<String>> = HashMap::new();
     for ((c, p), t) in col(&events, "customer_id")
@@ -144,92 +147,153 @@ fn trained_shop() -> Shop {
     }
 }
 
-#[test]
-fn cold_start_and_explanations() {
-    let shop = trained_shop();
-    let dir = shop.dir.path();
+/// The cold-start scoring run every test here checks, made once: the shop, its most bought
+/// category, the new customers' recent items, the known customers listed, and the output.
+struct ColdStart {
+    shop: Shop,
+    popular: String,
+    recent: Vec<String>,
+    known: usize,
+    recs: PathBuf,
+}
 
-    // The most bought category, and a new product with the attributes of its best seller.
-    let mut per_category: HashMap<&str, usize> = HashMap::new();
-    for c in shop.top_category.values() {
-        *per_category.entry(c.as_str()).or_default() += 1;
-    }
-    let popular = per_category
-        .iter()
-        .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
-        .map(|(c, _)| c.to_string())
-        .expect("some purchases");
-    let products = read_csv(&dir.join("data/products.csv"));
-    let mut sales: HashMap<&str, usize> = HashMap::new();
-    for items in shop.bought.values() {
-        for p in items {
-            if shop.category[p] == popular {
-                *sales.entry(p.as_str()).or_default() += 1;
+fn cold_start() -> &'static ColdStart {
+    static RUN: OnceLock<ColdStart> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let shop = trained_shop();
+        let dir = shop.dir.as_path();
+        // The most bought category, and a new product with the attributes of its best seller.
+        let mut per_category: HashMap<&str, usize> = HashMap::new();
+        for c in shop.top_category.values() {
+            *per_category.entry(c.as_str()).or_default() += 1;
+        }
+        let popular = per_category
+            .iter()
+            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+            .map(|(c, _)| c.to_string())
+            .expect("some purchases");
+        let products = read_csv(&dir.join("data/products.csv"));
+        let mut sales: HashMap<&str, usize> = HashMap::new();
+        for items in shop.bought.values() {
+            for p in items {
+                if shop.category[p] == popular {
+                    *sales.entry(p.as_str()).or_default() += 1;
+                }
             }
         }
-    }
-    let best_seller = sales
-        .iter()
-        .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
-        .map(|(p, _)| p.to_string())
-        .expect("a best seller");
-    let row = col(&products, "product_id")
-        .iter()
-        .position(|p| *p == best_seller)
-        .expect("best seller row");
-    let new_products = dir.join("new_products.csv");
-    std::fs::write(
-        &new_products,
-        format!(
-            "product_id,name,category,brand,tags,price\nNEW-1,Brand-new thing,{},{},{},{}\n",
+        let best_seller = sales
+            .iter()
+            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+            .map(|(p, _)| p.to_string())
+            .expect("a best seller");
+        let row = col(&products, "product_id")
+            .iter()
+            .position(|p| *p == best_seller)
+            .expect("best seller row");
+        let new_products = dir.join("new_products.csv");
+        std::fs::write(
+            &new_products,
+            format!(
+                "product_id,name,category,brand,tags,price\nNEW-1,Brand-new thing,{},{},{},{}\n",
+                popular,
+                col(&products, "brand")[row],
+                col(&products, "tags")[row],
+                col(&products, "price")[row],
+            ),
+        )
+        .expect("write new products");
+
+        // New customers: one with recent items from the popular category only, one with only
+        // attributes, one with nothing at all; plus every known customer.
+        let recent: Vec<&str> = sales
+            .keys()
+            .copied()
+            .filter(|p| *p != best_seller)
+            .take(3)
+            .collect();
+        let customers = dir.join("customers.csv");
+        let mut list = String::from("customer_id,region,age_band,recent_items\n");
+        list.push_str(&format!("NEWBIE-ITEMS,,,{}\n", recent.join("|")));
+        list.push_str("NEWBIE-ATTRS,north,25-34,\n");
+        list.push_str("NEWBIE-NOTHING,,,\n");
+        let mut known: Vec<&String> = shop.top_category.keys().collect();
+        known.sort();
+        for c in &known {
+            list.push_str(&format!("{c},,,\n"));
+        }
+        std::fs::write(&customers, list).expect("write customers");
+
+        let out = dir.join("recs.csv");
+        run(Command::new(bin("infer"))
+            .args(["recommend", "--bundle"])
+            .arg(&shop.bundle)
+            .arg("--customers")
+            .arg(&customers)
+            .arg("--new-products")
+            .arg(&new_products)
+            .args(["--top-k", "10", "--device", "flex", "--out"])
+            .arg(&out));
+        let recent = recent.iter().map(|p| p.to_string()).collect();
+        let known = known.len();
+        ColdStart {
+            shop,
             popular,
-            col(&products, "brand")[row],
-            col(&products, "tags")[row],
-            col(&products, "price")[row],
-        ),
-    )
-    .expect("write new products");
+            recent,
+            known,
+            recs: out,
+        }
+    })
+}
 
-    // New customers: one with recent items from the popular category only, one with only
-    // attributes, one with nothing at all; plus every known customer.
-    let recent: Vec<&str> = sales
-        .keys()
-        .copied()
-        .filter(|p| *p != best_seller)
-        .take(3)
-        .collect();
-    let customers = dir.join("customers.csv");
-    let mut list = String::from("customer_id,region,age_band,recent_items\n");
-    list.push_str(&format!("NEWBIE-ITEMS,,,{}\n", recent.join("|")));
-    list.push_str("NEWBIE-ATTRS,north,25-34,\n");
-    list.push_str("NEWBIE-NOTHING,,,\n");
-    let mut known: Vec<&String> = shop.top_category.keys().collect();
-    known.sort();
-    for c in &known {
-        list.push_str(&format!("{c},,,\n"));
-    }
-    std::fs::write(&customers, list).expect("write customers");
+/// The output's columns and each customer's list: (row, product, reason).
+struct Recs {
+    ids: Vec<String>,
+    prods: Vec<String>,
+    reasons: Vec<String>,
+}
 
-    let out = dir.join("recs.csv");
-    run(Command::new(bin("infer"))
-        .args(["recommend", "--bundle"])
-        .arg(&shop.bundle)
-        .arg("--customers")
-        .arg(&customers)
-        .arg("--new-products")
-        .arg(&new_products)
-        .args(["--top-k", "10", "--device", "flex", "--out"])
-        .arg(&out));
-    let recs = read_csv(&out);
-    let ids = col(&recs, "customer_id");
-    let prods = col(&recs, "product_id");
-    let reasons = col(&recs, "reason");
-    let mut lists: HashMap<&str, Vec<(usize, &str, &str)>> = HashMap::new();
-    for (i, ((c, p), r)) in ids.iter().zip(&prods).zip(&reasons).enumerate() {
-        lists.entry(c.as_str()).or_default().push((i, p, r));
+impl Recs {
+    fn read(path: &Path) -> Self {
+        let recs = read_csv(path);
+        Recs {
+            ids: col(&recs, "customer_id"),
+            prods: col(&recs, "product_id"),
+            reasons: col(&recs, "reason"),
+        }
     }
+
+    fn lists(&self) -> HashMap<&str, Vec<(usize, &str, &str)>> {
+        let mut lists: HashMap<&str, Vec<(usize, &str, &str)>> = HashMap::new();
+        for (i, ((c, p), r)) in self
+            .ids
+            .iter()
+            .zip(&self.prods)
+            .zip(&self.reasons)
+            .enumerate()
+        {
+            lists
+                .entry(c.as_str())
+                .or_default()
+                .push((i, p.as_str(), r.as_str()));
+        }
+        lists
+    }
+}
+
+/// Every customer, new ones included, gets a full list with a reason a shop owner can read on every row; the manifest counts the new customers and products.
+#[test]
+fn every_customer_gets_a_full_list_with_a_readable_reason() {
+    let run = cold_start();
+    let recs = Recs::read(&run.recs);
+    let (ids, prods, reasons) = (
+        recs.ids.as_slice(),
+        recs.prods.as_slice(),
+        recs.reasons.as_slice(),
+    );
+    let lists = recs.lists();
+
     let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(dir.join("recs.csv.manifest.json")).expect("manifest"),
+        &std::fs::read(run.recs.with_file_name("recs.csv.manifest.json")).expect("manifest"),
     )
     .expect("manifest json");
     assert_eq!(manifest["counts"]["new customers (cold start)"], 3);
@@ -243,8 +307,8 @@ fn cold_start_and_explanations() {
             "{c} lacks a full list"
         );
     }
-    assert_eq!(lists.len(), known.len() + 3);
-    for (r, (c, p)) in reasons.iter().zip(ids.iter().zip(&prods)) {
+    assert_eq!(lists.len(), run.known + 3);
+    for (r, (c, p)) in reasons.iter().zip(ids.iter().zip(prods)) {
         let readable = r.starts_with("because you bought ")
             || r.starts_with("because you viewed ")
             || r == "popular with customers like you"
@@ -253,18 +317,29 @@ fn cold_start_and_explanations() {
             || r.starts_with("more from ");
         assert!(readable, "{c} / {p}: unexpected reason {r:?}");
     }
+}
+
+/// "because you bought X" names something the customer did buy.
+#[test]
+fn because_you_bought_names_a_product_the_customer_bought() {
+    let run = cold_start();
+    let (shop, recent) = (&run.shop, &run.recent);
+    let recs = Recs::read(&run.recs);
+    let (ids, reasons) = (recs.ids.as_slice(), recs.reasons.as_slice());
+
+    let products = read_csv(&shop.dir.join("data/products.csv"));
     // "because you bought X" names something the customer did buy.
     let names: HashMap<String, String> = col(&products, "name")
         .into_iter()
         .zip(col(&products, "product_id"))
         .collect();
     let mut because = 0;
-    for (r, c) in reasons.iter().zip(&ids) {
+    for (r, c) in reasons.iter().zip(ids) {
         if let Some(name) = r.strip_prefix("because you bought ") {
             because += 1;
             let p = &names[name];
             let history = shop.bought.get(c.as_str());
-            let recent_hit = c == "NEWBIE-ITEMS" && recent.contains(&p.as_str());
+            let recent_hit = c == "NEWBIE-ITEMS" && recent.contains(p);
             assert!(
                 recent_hit || history.is_some_and(|h| h.contains(p)),
                 "{c}: reason names {name} ({p}), which they did not buy"
@@ -272,13 +347,36 @@ fn cold_start_and_explanations() {
         }
     }
     assert!(because > 0, "no \"because you bought\" reason at all");
+}
+
+/// Nothing a customer already bought is recommended again.
+#[test]
+fn nothing_already_bought_is_recommended_again() {
+    let run = cold_start();
+    let shop = &run.shop;
+    let recs = Recs::read(&run.recs);
+    let (ids, prods) = (recs.ids.as_slice(), recs.prods.as_slice());
 
     // Nothing already bought is recommended again.
-    for (c, p) in ids.iter().zip(&prods) {
+    for (c, p) in ids.iter().zip(prods) {
         if let Some(h) = shop.bought.get(c.as_str()) {
             assert!(!h.contains(p), "{c} is recommended {p}, already bought");
         }
     }
+}
+
+/// A new product (attributes only) reaches the customers of its category far more than the others, explained as new in a category they buy.
+#[test]
+fn a_new_product_reaches_the_customers_of_its_category() {
+    let run = cold_start();
+    let (shop, popular) = (&run.shop, &run.popular);
+    let recs = Recs::read(&run.recs);
+    let (ids, prods, reasons) = (
+        recs.ids.as_slice(),
+        recs.prods.as_slice(),
+        recs.reasons.as_slice(),
+    );
+    let lists = recs.lists();
 
     // The new product reaches the customers of its category, far more than the others, and is
     // explained as new in a category they buy.
@@ -287,7 +385,7 @@ fn cold_start_and_explanations() {
         let hit = lists
             .get(c.as_str())
             .is_some_and(|l| l.iter().any(|(_, p, _)| *p == "NEW-1"));
-        if *top == popular {
+        if top == popular {
             fans += 1;
             fans_hit += hit as usize;
         } else {
@@ -309,7 +407,7 @@ fn cold_start_and_explanations() {
         "the new product is not targeted: {fan_rate:.2} of {popular} customers vs {other_rate:.2} of others"
     );
     for (i, p) in prods.iter().enumerate() {
-        if p == "NEW-1" && shop.top_category.get(&ids[i]) == Some(&popular) {
+        if p == "NEW-1" && shop.top_category.get(&ids[i]) == Some(popular) {
             assert_eq!(
                 reasons[i],
                 format!("new in a category you buy: {popular}"),
@@ -317,20 +415,32 @@ fn cold_start_and_explanations() {
             );
         }
     }
+}
+
+/// A new customer who just bought three products of a category is shown mostly that category, without the recent items.
+#[test]
+fn a_new_customer_with_recent_items_is_shown_their_category() {
+    let run = cold_start();
+    let (shop, popular, recent) = (&run.shop, &run.popular, &run.recent);
+    let recs = Recs::read(&run.recs);
+    let lists = recs.lists();
 
     // A new customer who just bought three products of the category is shown mostly that
     // category, and the recent items are not recommended back.
     let items_list = &lists["NEWBIE-ITEMS"];
     let in_category = items_list
         .iter()
-        .filter(|(_, p, _)| *p == "NEW-1" || shop.category.get(*p) == Some(&popular))
+        .filter(|(_, p, _)| *p == "NEW-1" || shop.category.get(*p) == Some(popular))
         .count();
     assert!(
         in_category >= 6,
         "a new customer who bought {popular} gets only {in_category}/10 {popular} products"
     );
     for (_, p, _) in items_list {
-        assert!(!recent.contains(p), "recent item {p} recommended back");
+        assert!(
+            !recent.iter().any(|r| r == p),
+            "recent item {p} recommended back"
+        );
     }
     let nothing: HashSet<&str> = lists["NEWBIE-NOTHING"].iter().map(|(_, p, _)| *p).collect();
     let items: HashSet<&str> = items_list.iter().map(|(_, p, _)| *p).collect();

@@ -12,7 +12,7 @@
 
 use std::time::Instant;
 
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use shopcast_benches::{forecaster_batch, ids, median};
 use shopcast_model::losses::{pinball, sampled_bce};
@@ -99,7 +99,7 @@ fn recommender_training_step(
     // On the plain device, as `train` builds them: constants, not part of the graph.
     let cf = EntityFeatures::new(padded(n_c), 4, device);
     let pf = EntityFeatures::new(padded(n_p), 4, device);
-    let mut optim = AdamConfig::new().init();
+    let mut optim = shopcast_model::optim::adam();
     let mut step = 0;
     median_seconds(5, repeats, || {
         // A fresh batch every step from host ids, as `train` builds them.
@@ -159,7 +159,7 @@ fn forecaster_training_step(device: &Device, repeats: usize) -> f64 {
     let mut model = Some(shopcast_model::seeded_init(&train_device, 1, || {
         config.init(&train_device)
     }));
-    let mut optim = AdamConfig::new().init();
+    let mut optim = shopcast_model::optim::adam();
     let input = forecaster_input(&train_device);
     let target = Tensor::<2>::ones([FC_BATCH, FC_HORIZON], &train_device);
     let mask = Tensor::<2>::ones([FC_BATCH, FC_HORIZON], &train_device);

@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use shopcast_benches::{forecaster_batch, ids, median};
 use shopcast_model::losses::{pinball, sampled_bce};
@@ -43,7 +43,7 @@ fn recommender_step_seconds(device: &Device, architecture: Architecture, k: usiz
         |n: usize| -> Vec<i64> { (0..n * 4).map(|i| ((i * 31) % tokens) as i64 + 1).collect() };
     let cf = EntityFeatures::new(padded(n_c), 4, device);
     let pf = EntityFeatures::new(padded(n_p), 4, device);
-    let mut optim = AdamConfig::new().init();
+    let mut optim = shopcast_model::optim::adam();
     let mut times = Vec::new();
     for step in 0..30 {
         let batch = InteractionBatch {
@@ -81,7 +81,7 @@ fn forecaster_step_seconds(device: &Device) -> (f64, usize) {
         vec![0.1, 0.5, 0.9],
     );
     let mut model = config.init(&train_device);
-    let mut optim = AdamConfig::new().init();
+    let mut optim = shopcast_model::optim::adam();
     let mut times = Vec::new();
     for step in 0..12 {
         let input = forecaster_batch(b, (context, horizon), (enc_f, dec_f), &train_device);

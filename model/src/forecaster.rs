@@ -515,7 +515,6 @@ mod tests {
     /// through the host kernels as through the tensor ops.
     #[test]
     fn fast_path_matches_the_autodiff_reference() {
-        use burn::optim::AdamConfig;
         let device = Device::flex().autodiff();
         let config =
             ForecasterConfig::new(6, 5, vec![3, 4], 9, 5, vec![0.1, 0.5, 0.9]).with_hidden_size(12);
@@ -536,7 +535,7 @@ mod tests {
         let loss_fn =
             |raw: Tensor<3>| pinball_for_test(raw, target.clone(), mask.clone(), &quantiles);
         // A few steps first: the head starts at zero, which would make every LSTM gradient zero.
-        let mut optim = AdamConfig::new().init();
+        let mut optim = crate::optim::adam();
         for _ in 0..3 {
             let (_, grads) =
                 model.reference_loss_and_gradients(input(b, &config, &device), loss_fn);

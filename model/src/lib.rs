@@ -12,6 +12,7 @@ pub mod forecaster;
 pub mod fused_lstm;
 pub mod host;
 pub mod losses;
+pub mod optim;
 pub mod recommender;
 
 pub use bundle::{Bundle, BundleError, BundleManifest, BundleWriter};

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use burn::module::Module;
-use burn::optim::{AdamConfig, ModuleOptimizer};
+use burn::optim::ModuleOptimizer;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use shopcast_datasets::table::write_file_atomic;
@@ -284,8 +284,7 @@ impl Checkpoints {
         let model = model
             .try_load_file(file("model"))
             .map_err(|e| CannotResume(format!("cannot load {}: {e:?}", file("model").display())))?;
-        let optim = AdamConfig::new()
-            .init()
+        let optim = shopcast_model::optim::adam()
             .load(file("optim"))
             .map_err(|e| CannotResume(format!("cannot load {}: {e:?}", file("optim").display())))?;
         let best = if file("best").exists() {

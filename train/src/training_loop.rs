@@ -8,7 +8,7 @@
 
 use anyhow::Result;
 use burn::module::Module;
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use rand_chacha::ChaCha8Rng;
 
 use crate::checkpoint::{self, Checkpoints, EpochLog, LoopState, Validation};
@@ -95,7 +95,7 @@ pub fn run_epochs<T: EpochTask>(
 ) -> Result<Trained<T::Model>> {
     let label = settings.label;
     let mut model = model;
-    let mut optim = AdamConfig::new().init();
+    let mut optim = shopcast_model::optim::adam();
     let mut best: Option<T::Model> = None;
     let mut state = checkpoints.new_state();
     if let Some(saved) = checkpoints.restore(label, model.clone(), plain)? {

@@ -55,7 +55,10 @@ impl Recommender {
         let start_ad = Tensor::<2>::from_data(start.clone().into_data(), &ad);
         let mut offset = Tensor::<2>::zeros([c, d], plain);
         let (mut m, mut v) = (offset.zeros_like(), offset.zeros_like());
-        let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f64);
+        // The training loops' Adam constants, applied by hand to the offsets (a raw tensor, not
+        // a module).
+        use crate::optim::{BETA_1, BETA_2, EPSILON};
+        let (b1, b2, eps) = (BETA_1 as f64, BETA_2 as f64, EPSILON as f64);
         for step in 1..=config.steps {
             let e = Tensor::<2>::from_data(offset.clone().into_data(), &ad).require_grad();
             let scores = self.score_all(start_ad.clone() + e.clone(), products);

@@ -649,8 +649,8 @@ fn easter_monday(y: i32) -> Option<NaiveDate> {
     NaiveDate::from_ymd_opt(y, month as u32, day as u32).map(|d| d + chrono::Days::new(1))
 }
 
-// long: one loop over store x product x day whose random draws must stay in this order (the
-// seed's shop depends on it).
+// The seed's shop depends on the order of the random draws below.
+// long: one loop over store x product x day whose draws must stay in this order.
 fn generate_sales(
     files: &DemoFiles,
     demo: &DemoSection,

@@ -58,8 +58,8 @@ pub struct RecommenderOutcome {
 /// Trains with early stopping on the validation items, chooses the recency weight there,
 /// optionally refits on training and validation items, evaluates on the test items and packages
 /// the model.
-// long: the stages in the order they run, each one call; splitting it further would scatter the
-// one place that says how a recommender is trained.
+// Splitting it further would scatter the one place that says how a recommender is trained.
+// long: the stages in the order they run, each one call.
 pub fn train_recommender(
     cfg: &LoadedConfig,
     sec: &RecommenderSection,

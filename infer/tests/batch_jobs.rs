@@ -777,30 +777,51 @@ fn damaged_bundles_are_refused_with_exit_4() {
         "forecast",
         "forecaster.bpk does not match its checksum",
     );
-    // A model config that does not fit the weights (checksums made to agree, as a hand-edited
-    // or mismatched bundle would have): the weights are refused, not misread.
-    let mismatched = copy("mismatched");
-    let config_path = mismatched.join("recommender.config.json");
-    let config = std::fs::read_to_string(&config_path).expect("config");
-    let config = config.replacen("\"embedding_dim\": 16", "\"embedding_dim\": 24", 1);
-    assert!(config.contains("\"embedding_dim\": 24"), "{config}");
-    std::fs::write(&config_path, &config).expect("write config");
-    let manifest_path = mismatched.join("bundle.json");
-    let mut manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&manifest_path).expect("manifest")).expect("json");
-    manifest["files"]["recommender.config.json"] = serde_json::Value::String({
-        use sha2::Digest;
-        sha2::Sha256::digest(config.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    });
-    std::fs::write(
-        &manifest_path,
-        serde_json::to_vec_pretty(&manifest).expect("encode"),
-    )
-    .expect("write manifest");
+    // A copy whose recommender config says `to` where it said `from`, its checksum made to
+    // agree (as a hand-edited or mismatched bundle would have).
+    let edited_config = |name: &str, from: &str, to: &str| -> PathBuf {
+        let edited = copy(name);
+        let config_path = edited.join("recommender.config.json");
+        let config = std::fs::read_to_string(&config_path).expect("config");
+        let config = config.replacen(from, to, 1);
+        assert!(config.contains(to), "{config}");
+        std::fs::write(&config_path, &config).expect("write config");
+        let manifest_path = edited.join("bundle.json");
+        let mut manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&manifest_path).expect("manifest"))
+                .expect("json");
+        manifest["files"]["recommender.config.json"] = serde_json::Value::String({
+            use sha2::Digest;
+            sha2::Sha256::digest(config.as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        });
+        std::fs::write(
+            &manifest_path,
+            serde_json::to_vec_pretty(&manifest).expect("encode"),
+        )
+        .expect("write manifest");
+        edited
+    };
+    // A model config that does not fit the weights: the weights are refused, not misread.
+    let mismatched = edited_config(
+        "mismatched",
+        "\"embedding_dim\": 16",
+        "\"embedding_dim\": 24",
+    );
     refused(&mismatched, "recommend", "recommender.bpk");
+    // A model config that fails its checks is refused by name before any weights are read.
+    let invalid = edited_config(
+        "invalid-config",
+        "\"embedding_dim\": 16",
+        "\"embedding_dim\": 0",
+    );
+    refused(
+        &invalid,
+        "recommend",
+        "recommender.config.json: embedding_dim: must be at least 1, got 0",
+    );
     // A bundle with only a forecaster cannot recommend.
     let forecaster_only = copy("forecaster-only");
     std::fs::remove_file(forecaster_only.join("recommender.bpk")).expect("remove");

@@ -881,12 +881,6 @@ impl ForecasterSection {
         positive("forecaster.model.hidden_size", m.hidden_size)?;
         positive("forecaster.model.key_embedding_dim", m.key_embedding_dim)?;
         positive("forecaster.model.season_length", m.season_length)?;
-        if m.context_length < m.season_length {
-            return Err(format!(
-            "key `forecaster.model.context_length`: must be at least season_length ({}), got {}",
-            m.season_length, m.context_length
-        ));
-        }
         if m.quantiles.is_empty() {
             return Err("key `forecaster.model.quantiles`: must not be empty".into());
         }

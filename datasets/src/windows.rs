@@ -81,6 +81,13 @@ impl WindowSpec {
     pub fn min_origin(&self, start: usize) -> usize {
         start + self.context.min(2 * self.season)
     }
+
+    /// Periods of history before an origin that a window reads: the context, and the same
+    /// period of the last [`BASELINE_SEASONS`] seasons for the seasonal average (which may
+    /// reach further back than a context shorter than those seasons).
+    pub fn history(&self) -> usize {
+        self.context.max(BASELINE_SEASONS * self.season)
+    }
 }
 
 /// One series as the window builder sees it; index 0 is the series' first period here.
@@ -155,8 +162,10 @@ fn push_covariate(stats: &CovariateStats, x: f32, context_mean: f32, out: &mut V
 }
 
 impl WindowSpec {
-    /// The scale and scaled seasonal average of a window at `origin`, from the context alone:
-    /// the mean of the same period in the last seasons.
+    /// The scale of a window at `origin` (from its context) and its scaled seasonal average:
+    /// the mean of the same period in the last [`BASELINE_SEASONS`] seasons of the series'
+    /// history, also where they lie before the context (a weekly model with a context shorter
+    /// than a year still sees last year's same week).
     pub fn seasonal_average(&self, target: &[f32], origin: usize) -> (f32, Vec<f32>) {
         let lo = origin.saturating_sub(self.context);
         let ctx = &target[lo..origin];
@@ -188,9 +197,6 @@ impl WindowSpec {
                     let Some(past) = t.checked_sub(k * self.season) else {
                         break;
                     };
-                    if past < lo {
-                        break;
-                    }
                     if !target[past].is_nan() {
                         s += target[past];
                         c += 1;

@@ -652,3 +652,89 @@ fn weekly_sales_are_forecast_week_by_week() {
         );
     }
 }
+
+/// Weekly sales of six products over `weeks` weeks from 2023-01-02: a yearly pattern and noise.
+fn weekly_csv(weeks: usize) -> String {
+    let mut rng = Rng(143);
+    let start = chrono::NaiveDate::from_ymd_opt(2023, 1, 2).expect("date");
+    let mut csv = String::from("product_id,week,units,promo\n");
+    for product in 0..6 {
+        let level = [200.0, 80.0, 40.0, 120.0, 20.0, 60.0][product];
+        for w in 0..weeks {
+            let promo = rng.uniform() < 0.1;
+            let year = (w as f64 / 52.0 * std::f64::consts::TAU + product as f64).sin();
+            let lambda = level * (1.0 + 0.5 * year) * if promo { 1.5 } else { 1.0 };
+            let date = start + chrono::Duration::days(7 * w as i64);
+            writeln!(
+                csv,
+                "p{product},{},{},{}",
+                date.format("%Y-%m-%d"),
+                rng.poisson(lambda),
+                promo as u8
+            )
+            .expect("write");
+        }
+    }
+    csv
+}
+
+/// A weekly business with under three years of history (143 weeks), a season of 52 and a
+/// quarter's horizon: three backtest folds run, with a context shorter than the season; data
+/// that is really too short is refused as clearly as before.
+#[test]
+fn short_weekly_histories_run_three_backtest_folds() {
+    let shop = WEEKLY_SHOP
+        .replace("context_length = 52", "context_length = 26")
+        .replace("horizon = 8", "horizon = 13")
+        .replace("backtest_folds = 2", "backtest_folds = 3");
+    let train_on = |weeks: usize| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("weekly.csv"), weekly_csv(weeks)).expect("write");
+        let config = dir.path().join("weekly.toml");
+        std::fs::write(&config, &shop).expect("write config");
+        let bundle = dir.path().join("bundle");
+        let out = Command::new(bin("train"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--out")
+            .arg(&bundle)
+            .output()
+            .expect("spawn train");
+        (dir, bundle, out)
+    };
+    let (_dir, bundle, out) = train_on(143);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(6)),
+        "143 weeks refused: {stderr}"
+    );
+    let m: HashMap<String, f64> =
+        serde_json::from_slice(&std::fs::read(bundle.join("metrics.json")).expect("metrics"))
+            .expect("json");
+    eprintln!("{m:#?}");
+    assert_eq!(m["forecaster.backtest_folds"], 3.0);
+    for key in [
+        "forecaster.mase",
+        "baseline.seasonal_naive.mase",
+        "forecaster.wql",
+    ] {
+        assert!(m[key].is_finite(), "{key}: {}", m[key]);
+    }
+    let forecast = bundle.with_file_name("forecast.csv");
+    run(Command::new(bin("infer"))
+        .args(["forecast", "--device", "flex", "--bundle"])
+        .arg(&bundle)
+        .arg("--out")
+        .arg(&forecast));
+    assert_eq!(read_csv(&forecast).height(), 6 * 13);
+
+    // 3 folds and a validation period of 13 weeks, and a training window after 26 weeks of
+    // context, need 91 weeks.
+    let (_dir, _, out) = train_on(80);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("the data has 80 periods") && stderr.contains("need 91"),
+        "{stderr}"
+    );
+}

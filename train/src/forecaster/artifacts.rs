@@ -58,7 +58,7 @@ pub fn forecast_samples(
 }
 
 /// The bundle's side data: the spec, key vocabularies, the blend, and per series the last
-/// `context + horizon` periods (enough to forecast the next horizon, and to re-forecast the
+/// `history + horizon` periods (enough to forecast the next horizon, and to re-forecast the
 /// latest one for anomaly checks) with its exponential smoothing, fitted on all its history and
 /// moved on to the tail's start.
 pub fn build_artifacts(
@@ -68,7 +68,7 @@ pub fn build_artifacts(
     blend: Vec<f32>,
 ) -> ForecasterArtifacts {
     let t_all = panel.periods;
-    let from = t_all.saturating_sub(spec.context + spec.horizon);
+    let from = t_all.saturating_sub(spec.history() + spec.horizon);
     let series = (0..panel.len())
         .map(|s| SeriesTail {
             keys: panel.series_keys[s].clone(),

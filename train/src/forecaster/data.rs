@@ -53,7 +53,9 @@ pub fn prepare(cfg: &LoadedConfig, sec: &ForecasterSection) -> Result<Prepared> 
     log_panel(&panel);
     let m = &sec.model;
     let (h, t_all, folds) = (m.horizon, panel.periods, sec.evaluation.backtest_folds);
-    let needed = (folds + 2) * h + m.season_length * 2;
+    // The backtest folds, the validation period and one training window after the context
+    // (a series' first fold sees what there is before its origin).
+    let needed = (folds + 2) * h + m.context_length.min(2 * m.season_length);
     if t_all < needed {
         anyhow::bail!(DataError::TooLittleData(format!(
             "forecaster: the data has {t_all} periods, but {folds} backtest folds of {h}, a validation period of {h}, \

@@ -594,27 +594,9 @@ backtest_folds = 2
 #[test]
 fn weekly_sales_are_forecast_week_by_week() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut rng = Rng(52);
     // 2023-01-02 is a Monday; rows are dated mid-week to show that dates map to their week.
     let start = chrono::NaiveDate::from_ymd_opt(2023, 1, 4).expect("date");
-    let mut csv = String::from("product_id,week,units,promo\n");
-    for product in 0..6 {
-        let level = [200.0, 80.0, 40.0, 120.0, 20.0, 60.0][product];
-        for w in 0..156 {
-            let promo = rng.uniform() < 0.1;
-            let year = (w as f64 / 52.0 * std::f64::consts::TAU + product as f64).sin();
-            let lambda = level * (1.0 + 0.5 * year) * if promo { 1.5 } else { 1.0 };
-            let date = start + chrono::Duration::days(7 * w as i64);
-            writeln!(
-                csv,
-                "p{product},{},{},{}",
-                date.format("%Y-%m-%d"),
-                rng.poisson(lambda),
-                promo as u8
-            )
-            .expect("write");
-        }
-    }
+    let csv = weekly_csv(156, start, 52);
     std::fs::write(dir.path().join("weekly.csv"), csv).expect("write");
     let config = dir.path().join("weekly.toml");
     std::fs::write(&config, WEEKLY_SHOP).expect("write config");
@@ -653,10 +635,10 @@ fn weekly_sales_are_forecast_week_by_week() {
     }
 }
 
-/// Weekly sales of six products over `weeks` weeks from 2023-01-02: a yearly pattern and noise.
-fn weekly_csv(weeks: usize) -> String {
-    let mut rng = Rng(143);
-    let start = chrono::NaiveDate::from_ymd_opt(2023, 1, 2).expect("date");
+/// Weekly sales of six products over `weeks` weeks from `start` (one row a week, dated that
+/// weekday): a yearly pattern, promotions and Poisson noise, drawn from `seed`.
+fn weekly_csv(weeks: usize, start: chrono::NaiveDate, seed: u64) -> String {
+    let mut rng = Rng(seed);
     let mut csv = String::from("product_id,week,units,promo\n");
     for product in 0..6 {
         let level = [200.0, 80.0, 40.0, 120.0, 20.0, 60.0][product];
@@ -689,7 +671,9 @@ fn short_weekly_histories_run_three_backtest_folds() {
         .replace("backtest_folds = 2", "backtest_folds = 3");
     let train_on = |weeks: usize| {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("weekly.csv"), weekly_csv(weeks)).expect("write");
+        let start = chrono::NaiveDate::from_ymd_opt(2023, 1, 2).expect("date");
+        std::fs::write(dir.path().join("weekly.csv"), weekly_csv(weeks, start, 143))
+            .expect("write");
         let config = dir.path().join("weekly.toml");
         std::fs::write(&config, &shop).expect("write config");
         let bundle = dir.path().join("bundle");

@@ -511,6 +511,13 @@ pub struct ForecasterTrainingSection {
     /// Networks trained from different seeds whose quantiles are averaged (1 = a single one).
     #[serde(default = "d_ensemble")]
     pub ensemble: usize,
+    /// After early stopping, retrain each network from scratch for its best number of epochs on
+    /// everything before each backtest fold's origin (the fold is scored by those networks), and
+    /// the saved networks on the whole history, so forecasts come from a model that has seen the
+    /// latest periods. Off: one set of networks, trained before the validation period, serves the
+    /// backtest and the bundle. Costs `folds + 1` more trainings.
+    #[serde(default = "d_fc_refit")]
+    pub refit: bool,
 }
 
 /// Backtest settings.
@@ -564,6 +571,7 @@ defaults! {
     d_season: usize = 7;
     d_fc_epochs: usize = 15;
     d_ensemble: usize = 1;
+    d_fc_refit: bool = true;
     d_fc_batch: usize = 256;
     d_fc_lr: f64 = 0.003;
     d_windows: usize = 32;
@@ -627,6 +635,7 @@ impl Default for ForecasterTrainingSection {
             windows_per_series: d_windows(),
             patience: d_patience(),
             ensemble: d_ensemble(),
+            refit: d_fc_refit(),
         }
     }
 }

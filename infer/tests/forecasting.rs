@@ -722,3 +722,123 @@ fn short_weekly_histories_run_three_backtest_folds() {
         "{stderr}"
     );
 }
+
+/// Daily sales of eight products over `days` days (a weekly pattern, promotions, Poisson noise);
+/// from day `changed_from` on, sales are `factor` times what was drawn.
+fn eight_products_csv(days: usize, changed_from: usize, factor: u64) -> String {
+    let mut rng = Rng(77);
+    let start = chrono::NaiveDate::from_ymd_opt(2024, 3, 4).expect("date");
+    let mut csv = String::from("product_id,date,units,promo\n");
+    for product in 0..8 {
+        let level = [30.0, 12.0, 50.0, 8.0, 20.0, 40.0, 15.0, 25.0][product];
+        for d in 0..days {
+            let promo = rng.uniform() < 0.1;
+            let weekly = [1.0, 0.9, 1.0, 1.1, 1.3, 1.5, 0.7][d % 7];
+            let units = rng.poisson(level * weekly * if promo { 2.0 } else { 1.0 });
+            let units = if d >= changed_from {
+                units * factor
+            } else {
+                units
+            };
+            let date = start + chrono::Duration::days(d as i64);
+            writeln!(
+                csv,
+                "p{product},{},{units},{}",
+                date.format("%Y-%m-%d"),
+                promo as u8
+            )
+            .expect("write");
+        }
+    }
+    csv
+}
+
+/// With `refit` (the default) each backtest fold is scored by networks retrained on everything
+/// before its origin, and never on the fold: changing the sales of the last fold changes that
+/// fold's score but leaves the earlier folds' scores exactly as they were, while the bundle's
+/// networks (retrained on the whole history) change. Without refit no fold network is trained.
+#[test]
+fn refitted_fold_networks_see_everything_before_their_fold_and_nothing_after() {
+    const SHOP: &str = r#"
+[business]
+name = "refit"
+seed = 5
+device = "flex"
+data_dir = "."
+
+[forecaster.data]
+sales = { path = "sales.csv" }
+series_keys = ["product_id"]
+date = "date"
+target = "units"
+known_covariates = ["promo"]
+
+[forecaster.model]
+context_length = 28
+horizon = 14
+hidden_size = 16
+season_length = 7
+
+[forecaster.training]
+epochs = 6
+batch_size = 64
+learning_rate = 0.005
+windows_per_series = 32
+patience = 3
+
+[forecaster.evaluation]
+backtest_folds = 3
+allow_worse_than_baseline = true
+"#;
+    // 200 days: validation from day 144, folds from 158, 172 and 186.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let train_on = |name: &str, csv: String, refit: bool| {
+        let data = dir.path().join(name);
+        std::fs::create_dir_all(&data).expect("dir");
+        std::fs::write(data.join("sales.csv"), csv).expect("write");
+        let shop = SHOP.replace("patience = 3", &format!("patience = 3\nrefit = {refit}"));
+        std::fs::write(data.join("shop.toml"), shop).expect("write config");
+        let bundle = data.join("bundle");
+        let stderr = run(Command::new(bin("train"))
+            .arg("--config")
+            .arg(data.join("shop.toml"))
+            .arg("--out")
+            .arg(&bundle));
+        let m: HashMap<String, f64> =
+            serde_json::from_slice(&std::fs::read(bundle.join("metrics.json")).expect("metrics"))
+                .expect("json");
+        let weights = std::fs::read(bundle.join("forecaster.bpk")).expect("weights");
+        (m, weights, stderr)
+    };
+    let (base, base_weights, stderr) = train_on("base", eight_products_csv(200, 200, 1), true);
+    for (fold, origin) in [(1, 158), (2, 172), (3, 186)] {
+        let line =
+            format!("forecaster-fold{fold}: 1 network(s) refitted on periods before {origin}");
+        assert!(stderr.contains(&line), "{line}: {stderr}");
+    }
+    assert!(stderr.contains("forecaster-refit: 1 network(s) refitted on periods before 200"));
+    assert_eq!(base["forecaster.refit"], 1.0);
+    let (changed, changed_weights, _) = train_on("changed", eight_products_csv(200, 186, 3), true);
+    for key in [
+        "forecaster.fold1.mase",
+        "forecaster.fold1.wql",
+        "forecaster.fold2.mase",
+        "forecaster.fold2.wql",
+        "forecaster.network_weight.p50",
+    ] {
+        assert_eq!(base[key], changed[key], "{key}");
+    }
+    assert_ne!(
+        base["forecaster.fold3.mase"],
+        changed["forecaster.fold3.mase"]
+    );
+    // The networks' parameters differ (the files' headers may share bytes, the weights do not).
+    assert_ne!(
+        base_weights.len() == changed_weights.len() && base_weights == changed_weights,
+        true
+    );
+
+    let (plain, _, stderr) = train_on("plain", eight_products_csv(200, 200, 1), false);
+    assert!(!stderr.contains("refitted"), "{stderr}");
+    assert_eq!(plain["forecaster.refit"], 0.0);
+}

@@ -41,9 +41,10 @@ pub struct Backtest {
     pub latest: Vec<LatestFold>,
 }
 
-/// Every method on every fold: per method the scores over all series and per series.
+/// Every method on every fold: per method the scores over all series and per series. Fold `f`
+/// is forecast by `models[f]` (networks that never saw the fold), or by the last of `models`.
 pub fn backtest(
-    model: &ForecasterEnsemble,
+    models: &[&ForecasterEnsemble],
     data: &Prepared,
     blend: &[f32],
     tc: &ForecasterTrainingConfig,
@@ -56,7 +57,16 @@ pub fn backtest(
         METHODS.iter().map(|_| ForecastScore::new(levels)).collect();
     let mut per_series: Vec<Option<Vec<ForecastScore>>> = vec![None; panel.len()];
     let mut latest: Vec<LatestFold> = vec![None; panel.len()];
-    for &origin in &data.fold_origins {
+    // The forecaster's own scores per fold (`forecaster.fold1.mase`...).
+    let mut by_fold: Vec<ForecastScore> = data
+        .fold_origins
+        .iter()
+        .map(|_| ForecastScore::new(levels))
+        .collect();
+    for (fold, &origin) in data.fold_origins.iter().enumerate() {
+        let Some(model) = models.get(fold).or(models.last()) else {
+            anyhow::bail!("backtest: no networks to forecast with");
+        };
         let series: Vec<usize> = (0..panel.len())
             .filter(|&s| origin >= spec.min_origin(panel.start[s]))
             .collect();
@@ -83,6 +93,7 @@ pub fn backtest(
                 total.add(history, actual, forecast, spec.season);
                 own.add(history, actual, forecast, spec.season);
             }
+            by_fold[fold].add(history, actual, f, spec.season);
         }
     }
     let mut metrics = BTreeMap::new();
@@ -90,6 +101,17 @@ pub fn backtest(
         let prefix = forecast_method_prefix(method);
         for (k, v) in score.metrics() {
             metrics.insert(format!("{prefix}{k}"), v);
+        }
+    }
+    for (fold, score) in by_fold.iter().enumerate() {
+        let all = score.metrics();
+        for k in ["mase", "wql"] {
+            if let Some(v) = all.get(k) {
+                metrics.insert(
+                    format!("{}fold{}.{k}", metric_keys::FORECASTER, fold + 1),
+                    *v,
+                );
+            }
         }
     }
     insert_median_mase(&mut metrics, &per_series);

@@ -18,8 +18,6 @@ pub struct Prepared {
     pub spec: WindowSpec,
     /// Each series' exponential smoothing, fitted before the validation period.
     pub anchors: Vec<EtsModel>,
-    /// Series with a training window that ends before the validation period.
-    pub trainable: Vec<usize>,
     /// Series with a window at the validation origin.
     pub val_series: Vec<usize>,
     pub val_origin: usize,
@@ -31,6 +29,14 @@ impl Prepared {
     /// Series `s` as the window builder sees it.
     pub fn view(&self, s: usize) -> SeriesView<'_> {
         view(&self.panel, &self.anchors, s)
+    }
+
+    /// Series with a whole training window (context and horizon) that ends by `end`.
+    pub fn trainable_before(&self, end: usize) -> Vec<usize> {
+        let h = self.spec.horizon;
+        (0..self.panel.len())
+            .filter(|&s| self.spec.min_origin(self.panel.start[s]) + h <= end)
+            .collect()
     }
 }
 
@@ -79,10 +85,8 @@ pub fn prepare(cfg: &LoadedConfig, sec: &ForecasterSection) -> Result<Prepared> 
         .iter()
         .map(|y| EtsModel::fit(y, val_origin, spec.season, &m.quantiles))
         .collect();
-    let trainable: Vec<usize> = (0..panel.len())
-        .filter(|&s| spec.min_origin(panel.start[s]) + h <= val_origin)
-        .collect();
-    if trainable.is_empty() {
+    let trainable_now = (0..panel.len()).any(|s| spec.min_origin(panel.start[s]) + h <= val_origin);
+    if !trainable_now {
         anyhow::bail!(DataError::TooLittleData(format!(
             "forecaster: no series has enough history before the validation period (day {}) for a training window",
             date_of_day(panel.day_of_period(val_origin))
@@ -95,7 +99,6 @@ pub fn prepare(cfg: &LoadedConfig, sec: &ForecasterSection) -> Result<Prepared> 
         panel,
         spec,
         anchors,
-        trainable,
         val_series,
         val_origin,
         fold_origins,

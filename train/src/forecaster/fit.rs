@@ -42,6 +42,8 @@ pub struct ForecasterTrainingConfig {
     pub allow_worse_than_baseline: bool,
     #[config(default = 1)]
     pub ensemble: usize,
+    #[config(default = true)]
+    pub refit: bool,
 }
 
 impl ForecasterTrainingConfig {
@@ -58,6 +60,7 @@ impl ForecasterTrainingConfig {
             .with_moving_average_window(e.moving_average_window)
             .with_allow_worse_than_baseline(e.allow_worse_than_baseline)
             .with_ensemble(t.ensemble)
+            .with_refit(t.refit)
     }
 }
 
@@ -87,12 +90,39 @@ fn training_input(
     (input, target, mask)
 }
 
+/// Which periods a set of networks trains on, and for how long.
+pub struct FitPlan<'a> {
+    /// Names the loops' checkpoints (`forecaster`, `forecaster-fold1`...).
+    pub label: String,
+    /// Training windows end at or before this period.
+    pub train_end: usize,
+    /// Per network, a fixed number of epochs (a refit); `None`: early stopping on the
+    /// validation windows.
+    pub epochs: Option<&'a [usize]>,
+}
+
+impl FitPlan<'_> {
+    /// Early stopping on the validation period, training on what lies before it.
+    pub fn early_stopping(data: &Prepared) -> Self {
+        FitPlan {
+            label: "forecaster".into(),
+            train_end: data.val_origin,
+            epochs: None,
+        }
+    }
+}
+
 /// One epoch of one network: `windows_per_series` random origins per trainable series,
 /// shuffled, in batches.
 struct ForecasterEpochs<'a> {
     data: &'a Prepared,
     tc: &'a ForecasterTrainingConfig,
     quantiles: &'a [f64],
+    /// Series with a whole training window before `train_end`.
+    trainable: &'a [usize],
+    train_end: usize,
+    /// Score each epoch on the validation windows (early stopping).
+    validating: bool,
     /// (series, origin) of each training window of the epoch.
     samples: Vec<(usize, usize)>,
     train_device: Device,
@@ -105,10 +135,10 @@ impl EpochTask for ForecasterEpochs<'_> {
     fn start_epoch(&mut self, rng: &mut ChaCha8Rng) {
         let (data, h) = (self.data, self.data.spec.horizon);
         self.samples.clear();
-        for &s in &data.trainable {
+        for &s in self.trainable {
             let (lo, hi) = (
                 data.spec.min_origin(data.panel.start[s]),
-                data.val_origin - h,
+                self.train_end - h,
             );
             for _ in 0..self.tc.windows_per_series {
                 self.samples.push((s, rng.random_range(lo..=hi)));
@@ -157,6 +187,9 @@ impl EpochTask for ForecasterEpochs<'_> {
 
     /// The mean pinball loss over every series' window at the validation origin.
     fn validate(&mut self, snapshot: &DemandForecaster) -> Result<Option<f64>> {
+        if !self.validating {
+            return Ok(None);
+        }
         let data = self.data;
         let mut val_loss = 0.0;
         for chunk in data.val_series.chunks(512) {
@@ -177,29 +210,39 @@ impl EpochTask for ForecasterEpochs<'_> {
 /// The trained networks of the ensemble.
 pub struct Ensemble {
     pub model: ForecasterEnsemble,
-    /// The members' mean best validation loss.
+    /// The members' mean best validation loss (infinite for a refit).
     pub best_loss: f64,
     /// The latest best epoch of any member.
     pub best_epoch: usize,
+    /// Each member's best epoch (the epochs run, for a refit).
+    pub best_epochs: Vec<usize>,
     /// Training and validation loss per epoch of the first network.
     pub history: Vec<EpochLog>,
 }
 
 /// Trains `tc.ensemble` networks from different seeds (the first from the run's seed, so an
-/// ensemble of one is the plain model), each checkpointed as its own loop.
+/// ensemble of one is the plain model) as `plan` says, each checkpointed as its own loop. A
+/// refit draws from the same seeds as the early-stopped networks it repeats.
 pub fn train_ensemble(
     data: &Prepared,
     model_config: &ForecasterConfig,
     tc: &ForecasterTrainingConfig,
     device: &Device,
     checkpoints: &Checkpoints,
+    plan: &FitPlan<'_>,
 ) -> Result<Ensemble> {
-    let steps_per_epoch = (data.trainable.len() * tc.windows_per_series).div_ceil(tc.batch_size);
-    let mut progress = Progress::new(
-        "forecaster",
-        (steps_per_epoch * tc.epochs * tc.ensemble) as u64,
-    );
+    let trainable = data.trainable_before(plan.train_end);
+    let steps_per_epoch = (trainable.len() * tc.windows_per_series).div_ceil(tc.batch_size);
+    let epochs_of = |member: usize| -> usize {
+        plan.epochs
+            .and_then(|e| e.get(member).copied())
+            .unwrap_or(tc.epochs)
+            .max(1)
+    };
+    let total_epochs: usize = (0..tc.ensemble).map(epochs_of).sum();
+    let mut progress = Progress::new(&plan.label, (steps_per_epoch * total_epochs) as u64);
     let mut members = Vec::with_capacity(tc.ensemble);
+    let mut best_epochs = Vec::with_capacity(tc.ensemble);
     let mut history = Vec::new();
     let (mut best_loss, mut best_epoch) = (0.0, 0);
     for member in 0..tc.ensemble {
@@ -208,9 +251,9 @@ pub fn train_ensemble(
             progress.log(&format!("network {} of {}", member + 1, tc.ensemble));
         }
         let label = if tc.ensemble == 1 {
-            "forecaster".to_string()
+            plan.label.clone()
         } else {
-            format!("forecaster-{member}")
+            format!("{}-{member}", plan.label)
         };
         let train_device = device.clone().autodiff();
         let model =
@@ -220,12 +263,15 @@ pub fn train_ensemble(
             tc,
             quantiles: &model_config.quantiles,
             samples: Vec::new(),
+            trainable: &trainable,
+            train_end: plan.train_end,
+            validating: plan.epochs.is_none(),
             train_device,
             plain: device.clone(),
         };
         let settings = LoopSettings {
             label: &label,
-            epochs: tc.epochs,
+            epochs: epochs_of(member),
             steps_per_epoch,
             learning_rate: tc.learning_rate,
             patience: tc.patience,
@@ -248,15 +294,24 @@ pub fn train_ensemble(
         }
         best_loss += trained.best_score.unwrap_or(f64::INFINITY) / tc.ensemble as f64;
         best_epoch = best_epoch.max(trained.best_epoch);
+        best_epochs.push(trained.best_epoch);
     }
-    progress.finish(&format!(
-        "mean best validation loss {best_loss:.4} over {} network(s)",
-        tc.ensemble
-    ));
+    if plan.epochs.is_none() {
+        progress.finish(&format!(
+            "mean best validation loss {best_loss:.4} over {} network(s), best epochs {best_epochs:?}",
+            tc.ensemble
+        ));
+    } else {
+        progress.finish(&format!(
+            "{} network(s) refitted on periods before {} for {best_epochs:?} epochs",
+            tc.ensemble, plan.train_end
+        ));
+    }
     Ok(Ensemble {
         model: ForecasterEnsemble { members },
         best_loss,
         best_epoch,
+        best_epochs,
         history,
     })
 }

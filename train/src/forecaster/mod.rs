@@ -70,13 +70,27 @@ pub fn train_forecaster(
     let data = data::prepare(cfg, sec)?;
     let levels = &sec.model.quantiles;
     let model_config = model_config(sec, &data, &tc);
-    let ensemble = fit::train_ensemble(&data, &model_config, &tc, device, checkpoints)?;
+    let plan = fit::FitPlan::early_stopping(&data);
+    let ensemble = fit::train_ensemble(&data, &model_config, &tc, device, checkpoints, &plan)?;
 
     let blend = blend::validation_blend(&ensemble.model, &data, levels, device)?;
     eprintln!(
         "forecaster: network weight against exponential smoothing, per quantile {levels:?}: {blend:?}"
     );
-    let mut tested = backtest::backtest(&ensemble.model, &data, &blend, &tc, levels, device)?;
+    let fold_models = refit_before(
+        &data,
+        &data.fold_origins,
+        &ensemble,
+        (&model_config, &tc),
+        device,
+        checkpoints,
+    )?;
+    let by_fold: Vec<&ForecasterEnsemble> = if fold_models.is_empty() {
+        vec![&ensemble.model]
+    } else {
+        fold_models.iter().collect()
+    };
+    let mut tested = backtest::backtest(&by_fold, &data, &blend, &tc, levels, device)?;
     let metrics = &mut tested.metrics;
     for (level, w) in levels.iter().zip(&blend) {
         let column = ForecasterArtifacts::quantile_column(*level);
@@ -87,11 +101,26 @@ pub fn train_forecaster(
     metrics.insert("forecaster.series".into(), data.panel.len() as f64);
     metrics.insert("forecaster.backtest_folds".into(), tc.backtest_folds as f64);
 
+    metrics.insert("forecaster.refit".into(), if tc.refit { 1.0 } else { 0.0 });
+
+    let model = match refit_before(
+        &data,
+        &[data.panel.periods],
+        &ensemble,
+        (&model_config, &tc),
+        device,
+        checkpoints,
+    )?
+    .pop()
+    {
+        Some(refitted) => refitted,
+        None => ensemble.model,
+    };
     let Prepared { panel, spec, .. } = &data;
     let samples =
         artifacts::forecast_samples(panel, &tested.series_metrics, &tested.latest, spec.horizon);
     Ok(ForecasterOutcome {
-        model: ensemble.model,
+        model,
         model_config,
         gate_failures: quality_gate(&tested.metrics),
         artifacts: artifacts::build_artifacts(sec, panel, spec, blend),
@@ -104,6 +133,41 @@ pub fn train_forecaster(
         samples,
         best_epoch: ensemble.best_epoch,
     })
+}
+
+/// With `refit`, the early-stopped networks retrained from scratch, each for its best number of
+/// epochs, on everything before each of `ends` (one ensemble per end); without, none.
+fn refit_before(
+    data: &Prepared,
+    ends: &[usize],
+    early_stopped: &fit::Ensemble,
+    (model_config, tc): (&ForecasterConfig, &ForecasterTrainingConfig),
+    device: &Device,
+    checkpoints: &Checkpoints,
+) -> Result<Vec<ForecasterEnsemble>> {
+    if !tc.refit {
+        return Ok(Vec::new());
+    }
+    ends.iter()
+        .map(|&end| {
+            let label = if end >= data.panel.periods {
+                "forecaster-refit".to_string()
+            } else {
+                let fold = data
+                    .fold_origins
+                    .iter()
+                    .position(|&o| o == end)
+                    .unwrap_or(0);
+                format!("forecaster-fold{}", fold + 1)
+            };
+            let plan = fit::FitPlan {
+                label,
+                train_end: end,
+                epochs: Some(&early_stopped.best_epochs),
+            };
+            Ok(fit::train_ensemble(data, model_config, tc, device, checkpoints, &plan)?.model)
+        })
+        .collect()
 }
 
 /// The network's shapes for this data.

@@ -2,13 +2,16 @@
 //! the horizon's known-future inputs for the decoder, and the anchor forecast the network
 //! corrects (the series' exponential smoothing forecast, or a seasonal average without one).
 //!
-//! Values are divided by a per-window scale (the context mean, at least 1), so one global model
-//! serves fast and slow movers alike.
+//! Values are divided by a per-window scale (the context's mean absolute seasonal difference, at
+//! least a quarter of its mean and at least 1), so one global model serves fast and slow movers
+//! alike; what that hides (the scale itself, the share of zero periods) is a decoder input, and
+//! a training window's loss weight brings its errors back to MASE's scale ([`mase_weight`]).
 
 use chrono::Datelike;
 use serde::{Deserialize, Serialize};
 
 use crate::exp_smoothing::EtsModel;
+use crate::profile::seasonal_scale;
 use crate::table::date_of_day;
 
 /// Calendar features per period: day-of-week one-hot (daily data), and two harmonics of the
@@ -70,10 +73,10 @@ impl WindowSpec {
         2 + 2 * self.known.len() + 2 * self.past.len() + CALENDAR_FEATURES
     }
 
-    /// Decoder features per period: anchor, seasonal average, position, known covariates,
-    /// calendar.
+    /// Decoder features per period: anchor, seasonal average, position, the window's
+    /// [`SalesShape`], known covariates, calendar.
     pub fn decoder_features(&self) -> usize {
-        3 + 2 * self.known.len() + CALENDAR_FEATURES
+        3 + SalesShape::FEATURES + 2 * self.known.len() + CALENDAR_FEATURES
     }
 
     /// The earliest origin that leaves enough context in a series starting at `start`
@@ -126,10 +129,42 @@ pub struct WindowBatch {
     pub anchor_quantiles: Vec<f32>,
     /// `[len, horizon]` scaled target (0 where unknown).
     pub target: Vec<f32>,
-    /// `[len, horizon]` 1 where the target is known.
+    /// `[len, horizon]` the weight of each target in the loss: 0 where it is unknown, else the
+    /// window's [`mase_weight`].
     pub target_mask: Vec<f32>,
     /// `[len]`
     pub scale: Vec<f32>,
+}
+
+/// What scaling hides about a window's context: how large its sales are (the log of the scale)
+/// and how intermittent (the share of periods that sold nothing). A series selling 0 or 1 most
+/// days has another median than one selling hundreds, even where both scale to the same shape.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SalesShape {
+    pub log_scale: f32,
+    pub zero_share: f32,
+}
+
+impl SalesShape {
+    pub const FEATURES: usize = 2;
+
+    /// The shape of `context` (NaN = missing, left out) scaled by `scale`.
+    pub fn of(context: &[f32], scale: f32) -> Self {
+        let (zeros, known) = context
+            .iter()
+            .filter(|v| !v.is_nan())
+            .fold((0usize, 0usize), |(z, n), v| {
+                (z + (*v == 0.0) as usize, n + 1)
+            });
+        SalesShape {
+            log_scale: scale.max(1.0).ln() / 5.0,
+            zero_share: if known > 0 {
+                zeros as f32 / known as f32
+            } else {
+                0.0
+            },
+        }
+    }
 }
 
 fn calendar(day: i64, period_days: i64, out: &mut Vec<f32>) {
@@ -246,6 +281,10 @@ impl WindowSpec {
             }
         };
         let known_means: Vec<f32> = series.known.iter().map(|v| mean_of(v)).collect();
+        let shape = SalesShape::of(
+            &series.target[origin.saturating_sub(self.context)..origin],
+            scale,
+        );
         let past_means: Vec<f32> = series.past.iter().map(|v| mean_of(v)).collect();
         for i in 0..self.context {
             let t = ctx_start + i as i64;
@@ -274,11 +313,18 @@ impl WindowSpec {
                 &mut batch.encoder,
             );
         }
+        let weight = if with_target {
+            mase_weight(scale, seasonal_scale(&series.target[..origin], self.season))
+        } else {
+            1.0
+        };
         for h in 0..self.horizon {
             let t = origin + h;
             batch.decoder.push(base[h]);
             batch.decoder.push(seasonal[h]);
             batch.decoder.push(h as f32 / self.horizon as f32);
+            batch.decoder.push(shape.log_scale);
+            batch.decoder.push(shape.zero_share);
             for (k, stats) in self.known.iter().enumerate() {
                 push_covariate(
                     stats,
@@ -295,7 +341,9 @@ impl WindowSpec {
             if with_target {
                 let y = series.target.get(t).copied().unwrap_or(f32::NAN);
                 batch.target.push(if y.is_nan() { 0.0 } else { y / scale });
-                batch.target_mask.push(if y.is_nan() { 0.0 } else { 1.0 });
+                batch
+                    .target_mask
+                    .push(if y.is_nan() { 0.0 } else { weight });
             }
         }
         batch.baseline.extend_from_slice(&base);
@@ -304,6 +352,18 @@ impl WindowSpec {
             .extend(series.keys.iter().chain(series.statics).map(|&k| k as i64));
         batch.scale.push(scale);
         batch.len += 1;
+    }
+}
+
+/// The weight of a window in the loss, so that training minimises what MASE measures: targets
+/// are divided by the window's own `scale` (from its context), MASE divides errors by the
+/// series' seasonal scale over its whole history before the origin, so the window's loss counts
+/// `scale / history_scale` times (bounded to [0.2, 5], so that one quiet or one frantic context
+/// cannot take over a batch). Without a history scale (no seasonal pair, or 0) it counts once.
+pub fn mase_weight(scale: f32, history_scale: Option<f64>) -> f32 {
+    match history_scale {
+        Some(h) if h > 0.0 => (scale as f64 / h).clamp(0.2, 5.0) as f32,
+        _ => 1.0,
     }
 }
 
@@ -376,5 +436,61 @@ mod tests {
         assert_eq!(&net[..3], &[2.0, 3.0, 4.0]);
         // Second step: 6, 10, 9.5 sorted.
         assert_eq!(&net[3..], &[6.0, 9.5, 10.0]);
+    }
+
+    /// The shape of a window: zeros counted among the known periods only, the scale on a log
+    /// scale; a training window's loss weight is its scale over the history's, bounded.
+    #[test]
+    fn sales_shape_and_mase_weight() {
+        let shape = SalesShape::of(&[0.0, 3.0, f32::NAN, 0.0, 5.0], 20.0);
+        assert!((shape.zero_share - 0.5).abs() < 1e-6, "{shape:?}");
+        assert!((shape.log_scale - 20f32.ln() / 5.0).abs() < 1e-6);
+        assert_eq!(SalesShape::of(&[f32::NAN; 3], 0.5).zero_share, 0.0);
+        assert_eq!(SalesShape::of(&[1.0], 0.5).log_scale, 0.0);
+        assert_eq!(mase_weight(4.0, Some(2.0)), 2.0);
+        assert_eq!(mase_weight(100.0, Some(2.0)), 5.0);
+        assert_eq!(mase_weight(1.0, Some(50.0)), 0.2);
+        assert_eq!(mase_weight(3.0, Some(0.0)), 1.0);
+        assert_eq!(mase_weight(3.0, None), 1.0);
+    }
+
+    /// Training windows carry their MASE weight in the target mask (0 where the target is
+    /// unknown), and the decoder reads the window's shape after the position.
+    #[test]
+    fn training_windows_carry_their_weight_and_shape() {
+        let spec = WindowSpec {
+            context: 14,
+            horizon: 3,
+            season: 7,
+            period_days: 1,
+            known: Vec::new(),
+            past: Vec::new(),
+        };
+        // A quiet first month, then a busy fortnight: the context's scale is far above the
+        // history's.
+        let mut target: Vec<f32> = (0..28).map(|t| (t % 7) as f32).collect();
+        target.extend((0..14).map(|t| 10.0 * (t % 7) as f32 + if t % 2 == 0 { 0.0 } else { 30.0 }));
+        target.extend([5.0, f32::NAN, 7.0]);
+        let view = SeriesView {
+            target: &target,
+            known: &[],
+            past: &[],
+            first_day: 19_000,
+            keys: &[0],
+            statics: &[],
+            ets: None,
+        };
+        let mut batch = WindowBatch::default();
+        spec.push(&mut batch, &view, 42, true);
+        let (scale, _) = spec.seasonal_average(&target, 42);
+        let history = crate::profile::seasonal_scale(&target[..42], 7);
+        let w = mase_weight(scale, history);
+        assert!(w > 1.0, "{w}");
+        assert_eq!(batch.target_mask, vec![w, 0.0, w]);
+        let shape = SalesShape::of(&target[28..42], scale);
+        let per_step = spec.decoder_features();
+        assert_eq!(batch.decoder[3], shape.log_scale);
+        assert_eq!(batch.decoder[4], shape.zero_share);
+        assert_eq!(batch.decoder[per_step + 4], shape.zero_share);
     }
 }

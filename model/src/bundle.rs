@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 /// Bumped whenever a bundle written by this version cannot be read by an older one or vice versa.
 /// 2: the forecaster is saved as an ensemble of networks.
 /// 3: its LSTM layers are fused (one input, hidden and bias tensor per layer).
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// The Burn version the weights were written with (pinned in the workspace manifest).
 pub const BURN_VERSION: &str = "0.22.1";
 /// Name of the manifest file.

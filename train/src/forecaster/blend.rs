@@ -9,13 +9,23 @@ use super::data::Prepared;
 use super::predict::forecast_at;
 use crate::forecast_eval::seasonal_scale;
 
+/// The blend chosen on the validation windows and how well it forecasts them.
+pub struct ValidationBlend {
+    /// The network's weight per quantile level.
+    pub weights: Vec<f32>,
+    /// MASE of the blended median on the validation windows (each series' error over its
+    /// seasonal scale before the validation origin, averaged over series with a scale): the
+    /// figure that compares configurations without touching the backtest folds.
+    pub mase: f64,
+}
+
 /// The network's weight per quantile level (`levels`), chosen on the validation windows.
 pub fn validation_blend(
     model: &ForecasterEnsemble,
     data: &Prepared,
     levels: &[f64],
     device: &Device,
-) -> Result<Vec<f32>> {
+) -> Result<ValidationBlend> {
     let (origin, h) = (data.val_origin, data.spec.horizon);
     let ones = vec![1.0f32; levels.len()];
     let (network, anchor) = forecast_at(model, data, &data.val_series, origin, &ones, device)
@@ -25,13 +35,34 @@ pub fn validation_blend(
         .iter()
         .map(|&s| {
             let y = &data.panel.target[s];
-            let scale = seasonal_scale(&y[..origin], data.spec.season)
-                .filter(|v| *v > 0.0)
-                .unwrap_or(1.0);
+            let scale = seasonal_scale(&y[..origin], data.spec.season).unwrap_or(0.0);
             (&y[origin..origin + h], scale)
         })
         .collect();
-    Ok(choose_blend(&network, &anchor, &actual, levels))
+    let weights = choose_blend(&network, &anchor, &actual, levels);
+    let median = levels
+        .iter()
+        .position(|l| (l - 0.5).abs() < 1e-9)
+        .unwrap_or(0);
+    let w = weights.get(median).copied().unwrap_or(1.0);
+    let (mut sum, mut n) = (0.0, 0usize);
+    for ((net, anc), (y, scale)) in network.iter().zip(&anchor).zip(&actual) {
+        let errors: Vec<f64> = y
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| !v.is_nan())
+            .map(|(t, v)| {
+                let f = (w * net[t][median] + (1.0 - w) * anc[t][median]).max(0.0);
+                (v - f).abs() as f64
+            })
+            .collect();
+        if *scale > 0.0 && !errors.is_empty() {
+            sum += errors.iter().sum::<f64>() / errors.len() as f64 / scale;
+            n += 1;
+        }
+    }
+    let mase = if n > 0 { sum / n as f64 } else { f64::NAN };
+    Ok(ValidationBlend { weights, mase })
 }
 
 /// Per quantile level, the weight of the network against the anchor (0, 0.1, ..., 1) with the
@@ -56,7 +87,8 @@ fn choose_blend(
                         }
                         let f = w * net[h][j] + (1.0 - w) * anc[h][j];
                         let e = (v - f) as f64;
-                        total += (level * e).max((level - 1.0) * e) / scale;
+                        total += (level * e).max((level - 1.0) * e)
+                            / if *scale > 0.0 { *scale } else { 1.0 };
                     }
                 }
                 total

@@ -5,10 +5,11 @@
 //!
 //! Each series' exponential smoothing (fitted before the validation period) is the anchor the
 //! network corrects; early stopping and the blend are decided on the validation period just
-//! before the backtest folds, which the model never sees while training. At each fold origin it
-//! reads the actual history up to that origin, as it would in production (backtest without
-//! refitting); the ETS baseline is refitted at every fold origin, as a classical forecaster
-//! would be.
+//! before the backtest folds, which those networks never see. With `refit`, every network is
+//! then retrained from scratch for its best number of epochs on everything before each fold's
+//! origin (those networks score the fold) and on the whole history (the bundle's). At each fold
+//! origin the forecast reads the actual history up to that origin, as it would in production;
+//! the ETS baseline is refitted at every fold origin, as a classical forecaster would be.
 
 mod artifacts;
 mod backtest;
@@ -73,9 +74,11 @@ pub fn train_forecaster(
     let plan = fit::FitPlan::early_stopping(&data);
     let ensemble = fit::train_ensemble(&data, &model_config, &tc, device, checkpoints, &plan)?;
 
-    let blend = blend::validation_blend(&ensemble.model, &data, levels, device)?;
+    let validation = blend::validation_blend(&ensemble.model, &data, levels, device)?;
+    let blend = validation.weights;
     eprintln!(
-        "forecaster: network weight against exponential smoothing, per quantile {levels:?}: {blend:?}"
+        "forecaster: network weight against exponential smoothing, per quantile {levels:?}: {blend:?}; validation MASE {:.4}",
+        validation.mase
     );
     let fold_models = refit_before(
         &data,
@@ -97,6 +100,7 @@ pub fn train_forecaster(
         metrics.insert(format!("forecaster.network_weight.{column}"), *w as f64);
     }
     metrics.insert("forecaster.validation.loss".into(), ensemble.best_loss);
+    metrics.insert("forecaster.validation.mase".into(), validation.mase);
     metrics.insert("forecaster.best_epoch".into(), ensemble.best_epoch as f64);
     metrics.insert("forecaster.series".into(), data.panel.len() as f64);
     metrics.insert("forecaster.backtest_folds".into(), tc.backtest_folds as f64);

@@ -97,8 +97,9 @@ fn interrupted_training_resumes_to_the_same_model_and_kill_9_never_breaks_a_bund
         "a finished run removes its checkpoint"
     );
 
-    // Stops injected mid-epoch in the recommender, mid-epoch in the forecaster, and at the end of
-    // a forecaster epoch, each resumed by the next run.
+    // Stops injected mid-epoch in the recommender, mid-epoch in the forecaster, at the end of a
+    // forecaster epoch, and mid-epoch in the refit of the second backtest fold's network, each
+    // resumed by the next run.
     let out = dir.path().join("stopped");
     let o = run(&mut train(
         &cfg,
@@ -109,7 +110,7 @@ fn interrupted_training_resumes_to_the_same_model_and_kill_9_never_breaks_a_bund
     assert_interrupted(&o, &out);
     assert!(!out.exists(), "an interrupted first run writes no bundle");
     assert!(checkpoint_dir(&out).join("recommender.json").exists());
-    for stop in ["forecaster:1", "forecaster:4"] {
+    for stop in ["forecaster:1", "forecaster:4", "forecaster-fold2:2"] {
         let o = run(&mut train(
             &cfg,
             &out,

@@ -104,7 +104,6 @@ pub fn train_forecaster(
     metrics.insert("forecaster.best_epoch".into(), ensemble.best_epoch as f64);
     metrics.insert("forecaster.series".into(), data.panel.len() as f64);
     metrics.insert("forecaster.backtest_folds".into(), tc.backtest_folds as f64);
-
     metrics.insert("forecaster.refit".into(), if tc.refit { 1.0 } else { 0.0 });
 
     let model = match refit_before(

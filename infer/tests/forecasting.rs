@@ -49,6 +49,12 @@ fn num(df: &DataFrame, name: &str) -> Vec<f64> {
         .collect()
 }
 
+/// A bundle's `metrics.json`.
+fn metrics(bundle: &Path) -> HashMap<String, f64> {
+    serde_json::from_slice(&std::fs::read(bundle.join("metrics.json")).expect("metrics"))
+        .expect("json")
+}
+
 /// A small deterministic generator (SplitMix64), so the test needs no extra crate.
 struct Rng(u64);
 
@@ -237,9 +243,7 @@ fn the_backtest_beats_the_baselines_and_the_band_covers_about_80_percent() {
     let bundle = shared_bundle();
 
     // Backtest against the baselines, from metrics.json.
-    let m: HashMap<String, f64> =
-        serde_json::from_slice(&std::fs::read(bundle.join("metrics.json")).expect("metrics"))
-            .expect("json");
+    let m = metrics(bundle);
     eprintln!("{m:#?}");
     for metric in ["mase", "wql"] {
         let model = m[&format!("forecaster.{metric}")];
@@ -692,9 +696,7 @@ fn short_weekly_histories_run_three_backtest_folds() {
         matches!(out.status.code(), Some(0) | Some(6)),
         "143 weeks refused: {stderr}"
     );
-    let m: HashMap<String, f64> =
-        serde_json::from_slice(&std::fs::read(bundle.join("metrics.json")).expect("metrics"))
-            .expect("json");
+    let m = metrics(&bundle);
     eprintln!("{m:#?}");
     assert_eq!(m["forecaster.backtest_folds"], 3.0);
     for key in [
@@ -804,9 +806,7 @@ allow_worse_than_baseline = true
             .arg(data.join("shop.toml"))
             .arg("--out")
             .arg(&bundle));
-        let m: HashMap<String, f64> =
-            serde_json::from_slice(&std::fs::read(bundle.join("metrics.json")).expect("metrics"))
-                .expect("json");
+        let m = metrics(&bundle);
         (m, stderr)
     };
     let (base, stderr) = train_on("base", eight_products_csv(200, 200, 1), true);

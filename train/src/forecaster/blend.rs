@@ -7,7 +7,7 @@ use shopcast_model::ForecasterEnsemble;
 
 use super::data::Prepared;
 use super::predict::forecast_at;
-use crate::forecast_eval::seasonal_scale;
+use crate::forecast_eval::{seasonal_scale, ForecastScore};
 
 /// The blend chosen on the validation windows and how well it forecasts them.
 pub struct ValidationBlend {
@@ -40,28 +40,32 @@ pub fn validation_blend(
         })
         .collect();
     let weights = choose_blend(&network, &anchor, &actual, levels);
-    let median = levels
-        .iter()
-        .position(|l| (l - 0.5).abs() < 1e-9)
-        .unwrap_or(0);
-    let w = weights.get(median).copied().unwrap_or(1.0);
-    let (mut sum, mut n) = (0.0, 0usize);
-    for ((net, anc), (y, scale)) in network.iter().zip(&anchor).zip(&actual) {
-        let errors: Vec<f64> = y
+    let mut score = ForecastScore::new(levels);
+    for ((&s, net), anc) in data.val_series.iter().zip(&network).zip(&anchor) {
+        let blended: Vec<Vec<f32>> = net
             .iter()
-            .enumerate()
-            .filter(|(_, v)| !v.is_nan())
-            .map(|(t, v)| {
-                let f = (w * net[t][median] + (1.0 - w) * anc[t][median]).max(0.0);
-                (v - f).abs() as f64
+            .zip(anc)
+            .map(|(n, a)| {
+                n.iter()
+                    .zip(a)
+                    .zip(&weights)
+                    .map(|((n, a), w)| (w * n + (1.0 - w) * a).max(0.0))
+                    .collect()
             })
             .collect();
-        if *scale > 0.0 && !errors.is_empty() {
-            sum += errors.iter().sum::<f64>() / errors.len() as f64 / scale;
-            n += 1;
-        }
+        let y = &data.panel.target[s];
+        score.add(
+            &y[..origin],
+            &y[origin..origin + h],
+            &blended,
+            data.spec.season,
+        );
     }
-    let mase = if n > 0 { sum / n as f64 } else { f64::NAN };
+    let mase = if score.has_mase() {
+        score.metrics()["mase"]
+    } else {
+        f64::NAN
+    };
     Ok(ValidationBlend { weights, mase })
 }
 

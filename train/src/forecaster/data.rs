@@ -85,24 +85,24 @@ pub fn prepare(cfg: &LoadedConfig, sec: &ForecasterSection) -> Result<Prepared> 
         .iter()
         .map(|y| EtsModel::fit(y, val_origin, spec.season, &m.quantiles))
         .collect();
-    let trainable_now = (0..panel.len()).any(|s| spec.min_origin(panel.start[s]) + h <= val_origin);
-    if !trainable_now {
-        anyhow::bail!(DataError::TooLittleData(format!(
-            "forecaster: no series has enough history before the validation period (day {}) for a training window",
-            date_of_day(panel.day_of_period(val_origin))
-        )));
-    }
     let val_series: Vec<usize> = (0..panel.len())
         .filter(|&s| val_origin >= spec.min_origin(panel.start[s]))
         .collect();
-    Ok(Prepared {
+    let prepared = Prepared {
         panel,
         spec,
         anchors,
         val_series,
         val_origin,
         fold_origins,
-    })
+    };
+    if prepared.trainable_before(val_origin).is_empty() {
+        anyhow::bail!(DataError::TooLittleData(format!(
+            "forecaster: no series has enough history before the validation period (day {}) for a training window",
+            date_of_day(prepared.panel.day_of_period(val_origin))
+        )));
+    }
+    Ok(prepared)
 }
 
 /// Covariate scaling, fitted on the training periods only.

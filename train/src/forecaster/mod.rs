@@ -80,9 +80,12 @@ pub fn train_forecaster(
         "forecaster: network weight against exponential smoothing, per quantile {levels:?}: {blend:?}; validation MASE {:.4}",
         validation.mase
     );
+    let fold_ends: Vec<(String, usize)> = (data.fold_origins.iter().enumerate())
+        .map(|(f, &origin)| (format!("forecaster-fold{}", f + 1), origin))
+        .collect();
     let fold_models = refit_before(
         &data,
-        &data.fold_origins,
+        &fold_ends,
         &ensemble,
         (&model_config, &tc),
         device,
@@ -108,7 +111,7 @@ pub fn train_forecaster(
 
     let model = match refit_before(
         &data,
-        &[data.panel.periods],
+        &[("forecaster-refit".to_string(), data.panel.periods)],
         &ensemble,
         (&model_config, &tc),
         device,
@@ -139,10 +142,11 @@ pub fn train_forecaster(
 }
 
 /// With `refit`, the early-stopped networks retrained from scratch, each for its best number of
-/// epochs, on everything before each of `ends` (one ensemble per end); without, none.
+/// epochs, on everything before each of `ends` (one ensemble per end, its loops named by the
+/// label beside it); without, none.
 fn refit_before(
     data: &Prepared,
-    ends: &[usize],
+    ends: &[(String, usize)],
     early_stopped: &fit::Ensemble,
     (model_config, tc): (&ForecasterConfig, &ForecasterTrainingConfig),
     device: &Device,
@@ -152,20 +156,10 @@ fn refit_before(
         return Ok(Vec::new());
     }
     ends.iter()
-        .map(|&end| {
-            let label = if end >= data.panel.periods {
-                "forecaster-refit".to_string()
-            } else {
-                let fold = data
-                    .fold_origins
-                    .iter()
-                    .position(|&o| o == end)
-                    .unwrap_or(0);
-                format!("forecaster-fold{}", fold + 1)
-            };
+        .map(|(label, end)| {
             let plan = fit::FitPlan {
-                label,
-                train_end: end,
+                label: label.clone(),
+                train_end: *end,
                 epochs: Some(&early_stopped.best_epochs),
             };
             Ok(fit::train_ensemble(data, model_config, tc, device, checkpoints, &plan)?.model)

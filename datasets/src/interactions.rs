@@ -355,7 +355,10 @@ pub fn load_recommender_data(
         spend
     });
     let mut pairs: Vec<Pair> = by_pair.into_values().collect();
-    pairs.sort_by_key(|p| (p.customer, p.ts, p.product));
+    // Interactions at one timestamp (one basket) have no order of their own; the leave-one-out
+    // split breaks the tie by the products' natural id order, as the field's tools do.
+    let natural_rank = products.natural_ranks();
+    pairs.sort_by_key(|p| (p.customer, p.ts, natural_rank[p.product as usize]));
     let mut report = events.report;
     report.pairs = pairs.len();
     report.duplicate_rows = duplicate_rows;
@@ -376,8 +379,8 @@ pub fn load_recommender_data(
 }
 
 impl RecommenderData {
-    /// The leave-one-out split over target interactions (ties on the timestamp broken by product
-    /// index, the last kept as test). Customers with fewer than `min_items` distinct target products
+    /// The leave-one-out split over target interactions (ties on the timestamp broken by the
+    /// products' natural id order, numeric ids as numbers: the last kept as test). Customers with fewer than `min_items` distinct target products
     /// are used for training only. A customer's non-target interactions (views, carts) are used
     /// for training only when they happened before that customer's validation item.
     pub fn leave_one_out(&self, min_items: usize) -> Result<Split, DataError> {
@@ -389,7 +392,7 @@ impl RecommenderData {
             while end < self.pairs.len() && self.pairs[end].customer == c {
                 end += 1;
             }
-            let pairs = &self.pairs[start..end]; // sorted by (ts, product)
+            let pairs = &self.pairs[start..end]; // sorted by (ts, natural product order)
             let targets: Vec<&Pair> = pairs.iter().filter(|p| p.is_target).collect();
             if targets.len() >= min_items.max(3) {
                 let test = targets[targets.len() - 1];

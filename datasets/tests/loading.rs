@@ -452,3 +452,31 @@ fn empty_covariate_cells_are_counted_and_carried_forward() {
     assert_eq!(notes.len(), 2, "{notes:?}");
     assert!(notes[0].contains("\"price\": 2 empty cells") && notes[0].contains("previous period"));
 }
+
+/// Items rated in one second have no order: the split takes the one with the largest numeric
+/// id as the test item and the next as the validation item, not the text order ("9" > "10").
+#[test]
+fn ties_at_one_timestamp_are_broken_by_numeric_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // User 1 rates 3 alone, then 9, 10, 100 and 20 in one second.
+    let ratings = "1\t3\t4\t100\n1\t9\t4\t200\n1\t100\t4\t200\n1\t10\t4\t200\n1\t20\t4\t200\n";
+    write(dir.path(), "u.data", ratings);
+    let data = load_ratings(&ratings_config(dir.path(), "u.data", "\\t", None));
+    let split = data.leave_one_out(3).expect("split");
+    let id = |p: u32| data.products.id(p).to_string();
+    assert_eq!(
+        split.test.iter().map(|&(_, p)| id(p)).collect::<Vec<_>>(),
+        ["100"]
+    );
+    assert_eq!(
+        split
+            .validation
+            .iter()
+            .map(|&(_, p)| id(p))
+            .collect::<Vec<_>>(),
+        ["20"]
+    );
+    let mut train: Vec<String> = split.train.iter().map(|&(_, p, _)| id(p)).collect();
+    train.sort();
+    assert_eq!(train, ["10", "3", "9"]);
+}

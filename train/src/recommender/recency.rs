@@ -9,25 +9,35 @@ use shopcast_datasets::interactions::RecommenderData;
 /// Weights tried for the recency term, picked by validation NDCG@10.
 const RECENCY_WEIGHTS: [f32; 8] = [0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0];
 
-/// Per customer, their last `k` target products by time among the `allowed` pairs (oldest
-/// first).
+/// Per customer, the target products of their latest baskets among the `allowed` pairs: every
+/// product bought at or after the time of their `k`-th latest one (oldest first). Products that
+/// share a timestamp (one invoice, one sitting) are taken or left together: cutting a basket at
+/// `k` would keep the ones the split's tie-break put last, and those give the held-out item away.
 pub fn recent_items(
     data: &RecommenderData,
     allowed: &HashSet<(u32, u32)>,
     k: usize,
 ) -> Vec<Vec<u32>> {
-    let mut recent = vec![Vec::new(); data.customers.len()];
+    let mut recent: Vec<Vec<(i64, u32)>> = vec![Vec::new(); data.customers.len()];
     // `pairs` is sorted by (customer, time, product).
     for p in &data.pairs {
         if p.is_target && allowed.contains(&(p.customer, p.product)) {
-            recent[p.customer as usize].push(p.product);
+            recent[p.customer as usize].push((p.ts, p.product));
         }
     }
-    for r in &mut recent {
-        let skip = r.len().saturating_sub(k);
-        r.drain(..skip);
-    }
     recent
+        .into_iter()
+        .map(|items| {
+            let Some(&(since, _)) = items.get(items.len().saturating_sub(k.max(1))) else {
+                return Vec::new();
+            };
+            items
+                .iter()
+                .filter(|(ts, _)| *ts >= since)
+                .map(|&(_, p)| p)
+                .collect()
+        })
+        .collect()
 }
 
 /// The weight of the recency term: every candidate weight is scored by `validation_ndcg`, and
@@ -48,4 +58,45 @@ pub fn choose_weight(mut validation_ndcg: impl FnMut(f32) -> Result<f64>) -> Res
         .map_or(0.0, |t| t.0);
     eprintln!("recommender: recency weight {weight} chosen");
     Ok(weight)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shopcast_datasets::interactions::{FeatureSet, LoadReport, Pair};
+    use shopcast_datasets::IdVocab;
+
+    #[test]
+    fn recent_items_keep_whole_baskets() {
+        let mut data = RecommenderData {
+            customers: IdVocab::build(["c"]),
+            products: IdVocab::build(["0", "1", "2", "3", "4", "5"]),
+            customer_features: FeatureSet::default(),
+            product_features: FeatureSet::default(),
+            product_names: Vec::new(),
+            pairs: Vec::new(),
+            spend: None,
+            report: LoadReport::default(),
+            first_ts: 1,
+            last_ts: 3,
+        };
+        // Customer 0: product 0 alone at t=1, then a basket of 1..=4 at t=2 and product 5 at t=3.
+        for (product, ts) in [(0, 1), (1, 2), (2, 2), (3, 2), (4, 2), (5, 3)] {
+            data.pairs.push(Pair {
+                customer: 0,
+                product,
+                ts,
+                weight: 1.0,
+                is_target: true,
+            });
+        }
+        let allowed: HashSet<(u32, u32)> = (0..6).map(|p| (0, p)).collect();
+        // Two latest items would cut the basket at t=2: all of it comes instead.
+        assert_eq!(recent_items(&data, &allowed, 2), vec![vec![1, 2, 3, 4, 5]]);
+        assert_eq!(recent_items(&data, &allowed, 1), vec![vec![5]]);
+        assert_eq!(
+            recent_items(&data, &allowed, 10),
+            vec![vec![0, 1, 2, 3, 4, 5]]
+        );
+    }
 }

@@ -56,9 +56,10 @@ choice! {
     DemoFormat { Csv => "csv", Parquet => "parquet" }
 }
 choice! {
-    /// `recommender.model.architecture`: `two_tower` (dot product of hybrid vectors) or `neumf`
-    /// (GMF + MLP over the same hybrid vectors).
-    Architecture { TwoTower => "two_tower", Neumf => "neumf" }
+    /// `recommender.model.architecture`: `two_tower` (dot product of hybrid vectors), `neumf`
+    /// (GMF + MLP over the same hybrid vectors), or `auto` (train every candidate, keep the one
+    /// with the best validation NDCG@10).
+    Architecture { TwoTower => "two_tower", Neumf => "neumf", Auto => "auto" }
 }
 choice! {
     /// `recommender.training.negative_sampling`: negatives drawn uniformly or in proportion to

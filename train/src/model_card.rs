@@ -219,6 +219,21 @@ fn recommender_section(
         },
         m.get("recommender.recency_weight").copied().unwrap_or(0.0)
     );
+    if !r.candidates.is_empty() {
+        out.push_str(
+            "Architecture chosen on the validation items (`auto`): each candidate trained with \
+             early stopping and its own recency weight.\n\n| candidate | validation NDCG@10 |\n|---|---|\n",
+        );
+        for (candidate, score) in &r.candidates {
+            let chosen = if *candidate == mc.architecture {
+                " (chosen)"
+            } else {
+                ""
+            };
+            let _ = writeln!(out, "| `{candidate}`{chosen} | {score:.4} |");
+        }
+        out.push('\n');
+    }
     out.push_str(
         "### Metrics against baselines\n\nTest protocol: each test customer's latest item is held \
          out; `sampled` ranks it among 99 sampled negatives, `full` among every product the \

@@ -106,6 +106,41 @@ fn neumf_option_trains_and_beats_popularity() {
     );
 }
 
+/// `architecture = "auto"` trains both heads, records each one's validation NDCG@10 (with its
+/// own recency weight), keeps the better one in the bundle and lists both in the model card.
+#[test]
+fn auto_architecture_keeps_the_better_candidate_on_validation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (m, bundle) = train_shop(
+        dir.path(),
+        "auto",
+        &[("segments = 4", "segments = 4\narchitecture = \"auto\"")],
+    );
+    let two_tower = m["recommender.candidate.two_tower.validation.ndcg@10"];
+    let neumf = m["recommender.candidate.neumf.validation.ndcg@10"];
+    assert!(two_tower > 0.0 && neumf > 0.0, "{two_tower} {neumf}");
+    let expected = if neumf > two_tower {
+        "neumf"
+    } else {
+        "two_tower"
+    };
+    let config: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(bundle.join("recommender.config.json")).expect("config"),
+    )
+    .expect("config json");
+    let text = config.to_string();
+    assert!(
+        text.contains(&format!("\"architecture\":\"{expected}\"")),
+        "the bundle does not hold the validation winner {expected} ({two_tower} vs {neumf}): {text}"
+    );
+    assert_beats(&m, "popularity", &BOTH_PROTOCOLS);
+    let card = std::fs::read_to_string(bundle.join("MODEL_CARD.md")).expect("model card");
+    assert!(
+        card.contains(&format!("| `{expected}` (chosen) |")) && card.contains("| `neumf`"),
+        "the model card does not list the candidates: {card}"
+    );
+}
+
 #[test]
 fn bpr_loss_with_popularity_sampling_beats_popularity() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -67,11 +67,13 @@ impl RecommenderTrainingConfig {
     }
 }
 
-/// The model's scoring head for the config's architecture.
-pub fn model_architecture(architecture: config::Architecture) -> Architecture {
+/// The scoring heads the config's architecture asks to train: one, or every candidate for
+/// `auto` (the best on the validation items is kept).
+pub fn candidate_architectures(architecture: config::Architecture) -> Vec<Architecture> {
     match architecture {
-        config::Architecture::TwoTower => Architecture::TwoTower,
-        config::Architecture::Neumf => Architecture::Neumf,
+        config::Architecture::TwoTower => vec![Architecture::TwoTower],
+        config::Architecture::Neumf => vec![Architecture::Neumf],
+        config::Architecture::Auto => vec![Architecture::TwoTower, Architecture::Neumf],
     }
 }
 

@@ -12,13 +12,13 @@ mod score;
 
 use std::collections::{BTreeMap, HashSet};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use burn::prelude::*;
 use shopcast_datasets::artifacts::RecommenderArtifacts;
 use shopcast_datasets::config::RecommenderSection;
 use shopcast_datasets::profile::InteractionProfile;
 use shopcast_datasets::LoadedConfig;
-use shopcast_model::{Recommender, RecommenderConfig};
+use shopcast_model::{Architecture, EntityFeatures, Recommender, RecommenderConfig};
 
 pub use evaluate::GroupMetrics;
 pub use fit::RecommenderTrainingConfig;
@@ -27,7 +27,7 @@ use crate::checkpoint::{Checkpoints, EpochLog};
 use crate::ranking::full_ndcg;
 use artifacts::{build_artifacts, Recency};
 use data::Prepared;
-use fit::{fit, model_architecture, Fitted};
+use fit::{candidate_architectures, fit, Fitted};
 use recency::recent_items;
 use score::{dense_for, feature_lookups, score_rows};
 
@@ -53,6 +53,9 @@ pub struct RecommenderOutcome {
     pub popularity_slots: Vec<(String, Vec<f64>)>,
     pub epochs_run: usize,
     pub best_epoch: usize,
+    /// Each architecture trained and its validation NDCG@10 (with its recency weight), when the
+    /// config let `auto` choose; the chosen one is `model_config.architecture`.
+    pub candidates: Vec<(Architecture, f64)>,
 }
 
 /// Trains with early stopping on the validation items, chooses the recency weight there,
@@ -79,7 +82,6 @@ pub fn train_recommender(
     let plain = device.clone();
     let (cf, pf) = feature_lookups(&data.customer_features, &data.product_features, &plain);
     let features = (&cf, &pf);
-    let model_config = model_config(sec, &prepared);
 
     // Full NDCG@10 on the validation items, with or without the recency term.
     let val_customers: Vec<u32> = val_cases.iter().map(|c| c.customer).collect();
@@ -89,28 +91,27 @@ pub fn train_recommender(
             let scores = dense_for(rows, &val_customers, n_c, n_p);
             Ok(full_ndcg(&scores, val_cases, n_p))
         };
-    let mut validate = |snapshot: &Recommender| validation_ndcg(snapshot, None);
-    let early = fit(
-        &model_config,
-        &tc,
-        &split.train,
-        tc.epochs,
-        Some(&mut validate),
-        features,
-        device,
-        "recommender",
-        checkpoints,
-    )?;
 
-    // The recency term's weight, chosen on the validation items with the early-stopped model.
+    // Every candidate architecture (one unless the config says `auto`) is trained with early
+    // stopping, gets its recency weight, and is judged on the validation items with that weight.
     let k_recent = sec.model.recent_items;
-    let train_pairs: HashSet<(u32, u32)> = split.train.iter().map(|&(c, p, _)| (c, p)).collect();
-    let val_recent = recent_items(data, &train_pairs, k_recent);
-    let recency_weight = if k_recent > 0 {
-        recency::choose_weight(|w| validation_ndcg(&early.model, Some((&val_recent, w))))?
-    } else {
-        0.0
-    };
+    let candidates = fit_candidates(
+        sec,
+        &prepared,
+        &tc,
+        (features, device),
+        checkpoints,
+        &validation_ndcg,
+    )?;
+    let (
+        Candidate {
+            model_config,
+            early,
+            recency_weight,
+            ..
+        },
+        candidate_scores,
+    ) = choose_candidate(candidates)?;
 
     // Training pairs of the final model (and of the baselines, so all are compared alike).
     let mut final_train = split.train.clone();
@@ -161,6 +162,14 @@ pub fn train_recommender(
     metrics.insert("recommender.test_customers".into(), test_cases.len() as f64);
     metrics.insert("recommender.recency_weight".into(), recency_weight as f64);
     metrics.insert("recommender.refit".into(), if tc.refit { 1.0 } else { 0.0 });
+    if candidate_scores.len() > 1 {
+        for (candidate, score) in &candidate_scores {
+            metrics.insert(
+                format!("recommender.candidate.{candidate}.validation.ndcg@10"),
+                *score,
+            );
+        }
+    }
 
     let recency = Recency {
         items: k_recent,
@@ -180,11 +189,118 @@ pub fn train_recommender(
         popularity_slots: results.popularity_slots,
         epochs_run,
         best_epoch,
+        candidates: if candidate_scores.len() > 1 {
+            candidate_scores
+        } else {
+            Vec::new()
+        },
     })
 }
 
-/// The model's shapes for this data.
-fn model_config(sec: &RecommenderSection, prepared: &Prepared) -> RecommenderConfig {
+/// One architecture trained with early stopping, with its recency weight.
+struct Candidate {
+    architecture: Architecture,
+    model_config: RecommenderConfig,
+    early: Fitted,
+    recency_weight: f32,
+    /// Validation NDCG@10 with that recency weight.
+    validation_score: f64,
+}
+
+/// Full NDCG@10 of a model on the validation items, with the recency term if given.
+type ValidationNdcg<'a> = dyn Fn(&Recommender, Option<(&[Vec<u32>], f32)>) -> Result<f64> + 'a;
+
+/// Trains each architecture the config asks for with early stopping on the validation items and
+/// chooses its recency weight there.
+fn fit_candidates(
+    sec: &RecommenderSection,
+    prepared: &Prepared,
+    tc: &RecommenderTrainingConfig,
+    (features, device): ((&EntityFeatures, &EntityFeatures), &Device),
+    checkpoints: &Checkpoints,
+    validation_ndcg: &ValidationNdcg<'_>,
+) -> Result<Vec<Candidate>> {
+    let (data, split) = (&prepared.data, &prepared.split);
+    let k_recent = sec.model.recent_items;
+    let train_pairs: HashSet<(u32, u32)> = split.train.iter().map(|&(c, p, _)| (c, p)).collect();
+    let val_recent = recent_items(data, &train_pairs, k_recent);
+    let architectures = candidate_architectures(sec.model.architecture);
+    let mut candidates = Vec::with_capacity(architectures.len());
+    for &architecture in &architectures {
+        let model_config = model_config(sec, prepared, architecture);
+        // A single architecture keeps the plain label, so its checkpoints resume as before.
+        let label = match architectures.len() {
+            1 => "recommender".to_string(),
+            _ => format!("recommender-{architecture}"),
+        };
+        let mut validate = |snapshot: &Recommender| validation_ndcg(snapshot, None);
+        let early = fit(
+            &model_config,
+            tc,
+            &split.train,
+            tc.epochs,
+            Some(&mut validate),
+            features,
+            device,
+            &label,
+            checkpoints,
+        )?;
+        let (recency_weight, validation_score) = if k_recent > 0 {
+            recency::choose_weight(|w| validation_ndcg(&early.model, Some((&val_recent, w))))?
+        } else {
+            (0.0, early.best_score)
+        };
+        candidates.push(Candidate {
+            architecture,
+            model_config,
+            early,
+            recency_weight,
+            validation_score,
+        });
+    }
+    Ok(candidates)
+}
+
+/// The candidate with the best validation score, and every candidate's score.
+fn choose_candidate(candidates: Vec<Candidate>) -> Result<(Candidate, Vec<(Architecture, f64)>)> {
+    let scores: Vec<(Architecture, f64)> = candidates
+        .iter()
+        .map(|c| (c.architecture, c.validation_score))
+        .collect();
+    let best = best_index(&scores.iter().map(|s| s.1).collect::<Vec<_>>());
+    let chosen = candidates
+        .into_iter()
+        .nth(best)
+        .context("the config names no recommender architecture")?;
+    if scores.len() > 1 {
+        let listed: Vec<String> = scores.iter().map(|(a, s)| format!("{a} {s:.4}")).collect();
+        eprintln!(
+            "recommender: {} chosen on validation NDCG@10 ({})",
+            chosen.architecture,
+            listed.join(", ")
+        );
+    }
+    Ok((chosen, scores))
+}
+
+/// The position of the highest score; ties keep the earlier (simpler) candidate, and a score
+/// that is not a number never wins over one that is.
+fn best_index(scores: &[f64]) -> usize {
+    let mut best = 0;
+    for (i, &s) in scores.iter().enumerate() {
+        if (!scores[best].is_finite() && s.is_finite()) || s > scores[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// The model's shapes for this data and architecture.
+fn model_config(
+    sec: &RecommenderSection,
+    prepared: &Prepared,
+    architecture: Architecture,
+) -> RecommenderConfig {
     let data = &prepared.data;
     RecommenderConfig::new(
         data.customers.len(),
@@ -193,6 +309,21 @@ fn model_config(sec: &RecommenderSection, prepared: &Prepared) -> RecommenderCon
         data.product_features.tokens.len(),
     )
     .with_embedding_dim(sec.model.embedding_dim)
-    .with_architecture(model_architecture(sec.model.architecture))
+    .with_architecture(architecture)
     .with_mlp_layers(sec.model.mlp_layers.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::best_index;
+
+    #[test]
+    fn the_best_validation_score_wins_and_ties_keep_the_first() {
+        assert_eq!(best_index(&[0.50, 0.60]), 1);
+        assert_eq!(best_index(&[0.60, 0.50]), 0);
+        assert_eq!(best_index(&[0.55, 0.55]), 0);
+        assert_eq!(best_index(&[f64::NAN, 0.40]), 1);
+        assert_eq!(best_index(&[0.40, f64::NAN]), 0);
+        assert_eq!(best_index(&[0.1]), 0);
+    }
 }

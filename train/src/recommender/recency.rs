@@ -44,7 +44,8 @@ pub fn recent_items(
 /// the smallest within 1% of the best wins. A larger pull towards the latest basket that
 /// validation cannot tell apart is not worth its cost elsewhere (it lowered the sampled-protocol
 /// numbers on Online Retail).
-pub fn choose_weight(mut validation_ndcg: impl FnMut(f32) -> Result<f64>) -> Result<f32> {
+/// Returns the weight and its validation NDCG@10.
+pub fn choose_weight(mut validation_ndcg: impl FnMut(f32) -> Result<f64>) -> Result<(f32, f64)> {
     let mut tried = Vec::with_capacity(RECENCY_WEIGHTS.len());
     for w in RECENCY_WEIGHTS {
         let ndcg = validation_ndcg(w)?;
@@ -52,12 +53,13 @@ pub fn choose_weight(mut validation_ndcg: impl FnMut(f32) -> Result<f64>) -> Res
         tried.push((w, ndcg));
     }
     let best = tried.iter().map(|t| t.1).fold(f64::NEG_INFINITY, f64::max);
-    let weight = tried
+    let (weight, ndcg) = tried
         .iter()
         .find(|t| t.1 >= best * 0.99)
-        .map_or(0.0, |t| t.0);
+        .copied()
+        .unwrap_or((0.0, best));
     eprintln!("recommender: recency weight {weight} chosen");
-    Ok(weight)
+    Ok((weight, ndcg))
 }
 
 #[cfg(test)]

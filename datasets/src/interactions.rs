@@ -354,11 +354,7 @@ pub fn load_recommender_data(
         }
         spend
     });
-    let mut pairs: Vec<Pair> = by_pair.into_values().collect();
-    // Interactions at one timestamp (one basket) have no order of their own; the leave-one-out
-    // split breaks the tie by the products' natural id order, as the field's tools do.
-    let natural_rank = products.natural_ranks();
-    pairs.sort_by_key(|p| (p.customer, p.ts, natural_rank[p.product as usize]));
+    let pairs = sorted_pairs(by_pair.into_values().collect(), &products);
     let mut report = events.report;
     report.pairs = pairs.len();
     report.duplicate_rows = duplicate_rows;
@@ -376,6 +372,15 @@ pub fn load_recommender_data(
         first_ts,
         last_ts,
     })
+}
+
+/// Pairs by customer, then time. Interactions at one timestamp (one basket) have no order of
+/// their own; the leave-one-out split breaks the tie by the products' natural id order, as the
+/// field's tools do.
+fn sorted_pairs(mut pairs: Vec<Pair>, products: &IdVocab) -> Vec<Pair> {
+    let natural_rank = products.natural_ranks();
+    pairs.sort_by_key(|p| (p.customer, p.ts, natural_rank[p.product as usize]));
+    pairs
 }
 
 impl RecommenderData {

@@ -219,21 +219,7 @@ fn recommender_section(
         },
         m.get("recommender.recency_weight").copied().unwrap_or(0.0)
     );
-    if !r.candidates.is_empty() {
-        out.push_str(
-            "Architecture chosen on the validation items (`auto`): each candidate trained with \
-             early stopping and its own recency weight.\n\n| candidate | validation NDCG@10 |\n|---|---|\n",
-        );
-        for (candidate, score) in &r.candidates {
-            let chosen = if *candidate == mc.architecture {
-                " (chosen)"
-            } else {
-                ""
-            };
-            let _ = writeln!(out, "| `{candidate}`{chosen} | {score:.4} |");
-        }
-        out.push('\n');
-    }
+    candidate_table(out, r);
     out.push_str(
         "### Metrics against baselines\n\nTest protocol: each test customer's latest item is held \
          out; `sampled` ranks it among 99 sampled negatives, `full` among every product the \
@@ -280,6 +266,25 @@ fn recommender_section(
          customers, their recent items); they are served less well than known ones."
             .into(),
     );
+}
+
+/// With `architecture = "auto"`: each candidate's validation NDCG@10, the chosen one marked.
+fn candidate_table(out: &mut String, r: &RecommenderOutcome) {
+    if !r.candidates.is_empty() {
+        out.push_str(
+            "Architecture chosen on the validation items (`auto`): each candidate trained with \
+             early stopping and its own recency weight.\n\n| candidate | validation NDCG@10 |\n|---|---|\n",
+        );
+        for (candidate, score) in &r.candidates {
+            let chosen = if *candidate == r.model_config.architecture {
+                " (chosen)"
+            } else {
+                ""
+            };
+            let _ = writeln!(out, "| `{candidate}`{chosen} | {score:.4} |");
+        }
+        out.push('\n');
+    }
 }
 
 /// The forecaster's part of the card: data, model, backtest metrics, the quality gate.

@@ -9,8 +9,9 @@ use std::time::Instant;
 
 use burn::optim::GradientsParams;
 use burn::prelude::*;
-use shopcast_benches::{forecaster_batch, ids, median};
+use shopcast_benches::{forecaster_batch, id_values, ids, median};
 use shopcast_model::losses::{pinball, sampled_bce};
+use shopcast_model::recommender::{ids_tensor, LazyTables};
 use shopcast_model::{
     select_device, Architecture, DeviceChoice, EntityFeatures, ForecasterConfig, InteractionBatch,
     RecommenderConfig,
@@ -29,10 +30,34 @@ fn reference_matmul(device: &Device) -> f64 {
     median(times)
 }
 
+/// Id tables of a recommender step: the shop's customers and products.
+#[derive(Clone, Copy)]
+struct Tables {
+    customers: usize,
+    products: usize,
+}
+
+/// The peer benchmark's shop (20k customers, 5k products) and one ten times its customers.
+const SMALL_SHOP: Tables = Tables {
+    customers: 20_000,
+    products: 5_000,
+};
+const LARGE_SHOP: Tables = Tables {
+    customers: 200_000,
+    products: 20_000,
+};
+
 /// One training step of the recommender: `architecture` is `two_tower` (the default) or `neumf`,
-/// `k` the sampled negatives per positive.
-fn recommender_step_seconds(device: &Device, architecture: Architecture, k: usize) -> (f64, usize) {
-    let (n_c, n_p, tokens, b) = (20_000, 5_000, 200, 1024);
+/// `k` the sampled negatives per positive; the id tables under lazy Adam (what `train` runs by
+/// default, rows gathered and updated on the host) or dense Adam over the whole tables.
+fn recommender_step_seconds(
+    device: &Device,
+    architecture: Architecture,
+    k: usize,
+    tables: Tables,
+    lazy: bool,
+) -> (f64, usize) {
+    let (n_c, n_p, tokens, b) = (tables.customers, tables.products, 200, 1024);
     let train_device = device.clone().autodiff();
     train_device.seed(1);
     let config = RecommenderConfig::new(n_c, n_p, tokens, tokens)
@@ -44,19 +69,40 @@ fn recommender_step_seconds(device: &Device, architecture: Architecture, k: usiz
     let cf = EntityFeatures::new(padded(n_c), 4, device);
     let pf = EntityFeatures::new(padded(n_p), 4, device);
     let mut optim = shopcast_model::optim::adam();
+    let mut lazy_tables = match lazy.then(|| LazyTables::new(&model)).transpose() {
+        Ok(t) => t,
+        Err(e) => panic!("copying the id tables: {e}"),
+    };
     let mut times = Vec::new();
     for step in 0..30 {
+        let (c, p, n) = (
+            id_values(b, n_c, step),
+            id_values(b, n_p, step + 1),
+            id_values(b * k, n_p, step + 2),
+        );
         let batch = InteractionBatch {
-            customers: ids(b, n_c, step, &train_device),
-            positives: ids(b, n_p, step + 1, &train_device),
+            customers: ids_tensor(&c, &train_device),
+            positives: ids_tensor(&p, &train_device),
             weights: Tensor::ones([b], &train_device),
-            negatives: ids(b * k, n_p, step + 2, &train_device),
+            negatives: ids_tensor(&n, &train_device),
             negatives_per_positive: k,
         };
         let t = Instant::now();
-        let (pos, neg, _) = model.batch_logits(&batch, &cf, &pf);
-        let loss = sampled_bce(pos, neg, batch.weights);
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let (rows, leaves) = match &mut lazy_tables {
+            None => (model.batch_id_rows(&batch), None),
+            Some(tables) => match tables.gather((&c, &p, &n), &train_device) {
+                Ok((rows, leaves)) => (rows, Some(leaves)),
+                Err(e) => panic!("gathering the batch's rows: {e}"),
+            },
+        };
+        let (pos, neg, _) = model.batch_logits_from_rows(&batch, rows, &cf, &pf);
+        let grads = sampled_bce(pos, neg, batch.weights).backward();
+        if let (Some(tables), Some(leaves)) = (&mut lazy_tables, leaves) {
+            if let Err(e) = tables.step(1e-3, leaves, &grads) {
+                panic!("lazy Adam step: {e}");
+            }
+        }
+        let grads = GradientsParams::from_grads(grads, &model);
         model = optim.step(1e-3, model, grads);
         let _ = model
             .product_biases(ids(1, n_p, 0, &train_device))
@@ -104,6 +150,22 @@ fn forecaster_step_seconds(device: &Device) -> (f64, usize) {
     (median(times), b)
 }
 
+/// The step at 20k and at 200k customers, tables under lazy Adam and under dense Adam: with lazy
+/// Adam the step should not grow with the tables (issue 18: at most 1.3x).
+fn table_size_scaling(device: &Device) {
+    for lazy in [true, false] {
+        let name = if lazy { "lazy Adam" } else { "dense Adam" };
+        let small = recommender_step_seconds(device, Architecture::TwoTower, 4, SMALL_SHOP, lazy).0;
+        let large = recommender_step_seconds(device, Architecture::TwoTower, 4, LARGE_SHOP, lazy).0;
+        println!(
+            "recommender training, two_tower, id tables under {name}: {:.2} ms/step at 20k customers x 5k products, {:.2} ms/step at 200k x 20k ({:.2}x)",
+            small * 1e3,
+            large * 1e3,
+            large / small
+        );
+    }
+}
+
 fn main() {
     let choice = std::env::var("SHOPCAST_BENCH_DEVICE").unwrap_or_else(|_| "flex".into());
     let choice: DeviceChoice = match choice.parse() {
@@ -133,7 +195,7 @@ fn main() {
         (Architecture::TwoTower, 16),
         (Architecture::Neumf, 4),
     ] {
-        let (rec, b) = recommender_step_seconds(&device, architecture, k);
+        let (rec, b) = recommender_step_seconds(&device, architecture, k, SMALL_SHOP, true);
         println!(
             "recommender training, {architecture} (batch {b}, {k} negatives, d=32): {:.2} ms/step, {:.0} interactions/s, {:.1} reference matmuls per step",
             rec * 1e3,
@@ -141,6 +203,7 @@ fn main() {
             rec / reference
         );
     }
+    table_size_scaling(&device);
     let (fc, b) = forecaster_step_seconds(&device);
     println!(
         "forecaster training (batch {b}, context 56, horizon 28, hidden 64): {:.1} ms/step, {:.0} series-windows/s, {:.1} reference matmuls per step",

@@ -13,9 +13,17 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// `n` entity ids below `modulo`, spread by a fixed pattern (`salt` varies it).
+pub fn id_values(n: usize, modulo: usize, salt: usize) -> Vec<u32> {
+    (0..n)
+        .map(|i| ((i * 7919 + salt * 104_729) % modulo) as u32)
+        .collect()
+}
+
+/// [`id_values`] as a tensor.
 pub fn ids(n: usize, modulo: usize, salt: usize, device: &Device) -> Tensor<1, Int> {
-    let v: Vec<i64> = (0..n)
-        .map(|i| ((i * 7919 + salt * 104_729) % modulo) as i64)
+    let v: Vec<i64> = id_values(n, modulo, salt)
+        .into_iter()
+        .map(i64::from)
         .collect();
     Tensor::from_data(TensorData::new(v, [n]), device)
 }

@@ -71,6 +71,13 @@ choice! {
     RankingLoss { Bce => "bce", Bpr => "bpr" }
 }
 choice! {
+    /// `recommender.training.optimizer`: how the id tables (a row per customer and per product)
+    /// are trained. `adam` is Adam over the whole tables at every step; `lazy_adam` updates only
+    /// the rows a batch read (the step costs the batch, not the tables: for large shops). The
+    /// rest of the network is trained with Adam either way.
+    TableOptimizer { Adam => "adam", LazyAdam => "lazy_adam" }
+}
+choice! {
     /// `forecaster.data.frequency`: one period is a day, or a week (Monday to Sunday).
     Frequency { Daily => "daily", Weekly => "weekly" }
 }
@@ -392,6 +399,8 @@ pub struct RecommenderTrainingSection {
     pub negative_sampling: NegativeSampling,
     #[serde(default)]
     pub loss: RankingLoss,
+    #[serde(default)]
+    pub optimizer: TableOptimizer,
     /// L2 penalty on the embeddings used in a batch.
     #[serde(default = "d_l2")]
     pub l2: f64,
@@ -601,6 +610,7 @@ impl Default for RecommenderTrainingSection {
             negatives: d_negatives(),
             negative_sampling: NegativeSampling::default(),
             loss: RankingLoss::default(),
+            optimizer: TableOptimizer::default(),
             l2: d_l2(),
             patience: d_patience(),
             refit: false,

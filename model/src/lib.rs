@@ -21,6 +21,6 @@ pub use device::{
 };
 pub use forecaster::{DemandForecaster, ForecastInput, ForecasterConfig, ForecasterEnsemble};
 pub use recommender::{
-    Architecture, EntityFeatures, FoldInConfig, InteractionBatch, ProductMatrix, Recommender,
-    RecommenderConfig,
+    Architecture, BatchIdRows, EntityFeatures, FoldInConfig, InteractionBatch, ProductMatrix,
+    Recommender, RecommenderConfig,
 };

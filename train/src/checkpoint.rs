@@ -161,6 +161,8 @@ pub struct Restored<M> {
     pub optim: ModuleOptimizer,
     /// The best network so far, when there is one (on the plain device).
     pub best: Option<M>,
+    /// The loop task's own optimiser state (empty when it has none).
+    pub task_optimiser: Vec<u8>,
 }
 
 /// The checkpoint directory of one training job.
@@ -287,6 +289,13 @@ impl Checkpoints {
         let optim = shopcast_model::optim::adam()
             .load(file("optim"))
             .map_err(|e| CannotResume(format!("cannot load {}: {e:?}", file("optim").display())))?;
+        let tables = self.task_optimiser_file(label, state.generation);
+        let task_optimiser = if tables.exists() {
+            std::fs::read(&tables)
+                .map_err(|e| CannotResume(format!("cannot read {}: {e}", tables.display())))?
+        } else {
+            Vec::new()
+        };
         let best = if file("best").exists() {
             Some(best_template().try_load_file(file("best")).map_err(|e| {
                 CannotResume(format!("cannot load {}: {e:?}", file("best").display()))
@@ -305,17 +314,23 @@ impl Checkpoints {
             model,
             optim,
             best,
+            task_optimiser,
         }))
     }
 
-    /// Saves loop `label`: the state, then its tensors under the next generation, then the state
-    /// file that points at them (the commit), then removes the previous generation.
+    /// Where loop `label`'s task keeps its own optimiser state in generation `generation`.
+    fn task_optimiser_file(&self, label: &str, generation: u64) -> PathBuf {
+        self.dir.join(format!("{label}.{generation}.tables.bin"))
+    }
+
+    /// Saves loop `label`: the state, then its tensors (the network, the optimiser and the
+    /// task's own optimiser state) under the next generation, then the state file that points at
+    /// them (the commit), then removes the previous generation.
     pub fn save<M: Module>(
         &self,
         label: &str,
         state: &mut LoopState,
-        model: &M,
-        optim: &ModuleOptimizer,
+        (model, optim, task_optimiser): (&M, &ModuleOptimizer, Vec<u8>),
         best: Option<&M>,
     ) -> Result<()> {
         let previous = state.generation;
@@ -342,11 +357,16 @@ impl Checkpoints {
                 .map_err(|e| anyhow::anyhow!("{e:?}"))
                 .with_context(|| fail("best"))?;
         }
+        if !task_optimiser.is_empty() {
+            let tables = self.task_optimiser_file(label, state.generation);
+            write_file_atomic(&tables, &task_optimiser)?;
+        }
         let text = serde_json::to_vec(state).context("encoding the checkpoint state")?;
         write_file_atomic(&self.dir.join(format!("{label}.json")), &text)?;
         for what in ["model", "optim", "best"] {
             let _ = std::fs::remove_file(file(previous, what));
         }
+        let _ = std::fs::remove_file(self.task_optimiser_file(label, previous));
         Ok(())
     }
 

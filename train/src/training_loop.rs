@@ -39,6 +39,21 @@ pub trait EpochTask {
     /// The validation score of a snapshot (on the plain device), or `None` for a loop that
     /// trains for a fixed number of epochs.
     fn validate(&mut self, snapshot: &Self::Model) -> Result<Option<f64>>;
+
+    /// Writes what the task trains itself, outside the loop's optimiser (id-table rows under
+    /// lazy Adam), into the network; called before the network is validated or saved.
+    fn sync_model(&mut self, model: Self::Model) -> Self::Model {
+        model
+    }
+
+    /// The task's own optimiser state for the checkpoint (empty when it has none), and back,
+    /// once the network it goes with is restored.
+    fn saved_optimiser(&self) -> Vec<u8> {
+        Vec::new()
+    }
+    fn restore_optimiser(&mut self, _model: &Self::Model, _saved: &[u8]) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Which way a validation score improves.
@@ -101,6 +116,7 @@ pub fn run_epochs<T: EpochTask>(
     if let Some(saved) = checkpoints.restore(label, model.clone(), plain)? {
         saved.state.restore_rng(&mut rng)?;
         task.restore_order(&saved.state.order);
+        task.restore_optimiser(&saved.model, &saved.task_optimiser)?;
         (model, optim, best, state) = (saved.model, saved.optim, saved.best, saved.state);
     }
     progress.skip(((state.epoch - 1) * settings.steps_per_epoch + state.next_step) as u64);
@@ -127,12 +143,15 @@ pub fn run_epochs<T: EpochTask>(
                 state.next_step = step + 1;
                 state.rng_word_pos = LoopState::rng_position(&rng);
                 state.order = task.saved_order();
-                checkpoints.save(label, &mut state, &model, &optim, best.as_ref())?;
+                model = task.sync_model(model);
+                let saved = (&model, &optim, task.saved_optimiser());
+                checkpoints.save(label, &mut state, saved, best.as_ref())?;
                 progress.finish(&format!("stopped at epoch {epoch}, step {}", step + 1));
                 return Err(checkpoints.interrupted());
             }
         }
         let train_loss = state.loss_sum / state.loss_n.max(1) as f64;
+        model = task.sync_model(model);
         let snapshot = model.valid();
         let validation = task.validate(&snapshot)?;
         let mut stop_early = false;
@@ -168,7 +187,8 @@ pub fn run_epochs<T: EpochTask>(
         state.finished = stop_early || epoch == epochs;
         state.rng_word_pos = LoopState::rng_position(&rng);
         state.order = task.saved_order();
-        checkpoints.save(label, &mut state, &model, &optim, best.as_ref())?;
+        let saved = (&model, &optim, task.saved_optimiser());
+        checkpoints.save(label, &mut state, saved, best.as_ref())?;
         if stop_early {
             break;
         }

@@ -19,10 +19,12 @@ use burn::prelude::*;
 use crate::host::host_values;
 
 mod fold_in;
+mod lazy_tables;
 mod neumf;
 mod top_k;
 
 pub use fold_in::FoldInConfig;
+pub use lazy_tables::{BatchLeaves, LazyTables};
 pub use neumf::NeuMfHead;
 pub use top_k::TopK;
 
@@ -263,6 +265,21 @@ fn id_rows(table: &Embedding, ids: Tensor<1, Int>) -> Tensor<2> {
     table.weight.val().select(0, ids)
 }
 
+/// The id-table rows one training batch reads, one per id of the batch (repeats included).
+#[derive(Debug, Clone)]
+pub struct BatchIdRows {
+    /// `[B, d]`.
+    pub customers: Tensor<2>,
+    /// `[B, d]`.
+    pub positives: Tensor<2>,
+    /// `[B * k, d]`.
+    pub negatives: Tensor<2>,
+    /// `[B]`.
+    pub positive_biases: Tensor<1>,
+    /// `[B * k]`.
+    pub negative_biases: Tensor<1>,
+}
+
 /// A training batch: customers, their positive products with weights, and `k` negatives each.
 #[derive(Debug, Clone)]
 pub struct InteractionBatch {
@@ -401,6 +418,42 @@ impl Recommender {
         self.customer_id.weight.val().mean_dim(0)
     }
 
+    /// The id tables that grow with the shop: customer and product id embeddings (`[C, d]`,
+    /// `[P, d]`) and product biases (`[P, 1]`). A sparse optimiser trains these row by row
+    /// ([`crate::optim::LazyAdamTable`]) and writes them back with [`Recommender::with_id_tables`].
+    pub fn id_tables(&self) -> [Tensor<2>; 3] {
+        [
+            self.customer_id.weight.val(),
+            self.product_id.weight.val(),
+            self.product_bias.weight.val(),
+        ]
+    }
+
+    /// The same network with its id tables replaced (shapes as [`Recommender::id_tables`]).
+    pub fn with_id_tables(mut self, [customers, products, biases]: [Tensor<2>; 3]) -> Self {
+        self.customer_id.weight = self.customer_id.weight.map(|_| customers);
+        self.product_id.weight = self.product_id.weight.map(|_| products);
+        self.product_bias.weight = self.product_bias.weight.map(|_| biases);
+        self
+    }
+
+    /// The id-table rows a batch reads, from the network's own tables (dense training: the
+    /// gradient reaches the whole tables).
+    pub fn batch_id_rows(&self, batch: &InteractionBatch) -> BatchIdRows {
+        // Burn draws a parameter's initial values when it is first read: the tables are read in
+        // the order the hybrid vectors are built (customer id, customer attributes, product id),
+        // so a seed gives the same initial network as before the rows were split out.
+        let customers = id_rows(&self.customer_id, batch.customers.clone());
+        let _ = self.customer_attribute.weight.val();
+        BatchIdRows {
+            customers,
+            positives: id_rows(&self.product_id, batch.positives.clone()),
+            negatives: id_rows(&self.product_id, batch.negatives.clone()),
+            positive_biases: self.product_biases(batch.positives.clone()),
+            negative_biases: self.product_biases(batch.negatives.clone()),
+        }
+    }
+
     /// Logits of positives `[B]` and negatives `[B, k]`, plus the batch's squared vector norm.
     pub fn batch_logits(
         &self,
@@ -408,19 +461,46 @@ impl Recommender {
         customer_features: &EntityFeatures,
         product_features: &EntityFeatures,
     ) -> (Tensor<1>, Tensor<2>, Tensor<1>) {
+        let rows = self.batch_id_rows(batch);
+        self.batch_logits_from_rows(batch, rows, customer_features, product_features)
+    }
+
+    /// [`Recommender::batch_logits`] over id rows given by the caller: the rows gathered for a
+    /// sparse optimiser (leaves of the graph whose gradients it reads), or the network's own.
+    pub fn batch_logits_from_rows(
+        &self,
+        batch: &InteractionBatch,
+        rows: BatchIdRows,
+        customer_features: &EntityFeatures,
+        product_features: &EntityFeatures,
+    ) -> (Tensor<1>, Tensor<2>, Tensor<1>) {
         let k = batch.negatives_per_positive;
-        let u = self.customer_vectors(batch.customers.clone(), customer_features); // [B, d]
+        let with_attributes = |id_rows: Tensor<2>, table: &Embedding, f: &EntityFeatures, ids| {
+            let (tokens, weights) = f.rows(ids);
+            id_rows + attribute_mean(table, tokens, weights)
+        };
+        let u = with_attributes(
+            rows.customers,
+            &self.customer_attribute,
+            customer_features,
+            batch.customers.clone(),
+        ); // [B, d]
         let [b, d] = u.dims();
-        let p = self.product_vectors(batch.positives.clone(), product_features); // [B, d]
-        let n = self
-            .product_vectors(batch.negatives.clone(), product_features)
-            .reshape([b, k, d]);
-        let pos = self.pair_scores(
-            u.clone(),
-            p.clone(),
-            self.product_biases(batch.positives.clone()),
-        );
-        let neg_bias = self.product_biases(batch.negatives.clone()).reshape([b, k]);
+        let p = with_attributes(
+            rows.positives,
+            &self.product_attribute,
+            product_features,
+            batch.positives.clone(),
+        ); // [B, d]
+        let n = with_attributes(
+            rows.negatives,
+            &self.product_attribute,
+            product_features,
+            batch.negatives.clone(),
+        )
+        .reshape([b, k, d]);
+        let pos = self.pair_scores(u.clone(), p.clone(), rows.positive_biases);
+        let neg_bias = rows.negative_biases.reshape([b, k]);
         let neg = match &self.neumf {
             // Broadcast `[B, 1, d] * [B, k, d]` rather than repeating the customer rows.
             None => {

@@ -7,9 +7,11 @@ use burn::prelude::*;
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use shopcast_datasets::config::{self, NegativeSampling, RankingLoss, RecommenderSection};
+use shopcast_datasets::config::{
+    self, NegativeSampling, RankingLoss, RecommenderSection, TableOptimizer,
+};
 use shopcast_model::losses::{bpr, sampled_bce};
-use shopcast_model::recommender::ids_tensor;
+use shopcast_model::recommender::{ids_tensor, LazyTables};
 use shopcast_model::{
     Architecture, EntityFeatures, InteractionBatch, Recommender, RecommenderConfig,
 };
@@ -34,6 +36,8 @@ pub struct RecommenderTrainingConfig {
     pub negative_sampling: NegativeSampling,
     #[config(default = "RankingLoss::Bce")]
     pub loss: RankingLoss,
+    #[config(default = "TableOptimizer::Adam")]
+    pub optimizer: TableOptimizer,
     #[config(default = 1e-6)]
     pub l2: f64,
     #[config(default = 3)]
@@ -58,6 +62,7 @@ impl RecommenderTrainingConfig {
             .with_negatives(t.negatives)
             .with_negative_sampling(t.negative_sampling)
             .with_loss(t.loss)
+            .with_optimizer(t.optimizer)
             .with_l2(t.l2)
             .with_patience(t.patience)
             .with_seed(seed)
@@ -134,6 +139,8 @@ struct RecommenderEpochs<'a, 'v> {
     features: (&'a EntityFeatures, &'a EntityFeatures),
     train_device: Device,
     validate: Option<Validate<'a, 'v>>,
+    /// The id tables under lazy Adam (`None`: dense Adam through the loop's optimiser).
+    lazy_tables: Option<LazyTables>,
 }
 
 impl EpochTask for RecommenderEpochs<'_, '_> {
@@ -175,14 +182,29 @@ impl EpochTask for RecommenderEpochs<'_, '_> {
             negatives_per_positive: tc.negatives,
         };
         let (cf, pf) = self.features;
-        let (pos, neg, norms) = model.batch_logits(&batch, cf, pf);
+        let (rows, leaves) = match &mut self.lazy_tables {
+            None => (model.batch_id_rows(&batch), None),
+            Some(tables) => {
+                let (rows, leaves) = tables
+                    .gather((&customers, &positives, &negatives), device)
+                    .map_err(anyhow::Error::msg)?;
+                (rows, Some(leaves))
+            }
+        };
+        let (pos, neg, norms) = model.batch_logits_from_rows(&batch, rows, cf, pf);
         let ranking_loss = match tc.loss {
             RankingLoss::Bpr => bpr(pos, neg, batch.weights),
             RankingLoss::Bce => sampled_bce(pos, neg, batch.weights),
         };
         let loss = ranking_loss + norms * (tc.l2 / b as f64);
         let value = read_loss.then(|| loss.clone().into_scalar::<f32>() as f64);
-        Ok((value, GradientsParams::from_grads(loss.backward(), model)))
+        let grads = loss.backward();
+        if let (Some(tables), Some(leaves)) = (&mut self.lazy_tables, leaves) {
+            tables
+                .step(tc.learning_rate, leaves, &grads)
+                .map_err(anyhow::Error::msg)?;
+        }
+        Ok((value, GradientsParams::from_grads(grads, model)))
     }
 
     fn saved_order(&self) -> Vec<u32> {
@@ -197,6 +219,27 @@ impl EpochTask for RecommenderEpochs<'_, '_> {
 
     fn validate(&mut self, snapshot: &Recommender) -> Result<Option<f64>> {
         self.validate.as_mut().map(|v| v(snapshot)).transpose()
+    }
+
+    fn sync_model(&mut self, model: Recommender) -> Recommender {
+        match &self.lazy_tables {
+            Some(tables) => tables.write_into(model, &self.train_device),
+            None => model,
+        }
+    }
+
+    fn saved_optimiser(&self) -> Vec<u8> {
+        self.lazy_tables
+            .as_ref()
+            .map(LazyTables::state_bytes)
+            .unwrap_or_default()
+    }
+
+    fn restore_optimiser(&mut self, model: &Recommender, saved: &[u8]) -> Result<()> {
+        match &mut self.lazy_tables {
+            Some(tables) => tables.restore(model, saved).map_err(anyhow::Error::msg),
+            None => Ok(()),
+        }
     }
 }
 
@@ -229,6 +272,10 @@ pub fn fit(
     let model =
         shopcast_model::seeded_init(&train_device, tc.seed, || model_config.init(&train_device));
     let steps_per_epoch = train.len().div_ceil(tc.batch_size);
+    let lazy_tables = match tc.optimizer {
+        TableOptimizer::LazyAdam => Some(LazyTables::new(&model).map_err(anyhow::Error::msg)?),
+        TableOptimizer::Adam => None,
+    };
     let mut task = RecommenderEpochs {
         train,
         order: (0..train.len()).collect(),
@@ -237,6 +284,7 @@ pub fn fit(
         features,
         train_device,
         validate,
+        lazy_tables,
     };
     let settings = LoopSettings {
         label,

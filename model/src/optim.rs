@@ -122,6 +122,16 @@ impl LazyAdamTable {
         })
     }
 
+    /// The values of `rows` (ids inside the table, as [`LazyAdamTable::gather`] returns them),
+    /// row-major.
+    pub fn values_of(&self, rows: &[u32]) -> Vec<f32> {
+        let d = self.dim;
+        rows.iter()
+            .flat_map(|&r| &self.values[r as usize * d..(r as usize + 1) * d])
+            .copied()
+            .collect()
+    }
+
     /// One Adam step on `rows` with their gradients (`rows.len() x dim`, row-major); `rows` must
     /// be distinct, as [`LazyAdamTable::gather`] returns them.
     pub fn step(&mut self, learning_rate: f64, rows: &[u32], grads: &[f32]) {

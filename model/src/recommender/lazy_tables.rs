@@ -60,11 +60,12 @@ impl LazyTables {
         let c = self.customers.gather(customers)?;
         let products: Vec<u32> = positives.iter().chain(negatives).copied().collect();
         let p = self.products.gather(&products)?;
-        let b = self.biases.gather(&products)?;
+        // The biases are a product table too: the same rows, in the same order.
+        let biases = TensorData::new(self.biases.values_of(&p.rows), [p.rows.len(), 1]);
         let leaves = BatchLeaves {
             customers: leaf(&c, self.customers.dim(), device),
             products: leaf(&p, self.products.dim(), device),
-            biases: leaf(&b, 1, device),
+            biases: Tensor::<2>::from_data(biases, device).require_grad(),
             customer_rows: c.rows,
             product_rows: p.rows,
         };

@@ -261,6 +261,17 @@ fn attribute_mean(table: &Embedding, tokens: Tensor<2, Int>, weights: Tensor<2>)
         .squeeze_dim::<2>(1)
 }
 
+/// The hybrid vectors `[B, d]` of entities `ids`: their id rows plus their attribute mean.
+fn with_attributes(
+    id_rows: Tensor<2>,
+    attributes: &Embedding,
+    features: &EntityFeatures,
+    ids: Tensor<1, Int>,
+) -> Tensor<2> {
+    let (tokens, weights) = features.rows(ids);
+    id_rows + attribute_mean(attributes, tokens, weights)
+}
+
 fn id_rows(table: &Embedding, ids: Tensor<1, Int>) -> Tensor<2> {
     table.weight.val().select(0, ids)
 }
@@ -294,14 +305,14 @@ pub struct InteractionBatch {
 impl Recommender {
     /// Customer vectors `[B, d]` for known customers.
     pub fn customer_vectors(&self, ids: Tensor<1, Int>, features: &EntityFeatures) -> Tensor<2> {
-        let (tokens, weights) = features.rows(ids.clone());
-        id_rows(&self.customer_id, ids) + attribute_mean(&self.customer_attribute, tokens, weights)
+        let rows = id_rows(&self.customer_id, ids.clone());
+        with_attributes(rows, &self.customer_attribute, features, ids)
     }
 
     /// Product vectors `[B, d]` for known products.
     pub fn product_vectors(&self, ids: Tensor<1, Int>, features: &EntityFeatures) -> Tensor<2> {
-        let (tokens, weights) = features.rows(ids.clone());
-        id_rows(&self.product_id, ids) + attribute_mean(&self.product_attribute, tokens, weights)
+        let rows = id_rows(&self.product_id, ids.clone());
+        with_attributes(rows, &self.product_attribute, features, ids)
     }
 
     /// Product biases `[B]`.
@@ -475,10 +486,6 @@ impl Recommender {
         product_features: &EntityFeatures,
     ) -> (Tensor<1>, Tensor<2>, Tensor<1>) {
         let k = batch.negatives_per_positive;
-        let with_attributes = |id_rows: Tensor<2>, table: &Embedding, f: &EntityFeatures, ids| {
-            let (tokens, weights) = f.rows(ids);
-            id_rows + attribute_mean(table, tokens, weights)
-        };
         let u = with_attributes(
             rows.customers,
             &self.customer_attribute,

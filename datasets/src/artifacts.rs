@@ -15,11 +15,29 @@ pub mod files {
     pub const RECOMMENDER_WEIGHTS: &str = "recommender.bpk";
     pub const RECOMMENDER_CONFIG: &str = "recommender.config.json";
     pub const RECOMMENDER_TRAINING: &str = "recommender.training.json";
+    /// The recommender's data side: this JSON header and the Parquet tables below
+    /// (`artifact_tables` says what each holds).
     pub const RECOMMENDER_ARTIFACTS: &str = "recommender.vocab.json";
+    pub const RECOMMENDER_CUSTOMERS: &str = "recommender.customers.parquet";
+    pub const RECOMMENDER_PRODUCTS: &str = "recommender.products.parquet";
+    pub const RECOMMENDER_HISTORIES: &str = "recommender.histories.parquet";
+    pub const RECOMMENDER_CUSTOMER_TOKENS: &str = "recommender.customer_tokens.parquet";
+    pub const RECOMMENDER_PRODUCT_TOKENS: &str = "recommender.product_tokens.parquet";
+    /// The Parquet tables, in the order they are written.
+    pub const RECOMMENDER_TABLES: [&str; 5] = [
+        RECOMMENDER_CUSTOMERS,
+        RECOMMENDER_PRODUCTS,
+        RECOMMENDER_HISTORIES,
+        RECOMMENDER_CUSTOMER_TOKENS,
+        RECOMMENDER_PRODUCT_TOKENS,
+    ];
     pub const FORECASTER_WEIGHTS: &str = "forecaster.bpk";
     pub const FORECASTER_CONFIG: &str = "forecaster.config.json";
     pub const FORECASTER_TRAINING: &str = "forecaster.training.json";
+    /// The forecaster's data side: this JSON header (per series its keys, statics, first day and
+    /// exponential smoothing) and the Parquet table of the series' periods.
     pub const FORECASTER_ARTIFACTS: &str = "forecaster.series.json";
+    pub const FORECASTER_PERIODS: &str = "forecaster.periods.parquet";
     pub const FORECASTER_SERIES_METRICS: &str = "forecaster.series_metrics.json";
     /// What each model was trained on, for `infer monitor`.
     pub const RECOMMENDER_PROFILE: &str = "recommender.data_profile.json";
@@ -104,23 +122,31 @@ pub struct RecommenderArtifacts {
     pub customer_attributes: Option<AttributeTable>,
     #[serde(default)]
     pub product_attributes: Option<AttributeTable>,
-    /// Customer ids, or their pseudonyms when `pseudonyms` is set.
+    /// Customer ids, or their pseudonyms when `pseudonyms` is set. This and every other field
+    /// marked `serde(skip)` grow with the shop: they are kept in the bundle's Parquet tables
+    /// (`artifact_tables`), not in the JSON header.
+    #[serde(skip)]
     pub customers: IdVocab,
     /// Set when `customers` holds salted hashes of the ids (see `privacy`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pseudonyms: Option<crate::privacy::PseudonymInfo>,
+    #[serde(skip)]
     pub products: IdVocab,
     pub customer_features: FeatureSet,
     pub product_features: FeatureSet,
+    #[serde(skip)]
     pub product_names: Vec<String>,
     /// Per customer, products they bought (target events), sorted.
+    #[serde(skip)]
     pub purchased: Vec<Vec<u32>>,
     /// Per customer, products they only viewed or carted, sorted.
+    #[serde(skip)]
     pub browsed: Vec<Vec<u32>>,
     /// Per product, the number of customers who interacted with it.
+    #[serde(skip)]
     pub popularity: Vec<u32>,
     /// Per customer, their latest purchases (oldest first), for the recency term.
-    #[serde(default)]
+    #[serde(skip)]
     pub recent: Vec<Vec<u32>>,
     /// How many latest purchases the recency term averages (`model.recent_items`).
     #[serde(default)]
@@ -129,6 +155,7 @@ pub struct RecommenderArtifacts {
     #[serde(default)]
     pub recency_weight: f32,
     /// Segment of each customer.
+    #[serde(skip)]
     pub segments: Vec<u32>,
     /// Centre of each segment in the customer-vector space (to place new customers).
     #[serde(default)]
@@ -145,9 +172,15 @@ pub struct SeriesTail {
     pub statics: Vec<u32>,
     /// Day number of the first period of the tail.
     pub first_day: i64,
-    /// Target per period (NaN stored as null).
+    /// Target per period (NaN stored as null). This and the covariates below are kept in the
+    /// bundle's Parquet table of periods (`artifact_tables`), not in the JSON header.
+    #[serde(skip)]
     pub target: Vec<Option<f32>>,
+    /// Per known covariate, its value per period.
+    #[serde(skip)]
     pub known: Vec<Vec<f32>>,
+    /// Per past covariate, its value per period.
+    #[serde(skip)]
     pub past: Vec<Vec<f32>>,
     /// The series' exponential smoothing, its state at the tail's first period.
     #[serde(default)]

@@ -1,13 +1,13 @@
 //! The recommender's data: interactions loaded from the business's event file, customer and
 //! product attributes turned into feature tokens, and the leave-one-out split.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::{AttributeTable, LoadedConfig, RecommenderSection};
 use crate::error::DataError;
-use crate::table::{FilterReport, Table};
+use crate::table::{FilterReport, InternedIds, Table};
 use crate::vocab::IdVocab;
 
 /// Most tokens kept per entity; words beyond this are dropped (rarest first).
@@ -18,7 +18,9 @@ pub const MAX_TOKENS_PER_ENTITY: usize = 24;
 pub struct FeatureSet {
     /// Token names; a token's position is its id.
     pub tokens: Vec<String>,
-    /// For each entity (by vocabulary index), its token ids.
+    /// For each entity (by vocabulary index), its token ids. Not in the bundle's JSON header:
+    /// the bundle keeps them in a Parquet table (`artifact_tables`).
+    #[serde(skip)]
     pub entity_tokens: Vec<Vec<u32>>,
     /// Cut points of the numeric bands, for turning a new entity's value into a token.
     pub bands: Vec<BandCuts>,
@@ -123,9 +125,10 @@ pub struct RecommenderData {
     pub last_ts: i64,
 }
 
+/// The events kept, ids as codes into `customer.distinct` / `product.distinct`.
 struct RawEvents {
-    customer: Vec<String>,
-    product: Vec<String>,
+    customer: InternedIds,
+    product: InternedIds,
     ts: Vec<i64>,
     weight: Vec<f32>,
     is_target: Vec<bool>,
@@ -171,16 +174,16 @@ fn load_events(cfg: &LoadedConfig, rec: &RecommenderSection) -> Result<RawEvents
             "no rows are left after the configured filters",
         ));
     }
-    let customer = table.ids(&d.customer_id)?;
-    let product = table.ids(&d.product_id)?;
+    let mut customer = table.id_codes(&d.customer_id)?;
+    let mut product = table.id_codes(&d.product_id)?;
     let ts = table.timestamps(&d.timestamp, d.timestamp_format.as_deref())?;
     let n = table.len();
     let (mut weight, mut is_target) = (vec![1.0f32; n], vec![true; n]);
     let mut keep = vec![true; n];
     if let Some(col) = &d.event_type {
-        let types = table.strings(col)?;
+        let types = table.text(col)?;
         for (i, t) in types.iter().enumerate() {
-            let t = t.as_deref().map(str::trim).unwrap_or("");
+            let t = t.map(str::trim).unwrap_or("");
             match d.event_weights.get(t) {
                 Some(w) => {
                     weight[i] = *w as f32;
@@ -216,13 +219,13 @@ fn load_events(cfg: &LoadedConfig, rec: &RecommenderSection) -> Result<RawEvents
         (None, None) => None,
     };
     let value = value.map(|v| keep_rows(v, &keep));
-    let customer = keep_rows(customer, &keep);
-    let product = keep_rows(product, &keep);
+    customer.codes = keep_rows(customer.codes, &keep);
+    product.codes = keep_rows(product.codes, &keep);
     let ts = keep_rows(ts, &keep);
     let weight = keep_rows(weight, &keep);
     let is_target = keep_rows(is_target, &keep);
-    report.rows_used = customer.len();
-    if customer.is_empty() && report.below_rating_threshold > 0 {
+    report.rows_used = customer.codes.len();
+    if customer.codes.is_empty() && report.below_rating_threshold > 0 {
         return Err(DataError::file(
             &path,
             format!(
@@ -231,7 +234,7 @@ fn load_events(cfg: &LoadedConfig, rec: &RecommenderSection) -> Result<RawEvents
             ),
         ));
     }
-    if customer.is_empty() {
+    if customer.codes.is_empty() {
         return Err(DataError::file(
             &path,
             format!(
@@ -275,14 +278,14 @@ pub fn load_recommender_data(
         .transpose()?;
 
     let customers = IdVocab::build(
-        events.customer.iter().map(String::as_str).chain(
+        events.customer.distinct.iter().map(String::as_str).chain(
             customer_attrs
                 .iter()
                 .flat_map(|a| a.ids.iter().map(String::as_str)),
         ),
     );
     let products = IdVocab::build(
-        events.product.iter().map(String::as_str).chain(
+        events.product.distinct.iter().map(String::as_str).chain(
             product_attrs
                 .iter()
                 .flat_map(|a| a.ids.iter().map(String::as_str)),
@@ -312,49 +315,19 @@ pub fn load_recommender_data(
         }
     }
 
-    // Deduplicate per customer-product pair: latest timestamp, largest weight. Rows that repeat
-    // an earlier one exactly (an export run twice) are counted for the report.
-    let mut by_pair: HashMap<(u32, u32), Pair> = HashMap::new();
-    let mut distinct_rows: HashSet<(u32, u32, i64, u32, bool)> = HashSet::new();
-    let mut duplicate_rows = 0usize;
-    for i in 0..events.customer.len() {
-        let (Some(c), Some(p)) = (
-            customers.get(&events.customer[i]),
-            products.get(&events.product[i]),
-        ) else {
-            continue;
-        };
-        let row = (
-            c,
-            p,
-            events.ts[i],
-            events.weight[i].to_bits(),
-            events.is_target[i],
-        );
-        if !distinct_rows.insert(row) {
-            duplicate_rows += 1;
-        }
-        let e = by_pair.entry((c, p)).or_insert(Pair {
-            customer: c,
-            product: p,
-            ts: events.ts[i],
-            weight: events.weight[i],
-            is_target: events.is_target[i],
-        });
-        e.ts = e.ts.max(events.ts[i]);
-        e.weight = e.weight.max(events.weight[i]);
-        e.is_target |= events.is_target[i];
-    }
+    let customer_of = vocab_indices(&events.customer, &customers);
+    let product_of = vocab_indices(&events.product, &products);
+    let (pairs, duplicate_rows) = collapse_pairs(&events, &customer_of, &product_of);
     let spend = events.value.as_ref().map(|value| {
         let mut spend = vec![0.0; customers.len()];
         for (i, v) in value.iter().enumerate() {
-            if let (true, Some(c)) = (events.is_target[i], customers.get(&events.customer[i])) {
+            if let (true, Some(c)) = (events.is_target[i], customer_of[i]) {
                 spend[c as usize] += v;
             }
         }
         spend
     });
-    let pairs = sorted_pairs(by_pair.into_values().collect(), &products);
+    let pairs = sorted_pairs(pairs, &products);
     let mut report = events.report;
     report.pairs = pairs.len();
     report.duplicate_rows = duplicate_rows;
@@ -372,6 +345,45 @@ pub fn load_recommender_data(
         first_ts,
         last_ts,
     })
+}
+
+/// Each event's index in `vocab` (events whose id is not in it: `None`).
+fn vocab_indices(ids: &InternedIds, vocab: &IdVocab) -> Vec<Option<u32>> {
+    let of_code: Vec<Option<u32>> = ids.distinct.iter().map(|id| vocab.get(id)).collect();
+    ids.codes.iter().map(|&c| of_code[c as usize]).collect()
+}
+
+/// One pair per customer and product: the latest timestamp, the largest weight, a target if any
+/// of its events was. Also counts the rows that repeat an earlier row exactly (an export run
+/// twice). Sorting the events' keys costs 24 bytes an event, a fraction of hashing them.
+fn collapse_pairs(
+    events: &RawEvents,
+    customer_of: &[Option<u32>],
+    product_of: &[Option<u32>],
+) -> (Vec<Pair>, usize) {
+    let mut rows: Vec<(u32, u32, i64, u32, bool)> = (0..events.ts.len())
+        .filter_map(|i| {
+            let (c, p) = (customer_of[i]?, product_of[i]?);
+            let w = events.weight[i].to_bits();
+            Some((c, p, events.ts[i], w, events.is_target[i]))
+        })
+        .collect();
+    rows.sort_unstable();
+    let duplicate_rows = rows.windows(2).filter(|w| w[0] == w[1]).count();
+    let pairs = rows
+        .chunk_by(|a, b| (a.0, a.1) == (b.0, b.1))
+        .map(|events| Pair {
+            customer: events[0].0,
+            product: events[0].1,
+            ts: events.iter().map(|e| e.2).max().unwrap_or(events[0].2),
+            weight: events
+                .iter()
+                .map(|e| f32::from_bits(e.3))
+                .fold(f32::NEG_INFINITY, f32::max),
+            is_target: events.iter().any(|e| e.4),
+        })
+        .collect();
+    (pairs, duplicate_rows)
 }
 
 /// Pairs by customer, then time. Interactions at one timestamp (one basket) have no order of

@@ -5,6 +5,7 @@
 //! This crate knows nothing of the models: it produces plain arrays and serialisable tables that
 //! the `train` and `infer` binaries turn into tensors.
 
+pub mod artifact_tables;
 pub mod artifacts;
 pub mod charts;
 pub mod config;

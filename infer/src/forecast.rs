@@ -87,7 +87,8 @@ pub fn forecaster_of(bundle: Bundle, device: &Device) -> Result<LoadedForecaster
         .map_err(|e| e.to_string())
         .and_then(|c| c.check().map(|()| c))
         .map_err(|e| invalid(format!("{}: {e}", files::FORECASTER_CONFIG)))?;
-    let artifacts: ForecasterArtifacts = bundle.read_json(files::FORECASTER_ARTIFACTS)?;
+    let mut artifacts: ForecasterArtifacts = bundle.read_json(files::FORECASTER_ARTIFACTS)?;
+    artifacts.read_tables(bundle.require(&[files::FORECASTER_PERIODS])?)?;
     let model = bundle.load_module(files::FORECASTER_WEIGHTS, config.init_ensemble(device))?;
     Ok(LoadedForecaster {
         bundle,

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
-use shopcast_datasets::artifacts::{files, RecommenderArtifacts};
+use shopcast_datasets::artifacts::files;
 use shopcast_datasets::config::{ForecasterSection, MonitoringSection, RecommenderSection};
 use shopcast_datasets::interactions::load_recommender_data;
 use shopcast_datasets::privacy::Pseudonymiser;
@@ -25,6 +25,7 @@ use shopcast_model::{Bundle, DeviceChoice};
 
 use crate::forecast::{forecaster_of, LoadedForecaster};
 use crate::output::open_device;
+use crate::recommend::read_recommender_artifacts;
 
 /// Options of `infer monitor`: compares the business's latest data (and the forecaster's recent
 /// accuracy) with what the bundle was trained on.
@@ -146,7 +147,7 @@ fn recommender_checks(
 ) -> Result<Vec<Check>> {
     let mut checks = Vec::new();
     let then: InteractionProfile = bundle.read_json(files::RECOMMENDER_PROFILE)?;
-    let artifacts: RecommenderArtifacts = bundle.read_json(files::RECOMMENDER_ARTIFACTS)?;
+    let artifacts = read_recommender_artifacts(bundle)?;
     let pseudonymiser = match &artifacts.pseudonyms {
         Some(info) => Some(Pseudonymiser::for_bundle(info)?),
         None => None,

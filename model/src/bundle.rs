@@ -18,7 +18,9 @@ use sha2::{Digest, Sha256};
 /// Bumped whenever a bundle written by this version cannot be read by an older one or vice versa.
 /// 2: the forecaster is saved as an ensemble of networks.
 /// 3: its LSTM layers are fused (one input, hidden and bias tensor per layer).
-pub const FORMAT_VERSION: u32 = 4;
+/// 4: the forecaster's decoder reads the window's sales shape.
+/// 5: the recommender's per-customer and per-product data in Parquet tables beside a JSON header.
+pub const FORMAT_VERSION: u32 = 5;
 /// The Burn version the weights were written with (pinned in the workspace manifest).
 pub const BURN_VERSION: &str = "0.22.1";
 /// Name of the manifest file.
@@ -142,6 +144,12 @@ impl BundleWriter {
     /// The scratch path of a file being written (for writers that take a path).
     pub fn path_of(&self, name: &str) -> PathBuf {
         self.scratch.join(name)
+    }
+
+    /// The scratch directory the bundle's files are written into (for writers of several files;
+    /// [`Self::register`] each of them).
+    pub fn dir(&self) -> &Path {
+        &self.scratch
     }
 
     /// Records a file written at [`Self::path_of`].
@@ -318,6 +326,21 @@ impl Bundle {
     /// Whether the bundle holds a model (`recommender` or `forecaster`).
     pub fn has(&self, model: &str) -> bool {
         self.manifest.models.iter().any(|m| m == model)
+    }
+
+    /// Checks that every named file is in the bundle (its checksum held when it was opened), for
+    /// files read by other readers from [`Self::dir`].
+    pub fn require(&self, names: &[&str]) -> Result<&Path, BundleError> {
+        match names
+            .iter()
+            .find(|n| !self.manifest.files.contains_key(**n))
+        {
+            Some(name) => Err(BundleError::Invalid {
+                dir: self.dir.clone(),
+                msg: format!("file {name} is not in the bundle"),
+            }),
+            None => Ok(&self.dir),
+        }
     }
 
     /// Reads a JSON file of the bundle.

@@ -98,27 +98,73 @@ fn ndcg(rank: usize, k: usize) -> f64 {
     }
 }
 
-/// Evaluates a scorer on cases under both protocols.
-pub fn evaluate(scorer: &dyn Scorer, cases: &[Case], n_products: usize) -> Metrics {
-    let mut scores = Vec::with_capacity(n_products);
-    let (mut hr, mut sndcg, mut r10, mut r20, mut fndcg) = (0.0, 0.0, 0.0, 0.0, 0.0);
-    let mut covered = vec![false; n_products];
-    for case in cases {
-        scores.clear();
-        scorer.scores(case.customer, &mut scores);
+/// What one case's scores say, all that the metrics need: the held-out item's rank among the
+/// sampled negatives and in the full catalogue (history masked), and the top 10 (history masked).
+/// Keeping these instead of score rows bounds evaluation's memory by the cases, not the catalogue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub sampled_rank: usize,
+    pub full_rank: usize,
+    pub top: Vec<u32>,
+}
+
+impl Outcome {
+    /// From a case's scores over the whole catalogue; the history is masked in place.
+    pub fn of(case: &Case, scores: &mut [f32]) -> Self {
         let s = scores[case.item as usize];
         let sampled_rank = rank_of(s, case.negatives.iter().map(|&p| scores[p as usize]));
-        hr += (sampled_rank < 10) as u8 as f64;
-        sndcg += ndcg(sampled_rank, 10);
-        let full_rank = full_rank(scorer, case, &mut scores);
-        r10 += (full_rank < 10) as u8 as f64;
-        r20 += (full_rank < 20) as u8 as f64;
-        fndcg += ndcg(full_rank, 10);
-        for p in TopK::of_row(&scores, 10) {
-            covered[p as usize] = true;
+        for &p in &case.known {
+            scores[p as usize] = f32::NEG_INFINITY;
+        }
+        let s = scores[case.item as usize];
+        let full_rank = rank_of(
+            s,
+            scores
+                .iter()
+                .enumerate()
+                .filter(|(p, _)| *p != case.item as usize)
+                .map(|(_, v)| *v),
+        );
+        Outcome {
+            sampled_rank,
+            full_rank,
+            top: TopK::of_row(scores, 10),
         }
     }
-    let n = cases.len().max(1) as f64;
+}
+
+/// Each case's outcome under a scorer.
+pub fn outcomes(scorer: &dyn Scorer, cases: &[Case], n_products: usize) -> Vec<Outcome> {
+    let mut scores = Vec::with_capacity(n_products);
+    cases
+        .iter()
+        .map(|case| {
+            scores.clear();
+            scorer.scores(case.customer, &mut scores);
+            Outcome::of(case, &mut scores)
+        })
+        .collect()
+}
+
+/// Both protocols' metrics over some cases' outcomes.
+pub fn metrics_of<'a>(
+    outcomes: impl IntoIterator<Item = &'a Outcome>,
+    n_products: usize,
+) -> Metrics {
+    let (mut hr, mut sndcg, mut r10, mut r20, mut fndcg, mut n) = (0.0, 0.0, 0.0, 0.0, 0.0, 0);
+    let mut covered = vec![false; n_products];
+    for o in outcomes {
+        hr += (o.sampled_rank < 10) as u8 as f64;
+        sndcg += ndcg(o.sampled_rank, 10);
+        r10 += (o.full_rank < 10) as u8 as f64;
+        r20 += (o.full_rank < 20) as u8 as f64;
+        fndcg += ndcg(o.full_rank, 10);
+        for &p in &o.top {
+            covered[p as usize] = true;
+        }
+        n += 1;
+    }
+    let n = n.max(1) as f64;
     let mut m = Metrics::new();
     m.insert("sampled.hr@10".into(), hr / n);
     m.insert("sampled.ndcg@10".into(), sndcg / n);
@@ -132,33 +178,15 @@ pub fn evaluate(scorer: &dyn Scorer, cases: &[Case], n_products: usize) -> Metri
     m
 }
 
-/// Full-ranking NDCG@10 only (validation during training).
-pub fn full_ndcg(scorer: &dyn Scorer, cases: &[Case], n_products: usize) -> f64 {
-    let mut scores = Vec::with_capacity(n_products);
-    let total: f64 = cases
-        .iter()
-        .map(|case| ndcg(full_rank(scorer, case, &mut scores), 10))
-        .sum();
-    total / cases.len().max(1) as f64
+/// Evaluates a scorer on cases under both protocols.
+pub fn evaluate(scorer: &dyn Scorer, cases: &[Case], n_products: usize) -> Metrics {
+    metrics_of(&outcomes(scorer, cases, n_products), n_products)
 }
 
-/// Rank of the held-out item among all products with the customer's history masked; `scores`
-/// is left holding the masked scores.
-fn full_rank(scorer: &dyn Scorer, case: &Case, scores: &mut Vec<f32>) -> usize {
-    scores.clear();
-    scorer.scores(case.customer, scores);
-    for &p in &case.known {
-        scores[p as usize] = f32::NEG_INFINITY;
-    }
-    let s = scores[case.item as usize];
-    rank_of(
-        s,
-        scores
-            .iter()
-            .enumerate()
-            .filter(|(p, _)| *p != case.item as usize)
-            .map(|(_, v)| *v),
-    )
+/// Mean full-ranking NDCG@10 of some outcomes (validation during training).
+pub fn full_ndcg(outcomes: &[Outcome]) -> f64 {
+    let total: f64 = outcomes.iter().map(|o| ndcg(o.full_rank, 10)).sum();
+    total / outcomes.len().max(1) as f64
 }
 
 /// Most popular products first: the number of training customers per product.
@@ -256,19 +284,6 @@ impl Scorer for ItemKnn {
                 out[j as usize] += s;
             }
         }
-    }
-}
-
-/// A dense customer x product score matrix (the trained model's scores).
-pub struct DenseScores {
-    pub n_products: usize,
-    /// Row per customer (only the rows of evaluated customers need be filled).
-    pub rows: Vec<Vec<f32>>,
-}
-
-impl Scorer for DenseScores {
-    fn scores(&self, customer: u32, out: &mut Vec<f32>) {
-        out.extend_from_slice(&self.rows[customer as usize]);
     }
 }
 

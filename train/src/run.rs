@@ -422,6 +422,10 @@ fn write_models(
         save_config(writer, files::RECOMMENDER_CONFIG, &r.model_config)?;
         save_config(writer, files::RECOMMENDER_TRAINING, &r.training_config)?;
         writer.write_json(files::RECOMMENDER_ARTIFACTS, &r.artifacts)?;
+        r.artifacts.write_tables(writer.dir())?;
+        for name in files::RECOMMENDER_TABLES {
+            writer.register(name)?;
+        }
         writer.write_json(files::SEGMENTS, &r.artifacts.segment_profiles)?;
         writer.write_json(files::RECOMMENDER_GROUP_METRICS, &r.group_metrics)?;
         writer.write_json(files::RECOMMENDER_PROFILE, &r.profile)?;
@@ -433,6 +437,8 @@ fn write_models(
         save_config(writer, files::FORECASTER_CONFIG, &f.model_config)?;
         save_config(writer, files::FORECASTER_TRAINING, &f.training_config)?;
         writer.write_json(files::FORECASTER_ARTIFACTS, &f.artifacts)?;
+        f.artifacts.write_tables(writer.dir())?;
+        writer.register(files::FORECASTER_PERIODS)?;
         writer.write_json(files::FORECASTER_SERIES_METRICS, &f.series_metrics)?;
         writer.write_json(files::FORECASTER_PROFILE, &f.profile)?;
         metrics.extend(f.metrics.clone());

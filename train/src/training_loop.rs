@@ -6,6 +6,8 @@
 //! Resuming replays exactly: the generator's position, the epoch's order and the step are saved,
 //! so a resumed run draws the same negatives and windows and ends with the same model.
 
+use std::time::Instant;
+
 use anyhow::Result;
 use burn::module::Module;
 use burn::optim::GradientsParams;
@@ -128,6 +130,7 @@ pub fn run_epochs<T: EpochTask>(
             task.start_epoch(&mut rng);
             (state.loss_sum, state.loss_n) = (0.0, 0);
         }
+        let (steps_started, first_step) = (Instant::now(), state.next_step);
         for step in state.next_step..settings.steps_per_epoch {
             let (loss, grads) =
                 task.step(&model, step, &mut rng, step % settings.loss_every == 0)?;
@@ -151,14 +154,21 @@ pub fn run_epochs<T: EpochTask>(
             }
         }
         let train_loss = state.loss_sum / state.loss_n.max(1) as f64;
+        let steps_run = settings.steps_per_epoch - first_step;
+        let step_ms = steps_started.elapsed().as_secs_f64() * 1e3 / steps_run.max(1) as f64;
         model = task.sync_model(model);
         let snapshot = model.valid();
+        let validation_started = Instant::now();
         let validation = task.validate(&snapshot)?;
+        let timing = format!(
+            "{steps_run} steps, {step_ms:.2} ms/step; validation {:.1}s",
+            validation_started.elapsed().as_secs_f64()
+        );
         let mut stop_early = false;
         match validation {
             Some(score) => {
                 progress.log(&format!(
-                    "epoch {epoch}: train loss {train_loss:.4}, {} {score:.4}",
+                    "epoch {epoch}: train loss {train_loss:.4}, {} {score:.4} ({timing})",
                     settings.score_name
                 ));
                 let improved = match (settings.better, state.best_score) {
@@ -175,7 +185,9 @@ pub fn run_epochs<T: EpochTask>(
                     }
                 }
             }
-            None => progress.log(&format!("epoch {epoch}: train loss {train_loss:.4}")),
+            None => progress.log(&format!(
+                "epoch {epoch}: train loss {train_loss:.4} ({steps_run} steps, {step_ms:.2} ms/step)"
+            )),
         }
         state.history.push(EpochLog {
             epoch,

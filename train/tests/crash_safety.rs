@@ -199,3 +199,54 @@ fn interrupted_training_resumes_to_the_same_model_and_kill_9_never_breaks_a_bund
     }
     assert_same_metrics(&metrics(&good), &want, "resumed after kill -9");
 }
+
+/// Under `optimizer = "lazy_adam"` the id tables' values and moments live on the host, outside the
+/// network: a stop in the first epoch, one in a later epoch and one in the refit all resume to the
+/// uninterrupted run's metrics, which needs those moments in the checkpoint.
+#[test]
+fn lazy_adam_training_resumes_to_the_same_model() {
+    let _one = common::one_training_at_a_time();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = common::shop_config_with(
+        dir.path(),
+        "crash-lazy",
+        &[(
+            "epochs = 12\n",
+            "epochs = 4\noptimizer = \"lazy_adam\"\nrefit = true\n",
+        )],
+    );
+    let only = ["--only", "recommender"];
+    let reference = dir.path().join("reference");
+    let o = run(&mut train(&cfg, &reference, &only, &[]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let want = metrics(&reference);
+    assert_eq!(want["recommender.refit"], 1.0);
+
+    let out = dir.path().join("stopped");
+    let first = run(&mut train(
+        &cfg,
+        &out,
+        &only,
+        &[("SHOPCAST_FAULT_STOP_AFTER_STEPS", "recommender:3")],
+    ));
+    assert_interrupted(&first, &out);
+    let resumed = [&["--only", "recommender", "--resume"][..]].concat();
+    for stop in ["recommender:9", "recommender refit:2"] {
+        let o = run(&mut train(
+            &cfg,
+            &out,
+            &resumed,
+            &[("SHOPCAST_FAULT_STOP_AFTER_STEPS", stop)],
+        ));
+        assert_interrupted(&o, &out);
+        assert!(stderr(&o).contains("resuming"), "{}", stderr(&o));
+        let saved_moments = std::fs::read_dir(checkpoint_dir(&out))
+            .expect("checkpoint dir")
+            .filter_map(|e| e.ok())
+            .any(|e| e.file_name().to_string_lossy().ends_with(".tables.bin"));
+        assert!(saved_moments, "stop at {stop}: no lazy Adam state saved");
+    }
+    let o = run(&mut train(&cfg, &out, &resumed, &[]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_same_metrics(&metrics(&out), &want, "lazy Adam resumed three times");
+}

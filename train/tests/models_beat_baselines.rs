@@ -74,7 +74,13 @@ fn both_models_beat_their_baselines() {
         "recommender.bpk",
         "forecaster.bpk",
         "recommender.vocab.json",
+        "recommender.customers.parquet",
+        "recommender.products.parquet",
+        "recommender.histories.parquet",
+        "recommender.customer_tokens.parquet",
+        "recommender.product_tokens.parquet",
         "forecaster.series.json",
+        "forecaster.periods.parquet",
     ] {
         assert!(bundle.join(f).exists(), "bundle lacks {f}");
     }

@@ -180,9 +180,10 @@ fn validation_hit_rate(bundle: &Path, config: &Path) -> f64 {
     let model = bundle
         .load_module(files::RECOMMENDER_WEIGHTS, model_config.init(&device))
         .expect("weights");
-    let a: RecommenderArtifacts = bundle
+    let mut a: RecommenderArtifacts = bundle
         .read_json(files::RECOMMENDER_ARTIFACTS)
         .expect("artifacts");
+    a.read_tables(&bundle.dir).expect("the artifact tables");
     let features = |f: &shopcast_datasets::interactions::FeatureSet| {
         let (tokens, width) = f.padded();
         EntityFeatures::new(tokens, width, &device)

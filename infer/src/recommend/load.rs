@@ -41,6 +41,13 @@ pub(crate) fn to_vec_f32(t: Tensor<2>) -> Result<Vec<f32>> {
         .map_err(|e| anyhow::anyhow!("reading values back from the device: {e:?}"))
 }
 
+/// The recommender's data side: the JSON header and the Parquet tables beside it.
+pub fn read_recommender_artifacts(bundle: &Bundle) -> Result<RecommenderArtifacts> {
+    let mut artifacts: RecommenderArtifacts = bundle.read_json(files::RECOMMENDER_ARTIFACTS)?;
+    artifacts.read_tables(bundle.require(&files::RECOMMENDER_TABLES)?)?;
+    Ok(artifacts)
+}
+
 /// Opens a bundle's recommender on a device.
 pub fn load_recommender(dir: &Path, device: &Device) -> Result<LoadedRecommender> {
     let bundle = Bundle::open(dir)?;
@@ -54,7 +61,7 @@ pub fn load_recommender(dir: &Path, device: &Device) -> Result<LoadedRecommender
         .map_err(|e| e.to_string())
         .and_then(|c| c.check().map(|()| c))
         .map_err(|e| bundle_invalid(&bundle, format!("{}: {e}", files::RECOMMENDER_CONFIG)))?;
-    let artifacts: RecommenderArtifacts = bundle.read_json(files::RECOMMENDER_ARTIFACTS)?;
+    let artifacts = read_recommender_artifacts(&bundle)?;
     if artifacts.customers.len() != config.n_customers
         || artifacts.products.len() != config.n_products
     {

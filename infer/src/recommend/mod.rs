@@ -23,7 +23,7 @@ pub use catalogue::{Catalogue, NewProduct};
 pub use explain::{CustomerContext, Explainer};
 pub use inputs::{RECENT_ITEMS_COLUMN, RECENT_ITEMS_SEPARATOR};
 pub use job::{recommend, RecommendOptions, INPUT_PIECE_ROWS};
-pub use load::{load_recommender, LoadedRecommender};
+pub use load::{load_recommender, read_recommender_artifacts, LoadedRecommender};
 
 pub(crate) use inputs::{drop_opted_out, read_excluded, read_opt_outs, read_product_ids};
 pub(crate) use load::to_vec_f32;

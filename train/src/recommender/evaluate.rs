@@ -9,9 +9,7 @@ use shopcast_datasets::artifacts::metric_keys;
 use shopcast_datasets::config::RecommenderSection;
 use shopcast_datasets::interactions::FeatureSet;
 
-use shopcast_model::recommender::TopK;
-
-use crate::ranking::{evaluate, Case, DenseScores, ItemKnn, Popularity, Scorer};
+use crate::ranking::{metrics_of, outcomes, Case, ItemKnn, Outcome, Popularity};
 
 /// The test results of a recommender run.
 pub struct TestResults {
@@ -23,46 +21,38 @@ pub struct TestResults {
     pub group_metrics: Vec<GroupMetrics>,
 }
 
-/// Evaluates the model's test scores and the baselines fitted on the same training pairs.
+/// Evaluates the model's test outcomes and the baselines fitted on the same training pairs.
 pub fn evaluate_on_test(
     sec: &RecommenderSection,
     customer_features: &FeatureSet,
-    model_scores: &DenseScores,
+    model: &[Outcome],
     test_cases: &[Case],
     final_train: &[(u32, u32, f32)],
     (n_c, n_p): (usize, usize),
 ) -> TestResults {
+    let popularity = outcomes(&Popularity::fit(final_train, n_p), test_cases, n_p);
+    let knn = outcomes(&ItemKnn::fit(final_train, n_c, n_p), test_cases, n_p);
     let mut metrics = BTreeMap::new();
-    insert_prefixed(
-        &mut metrics,
-        metric_keys::RECOMMENDER,
-        evaluate(model_scores, test_cases, n_p),
-    );
-    let popularity = Popularity::fit(final_train, n_p);
-    insert_prefixed(
-        &mut metrics,
-        metric_keys::POPULARITY,
-        evaluate(&popularity, test_cases, n_p),
-    );
-    let knn = ItemKnn::fit(final_train, n_c, n_p);
-    insert_prefixed(
-        &mut metrics,
-        metric_keys::ITEMKNN,
-        evaluate(&knn, test_cases, n_p),
-    );
+    for (prefix, of) in [
+        (metric_keys::RECOMMENDER, model),
+        (metric_keys::POPULARITY, &popularity),
+        (metric_keys::ITEMKNN, &knn),
+    ] {
+        insert_prefixed(&mut metrics, prefix, metrics_of(of, n_p));
+    }
     // Popularity bias: where the top-10 slots go, by the products' popularity decile.
     let popularity_slots = vec![
         (
             "model".to_string(),
-            slots_by_popularity_decile(model_scores, test_cases, final_train, n_p),
+            slots_by_popularity_decile(model, final_train, n_p),
         ),
         (
             "item-kNN".to_string(),
-            slots_by_popularity_decile(&knn, test_cases, final_train, n_p),
+            slots_by_popularity_decile(&knn, final_train, n_p),
         ),
         (
             "popularity".to_string(),
-            slots_by_popularity_decile(&popularity, test_cases, final_train, n_p),
+            slots_by_popularity_decile(&popularity, final_train, n_p),
         ),
     ];
     // Per group of each customer attribute (region, age band...): is a group badly served?
@@ -75,7 +65,7 @@ pub fn evaluate_on_test(
         &group_columns,
         customer_features,
         test_cases,
-        (model_scores, &popularity),
+        (model, &popularity),
         n_p,
     );
     TestResults {
@@ -94,8 +84,7 @@ fn insert_prefixed(out: &mut BTreeMap<String, f64>, prefix: &str, m: BTreeMap<St
 /// Share of the test customers' top-10 slots (their known products left out) that goes to each
 /// popularity decile of the catalogue, by the training pairs (decile 0: the most bought 10%).
 fn slots_by_popularity_decile(
-    scorer: &dyn Scorer,
-    cases: &[Case],
+    outcomes: &[Outcome],
     train: &[(u32, u32, f32)],
     n_p: usize,
 ) -> Vec<f64> {
@@ -110,14 +99,8 @@ fn slots_by_popularity_decile(
         decile[p] = (rank * 10 / n_p.max(1)).min(9);
     }
     let mut slots = [0f64; 10];
-    let mut scores = Vec::with_capacity(n_p);
-    for case in cases {
-        scores.clear();
-        scorer.scores(case.customer, &mut scores);
-        for &p in &case.known {
-            scores[p as usize] = f32::NEG_INFINITY;
-        }
-        for p in TopK::of_row(&scores, 10) {
+    for outcome in outcomes {
+        for &p in &outcome.top {
             slots[decile[p as usize]] += 1.0;
         }
     }
@@ -142,7 +125,7 @@ fn metrics_by_group(
     columns: &[String],
     features: &FeatureSet,
     cases: &[Case],
-    (model, popularity): (&dyn Scorer, &dyn Scorer),
+    (model, popularity): (&[Outcome], &[Outcome]),
     n_p: usize,
 ) -> Vec<GroupMetrics> {
     let mut out = Vec::new();
@@ -163,20 +146,18 @@ fn metrics_by_group(
                 .unwrap_or("(none)")
                 .to_string()
         };
-        let mut groups: BTreeMap<String, Vec<Case>> = BTreeMap::new();
-        for case in cases {
-            groups
-                .entry(value_of(case.customer))
-                .or_default()
-                .push(case.clone());
+        // Each group's cases by position, in the cases' order.
+        let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, case) in cases.iter().enumerate() {
+            groups.entry(value_of(case.customer)).or_default().push(i);
         }
         for (value, group) in groups {
             out.push(GroupMetrics {
                 attribute: column.clone(),
                 value,
                 customers: group.len(),
-                model: evaluate(model, &group, n_p),
-                popularity: evaluate(popularity, &group, n_p),
+                model: metrics_of(group.iter().map(|&i| &model[i]), n_p),
+                popularity: metrics_of(group.iter().map(|&i| &popularity[i]), n_p),
             });
         }
     }

@@ -29,7 +29,7 @@ use artifacts::{build_artifacts, Recency};
 use data::Prepared;
 use fit::{candidate_architectures, fit, Fitted};
 use recency::recent_items;
-use score::{dense_for, feature_lookups, score_rows};
+use score::{feature_lookups, model_outcomes};
 
 /// The result of a recommender training run.
 pub struct RecommenderOutcome {
@@ -84,12 +84,10 @@ pub fn train_recommender(
     let features = (&cf, &pf);
 
     // Full NDCG@10 on the validation items, with or without the recency term.
-    let val_customers: Vec<u32> = val_cases.iter().map(|c| c.customer).collect();
     let validation_ndcg =
         |model: &Recommender, recent: Option<(&[Vec<u32>], f32)>| -> Result<f64> {
-            let rows = score_rows(model, features, &val_customers, n_p, recent, &plain)?;
-            let scores = dense_for(rows, &val_customers, n_c, n_p);
-            Ok(full_ndcg(&scores, val_cases, n_p))
+            let outcomes = model_outcomes(model, features, val_cases, n_p, recent, &plain)?;
+            Ok(full_ndcg(&outcomes))
         };
 
     // Every candidate architecture (one unless the config says `auto`) is trained with early
@@ -144,14 +142,12 @@ pub fn train_recommender(
     // The test items, scored as `infer` scores: with the recency term of the final pairs.
     let final_pairs: HashSet<(u32, u32)> = final_train.iter().map(|&(c, p, _)| (c, p)).collect();
     let test_recent = recent_items(data, &final_pairs, k_recent);
-    let test_customers: Vec<u32> = test_cases.iter().map(|c| c.customer).collect();
     let recent = Some((test_recent.as_slice(), recency_weight));
-    let rows = score_rows(&best, features, &test_customers, n_p, recent, &plain)?;
-    let model_scores = dense_for(rows, &test_customers, n_c, n_p);
+    let model_outcomes = model_outcomes(&best, features, test_cases, n_p, recent, &plain)?;
     let results = evaluate::evaluate_on_test(
         sec,
         &data.customer_features,
-        &model_scores,
+        &model_outcomes,
         test_cases,
         &final_train,
         (n_c, n_p),

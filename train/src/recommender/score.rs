@@ -7,7 +7,7 @@ use shopcast_datasets::interactions::FeatureSet;
 use shopcast_model::recommender::ids_tensor;
 use shopcast_model::{EntityFeatures, ProductMatrix, Recommender};
 
-use crate::ranking::DenseScores;
+use crate::ranking::{Case, Outcome};
 
 /// Feature lookups of both towers on a device.
 pub fn feature_lookups(
@@ -45,46 +45,58 @@ pub fn catalogue(
     )
 }
 
-/// Scores of all products for the given customers, one row each; with `recent`, each
-/// customer's vector gets the recency term (their recent products, its weight).
-pub fn score_rows(
+/// Scores of all products for the given customers, a chunk of customers at a time, in order:
+/// `each` gets a chunk's rows (`n_products` scores per customer), so only one chunk's rows are
+/// ever held. With `recent`, each customer's vector gets the recency
+/// term (their recent products, its weight).
+pub fn score_chunks(
     model: &Recommender,
     (customer_features, product_features): (&EntityFeatures, &EntityFeatures),
     customers: &[u32],
     n_products: usize,
     recent: Option<(&[Vec<u32>], f32)>,
     device: &Device,
-) -> Result<Vec<Vec<f32>>> {
+    mut each: impl FnMut(&mut [f32]),
+) -> Result<()> {
     let matrix = catalogue(model, product_features, n_products, device);
     let chunk = model.customers_per_chunk(n_products);
-    let mut rows = Vec::with_capacity(customers.len());
     for chunk in customers.chunks(chunk) {
         let mut u = model.customer_vectors(ids_tensor(chunk, device), customer_features);
         if let Some((recent, weight)) = recent {
             let lists: Vec<Vec<u32>> = chunk.iter().map(|&c| recent[c as usize].clone()).collect();
             u = model.with_recent(u, &lists, &matrix, weight);
         }
-        let scores = to_f32(model.score_all(u, &matrix))?;
-        rows.extend(scores.chunks(n_products).map(<[f32]>::to_vec));
+        let mut scores = to_f32(model.score_all(u, &matrix))?;
+        each(&mut scores);
     }
-    Ok(rows)
+    Ok(())
 }
 
-/// Score rows of some customers as a scorer over all customers (the others score nothing).
-pub fn dense_for(
-    rows: Vec<Vec<f32>>,
-    customers: &[u32],
-    n_customers: usize,
+/// Each case's [`Outcome`] under the model (scored as [`score_chunks`] scores).
+pub fn model_outcomes(
+    model: &Recommender,
+    features: (&EntityFeatures, &EntityFeatures),
+    cases: &[Case],
     n_products: usize,
-) -> DenseScores {
-    let mut all = vec![Vec::new(); n_customers];
-    for (c, row) in customers.iter().zip(rows) {
-        all[*c as usize] = row;
-    }
-    DenseScores {
+    recent: Option<(&[Vec<u32>], f32)>,
+    device: &Device,
+) -> Result<Vec<Outcome>> {
+    let customers: Vec<u32> = cases.iter().map(|c| c.customer).collect();
+    let mut outcomes = Vec::with_capacity(cases.len());
+    score_chunks(
+        model,
+        features,
+        &customers,
         n_products,
-        rows: all,
-    }
+        recent,
+        device,
+        |rows| {
+            for row in rows.chunks_mut(n_products.max(1)) {
+                outcomes.push(Outcome::of(&cases[outcomes.len()], row));
+            }
+        },
+    )?;
+    Ok(outcomes)
 }
 
 /// Customer vectors of every known customer, `[n, d]` row-major.

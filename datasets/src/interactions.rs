@@ -136,14 +136,54 @@ struct RawEvents {
     report: LoadReport,
 }
 
-/// The values whose `keep` flag is set.
-fn keep_rows<T>(values: Vec<T>, keep: &[bool]) -> Vec<T> {
+/// The values whose `keep` flag is set (in place: no second copy of a column).
+fn keep_rows<T>(mut values: Vec<T>, keep: &[bool]) -> Vec<T> {
+    let mut flags = keep.iter();
+    values.retain(|_| flags.next().copied().unwrap_or(false));
+    values.shrink_to_fit();
     values
-        .into_iter()
-        .zip(keep)
-        .filter(|(_, k)| **k)
-        .map(|(v, _)| v)
-        .collect()
+}
+
+/// The columns `load_events` reads, in the order it reads them (a column read for two roles
+/// appears twice), so that each can be dropped from the table after its last read.
+struct PendingReads(Vec<String>);
+
+impl PendingReads {
+    fn of(d: &crate::config::InteractionData) -> Self {
+        let mut reads = vec![
+            d.customer_id.clone(),
+            d.product_id.clone(),
+            d.timestamp.clone(),
+        ];
+        reads.extend(d.event_type.iter().cloned());
+        reads.extend(d.rating.iter().cloned());
+        match (&d.value, &d.unit_price) {
+            (Some(v), _) => reads.push(v.clone()),
+            (None, Some(p)) => {
+                reads.push(p.clone());
+                reads.extend(d.quantity.iter().cloned());
+            }
+            (None, None) => {}
+        }
+        PendingReads(reads)
+    }
+
+    /// Drops every column of `table` no read needs (filter columns, once filtered).
+    fn release_unread(&self, table: &mut Table, columns: &[String]) {
+        for c in columns.iter().filter(|c| !self.0.contains(c)) {
+            table.release(c);
+        }
+    }
+
+    /// One read of `name` done: the column goes once no later read needs it.
+    fn done(&mut self, table: &mut Table, name: &str) {
+        if let Some(i) = self.0.iter().position(|c| c == name) {
+            self.0.remove(i);
+        }
+        if !self.0.iter().any(|c| c == name) {
+            table.release(name);
+        }
+    }
 }
 
 fn load_events(cfg: &LoadedConfig, rec: &RecommenderSection) -> Result<RawEvents, DataError> {
@@ -174,9 +214,16 @@ fn load_events(cfg: &LoadedConfig, rec: &RecommenderSection) -> Result<RawEvents
             "no rows are left after the configured filters",
         ));
     }
+    // Each column leaves the table after its last read: the file's columns and the arrays taken
+    // from them are not all held at once.
+    let mut pending = PendingReads::of(d);
+    pending.release_unread(&mut table, &columns);
     let mut customer = table.id_codes(&d.customer_id)?;
+    pending.done(&mut table, &d.customer_id);
     let mut product = table.id_codes(&d.product_id)?;
+    pending.done(&mut table, &d.product_id);
     let ts = table.timestamps(&d.timestamp, d.timestamp_format.as_deref())?;
+    pending.done(&mut table, &d.timestamp);
     let n = table.len();
     let (mut weight, mut is_target) = (vec![1.0f32; n], vec![true; n]);
     let mut keep = vec![true; n];
@@ -195,9 +242,12 @@ fn load_events(cfg: &LoadedConfig, rec: &RecommenderSection) -> Result<RawEvents
                 }
             }
         }
+        drop(types);
+        pending.done(&mut table, col);
     }
     if let Some(col) = &d.rating {
         let ratings = table.finite_numbers(col)?;
+        pending.done(&mut table, col);
         let threshold = d.rating_threshold.unwrap_or(f64::NEG_INFINITY);
         for (i, r) in ratings.iter().enumerate() {
             if keep[i] && *r < threshold {
@@ -209,15 +259,18 @@ fn load_events(cfg: &LoadedConfig, rec: &RecommenderSection) -> Result<RawEvents
     let value = match (&d.value, &d.unit_price) {
         (Some(col), _) => Some(table.finite_numbers(col)?),
         (None, Some(col)) => {
-            let price = table.finite_numbers(col)?;
-            let quantity = match &d.quantity {
-                Some(q) => table.finite_numbers(q)?,
-                None => vec![1.0; n],
-            };
-            Some(price.iter().zip(&quantity).map(|(p, q)| p * q).collect())
+            let mut value = table.finite_numbers(col)?;
+            pending.done(&mut table, col);
+            if let Some(q) = &d.quantity {
+                for (v, q) in value.iter_mut().zip(table.finite_numbers(q)?) {
+                    *v *= q;
+                }
+            }
+            Some(value)
         }
         (None, None) => None,
     };
+    drop(table);
     let value = value.map(|v| keep_rows(v, &keep));
     customer.codes = keep_rows(customer.codes, &keep);
     product.codes = keep_rows(product.codes, &keep);

@@ -258,6 +258,11 @@ impl Table {
         self.rows[i]
     }
 
+    /// Drops a column that will not be read again, to free its memory.
+    pub fn release(&mut self, name: &str) {
+        let _ = self.df.drop_in_place(name);
+    }
+
     fn column(&self, name: &str) -> Result<&Column, DataError> {
         self.df
             .column(name)

@@ -310,6 +310,40 @@ fn main() {
         rows.push(row);
     }
     print_table(&sizes, &rows);
+    if let Some(largest) = sizes.last() {
+        print_recommend_linearity(largest, &root.join(largest.label));
+    }
+}
+
+/// `infer recommend` on a quarter, a half and all of the largest shop's customers: the time and
+/// the peak RSS should grow with the customers scored, at most linearly.
+fn print_recommend_linearity(size: &Size, dir: &Path) {
+    println!();
+    println!(
+        "| customers scored ({} x {} bundle) | recommend s | per 1k customers ms | peak RSS GB |",
+        size.customers, size.products
+    );
+    println!("|---|---|---|---|");
+    for share in [4, 2, 1] {
+        let n = size.customers / share;
+        let list = dir.join(format!("customers-{n}.csv"));
+        let ids: String = (1..=n).map(|c| format!("C{c:05}\n")).collect();
+        if let Err(e) = std::fs::write(&list, format!("customer_id\n{ids}")) {
+            panic!("{}: {e}", list.display());
+        }
+        let mut cmd = Command::new(binary("infer"));
+        cmd.args(["recommend", "--device", "flex", "--bundle"])
+            .arg(dir.join("bundle"))
+            .arg("--customers")
+            .arg(&list)
+            .arg("--out")
+            .arg(dir.join("some.csv"));
+        let (_, seconds, rss_gb) = timed(cmd, "infer recommend (share)");
+        println!(
+            "| {n} | {seconds:.2} | {:.1} | {rss_gb:.2} |",
+            seconds * 1e3 / (n as f64 / 1e3)
+        );
+    }
 }
 
 fn print_table(sizes: &[&Size], rows: &[Row]) {

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{AttributeTable, LoadedConfig, RecommenderSection};
+use crate::config::{AttributeTable, InteractionData, LoadedConfig, RecommenderSection};
 use crate::error::DataError;
 use crate::table::{FilterReport, InternedIds, Table};
 use crate::vocab::IdVocab;
@@ -149,7 +149,7 @@ fn keep_rows<T>(mut values: Vec<T>, keep: &[bool]) -> Vec<T> {
 struct PendingReads(Vec<String>);
 
 impl PendingReads {
-    fn of(d: &crate::config::InteractionData) -> Self {
+    fn of(d: &InteractionData) -> Self {
         let mut reads = vec![
             d.customer_id.clone(),
             d.product_id.clone(),
@@ -184,6 +184,28 @@ impl PendingReads {
             table.release(name);
         }
     }
+}
+
+/// Each event's value: the value column, or unit price times quantity (1 without one).
+fn event_values(
+    table: &mut Table,
+    d: &InteractionData,
+    pending: &mut PendingReads,
+) -> Result<Option<Vec<f64>>, DataError> {
+    Ok(match (&d.value, &d.unit_price) {
+        (Some(col), _) => Some(table.finite_numbers(col)?),
+        (None, Some(col)) => {
+            let mut value = table.finite_numbers(col)?;
+            pending.done(table, col);
+            if let Some(q) = &d.quantity {
+                for (v, q) in value.iter_mut().zip(table.finite_numbers(q)?) {
+                    *v *= q;
+                }
+            }
+            Some(value)
+        }
+        (None, None) => None,
+    })
 }
 
 fn load_events(cfg: &LoadedConfig, rec: &RecommenderSection) -> Result<RawEvents, DataError> {
@@ -256,20 +278,7 @@ fn load_events(cfg: &LoadedConfig, rec: &RecommenderSection) -> Result<RawEvents
             }
         }
     }
-    let value = match (&d.value, &d.unit_price) {
-        (Some(col), _) => Some(table.finite_numbers(col)?),
-        (None, Some(col)) => {
-            let mut value = table.finite_numbers(col)?;
-            pending.done(&mut table, col);
-            if let Some(q) = &d.quantity {
-                for (v, q) in value.iter_mut().zip(table.finite_numbers(q)?) {
-                    *v *= q;
-                }
-            }
-            Some(value)
-        }
-        (None, None) => None,
-    };
+    let value = event_values(&mut table, d, &mut pending)?;
     drop(table);
     let value = value.map(|v| keep_rows(v, &keep));
     customer.codes = keep_rows(customer.codes, &keep);

@@ -67,6 +67,34 @@ pub enum Better {
     Lower,
 }
 
+impl Better {
+    /// Whether `score` beats the best so far (any number beats none; NaN never does).
+    fn improves(self, score: f64, best: Option<f64>) -> bool {
+        match (self, best) {
+            (_, None) => !score.is_nan(),
+            (Better::Higher, Some(best)) => score > best,
+            (Better::Lower, Some(best)) => score < best,
+        }
+    }
+}
+
+/// The log line of a finished epoch, with how long its steps and its validation took.
+fn epoch_line(
+    epoch: usize,
+    train_loss: f64,
+    validation: Option<(&str, f64)>,
+    (steps, step_ms, validation_s): (usize, f64, f64),
+) -> String {
+    match validation {
+        Some((name, score)) => format!(
+            "epoch {epoch}: train loss {train_loss:.4}, {name} {score:.4} ({steps} steps, {step_ms:.2} ms/step; validation {validation_s:.1}s)"
+        ),
+        None => format!(
+            "epoch {epoch}: train loss {train_loss:.4} ({steps} steps, {step_ms:.2} ms/step)"
+        ),
+    }
+}
+
 /// The loop's fixed settings.
 pub struct LoopSettings<'a> {
     /// Names the loop's checkpoint files (`recommender`, `forecaster-1`...).
@@ -160,34 +188,24 @@ pub fn run_epochs<T: EpochTask>(
         let snapshot = model.valid();
         let validation_started = Instant::now();
         let validation = task.validate(&snapshot)?;
-        let timing = format!(
-            "{steps_run} steps, {step_ms:.2} ms/step; validation {:.1}s",
-            validation_started.elapsed().as_secs_f64()
+        let timing = (
+            steps_run,
+            step_ms,
+            validation_started.elapsed().as_secs_f64(),
         );
+        let named = validation.map(|score| (settings.score_name, score));
+        progress.log(&epoch_line(epoch, train_loss, named, timing));
         let mut stop_early = false;
-        match validation {
-            Some(score) => {
-                progress.log(&format!(
-                    "epoch {epoch}: train loss {train_loss:.4}, {} {score:.4} ({timing})",
-                    settings.score_name
-                ));
-                let improved = match (settings.better, state.best_score) {
-                    (_, None) => !score.is_nan(),
-                    (Better::Higher, Some(best)) => score > best,
-                    (Better::Lower, Some(best)) => score < best,
-                };
-                match state.validated(epoch, score, improved, settings.patience) {
-                    Validation::Best => best = Some(snapshot),
-                    Validation::Worse => {}
-                    Validation::Stop => {
-                        progress.log(&state.stop_message());
-                        stop_early = true;
-                    }
+        if let Some(score) = validation {
+            let improved = settings.better.improves(score, state.best_score);
+            match state.validated(epoch, score, improved, settings.patience) {
+                Validation::Best => best = Some(snapshot),
+                Validation::Worse => {}
+                Validation::Stop => {
+                    progress.log(&state.stop_message());
+                    stop_early = true;
                 }
             }
-            None => progress.log(&format!(
-                "epoch {epoch}: train loss {train_loss:.4} ({steps_run} steps, {step_ms:.2} ms/step)"
-            )),
         }
         state.history.push(EpochLog {
             epoch,

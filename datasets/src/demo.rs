@@ -13,10 +13,11 @@ use polars::prelude::*;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, LogNormal, Normal, Poisson};
+use rayon::prelude::*;
 
 use crate::config::{DemoFormat, DemoSection};
 use crate::error::DataError;
-use crate::table::write_frame_atomic;
+use crate::table::{write_frame_atomic, AtomicFrameWriter};
 
 const CATEGORY_NAMES: [&str; 15] = [
     "kitchen",
@@ -353,15 +354,35 @@ impl Products {
 /// Customer rows: id, age band, region.
 type CustomerRows = (Vec<String>, Vec<String>, Vec<String>);
 
-/// Event rows, column by column.
+/// Event rows, column by column, as indices and numbers: the text columns (ids, kinds,
+/// timestamps) are made a chunk at a time when the file is written, so that a shop of tens of
+/// millions of events is generated in 18 bytes per event.
 #[derive(Default)]
 struct EventRows {
-    customer: Vec<String>,
-    product: Vec<String>,
-    kind: Vec<String>,
-    timestamp: Vec<String>,
-    quantity: Vec<i64>,
-    unit_price: Vec<f64>,
+    customer: Vec<u32>,
+    product: Vec<u32>,
+    kind: Vec<EventKind>,
+    day: Vec<u32>,
+    /// Seconds since the day's midnight.
+    second: Vec<u32>,
+    quantity: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum EventKind {
+    View,
+    Cart,
+    Purchase,
+}
+
+impl EventKind {
+    fn name(self) -> &'static str {
+        match self {
+            EventKind::View => "view",
+            EventKind::Cart => "cart",
+            EventKind::Purchase => "purchase",
+        }
+    }
 }
 
 /// Every customer's attributes and tastes, and their sessions: views, carts and purchases.
@@ -402,12 +423,16 @@ fn customers_and_events(
         })
         .collect();
     let day_cum = cumulative(day_weight.iter().copied());
-    let mut affinity = vec![0.0f64; n_items];
+    // The customer-independent parts of each product's affinity, computed once (the same
+    // arithmetic as when it was done per customer, so the seed's shop is unchanged).
+    let log_price: Vec<f64> = price.iter().map(|p| p.ln()).collect();
+    let log_popularity: Vec<f64> = popularity.iter().map(|p| 0.8 * f64::ln(*p)).collect();
+    // The customer's cumulative weights over the catalogue, one buffer reused.
+    let mut weights = vec![0.0f64; n_items];
     for u in 0..n_cust {
-        let cid = format!("C{:05}", u + 1);
         let region = pick(rng, &cumulative([1.3, 1.0, 1.0, 0.9, 1.2].into_iter()));
         let age = pick(rng, &cumulative([0.8, 1.2, 1.2, 1.0, 0.8].into_iter()));
-        cust_rows.0.push(cid.clone());
+        cust_rows.0.push(customer_id(u));
         cust_rows.1.push(AGE_BANDS[age].to_string());
         cust_rows.2.push(REGIONS[region].to_string());
         // Taste: shaped by region and age band, plus two favourite categories.
@@ -421,13 +446,26 @@ fn customers_and_events(
         add(&mut taste, &cat_vec[fav2], 0.6);
         add(&mut taste, &latent(rng, 0.3), 1.0);
         let sens = age_price_sensitivity[age];
-        for i in 0..n_items {
-            affinity[i] = (0.9 * dot(&taste, &item_vec[i]) - sens * price[i].ln()
-                + 0.8 * f64::ln(popularity[i]))
-            .clamp(-30.0, 30.0);
+        // Every product for every customer: the generator's inner loop, run on every core for
+        // large catalogues (each product's weight is independent; the prefix sum stays serial).
+        weights
+            .par_iter_mut()
+            .with_min_len(4096)
+            .enumerate()
+            .for_each(|(i, w)| {
+                *w = (0.9 * dot(&taste, &item_vec[i]) - sens * log_price[i] + log_popularity[i])
+                    .clamp(-30.0, 30.0);
+            });
+        let max_a = weights.iter().copied().fold(f64::MIN, f64::max);
+        weights
+            .par_iter_mut()
+            .with_min_len(4096)
+            .for_each(|w| *w = (*w - max_a).exp());
+        let mut acc = 0.0;
+        for w in weights.iter_mut() {
+            acc += *w;
+            *w = acc;
         }
-        let max_a = affinity.iter().copied().fold(f64::MIN, f64::max);
-        let weights = cumulative(affinity.iter().map(|a| (a - max_a).exp()));
         let join_day = if rng.random_bool(0.7) {
             0
         } else {
@@ -446,19 +484,19 @@ fn customers_and_events(
             .collect();
         days.sort_unstable();
         let shopper = Shopper {
-            id: &cid,
+            index: u as u32,
             weights: &weights,
         };
         for day in days {
-            session_events(&shopper, day, start, products, &mut bought, &mut ev, rng);
+            session_events(&shopper, day, products, &mut bought, &mut ev, rng);
         }
     }
     Ok((cust_rows, ev))
 }
 
-/// Who is shopping: the customer's id and their cumulative weights over the catalogue.
+/// Who is shopping: the customer's row and their cumulative weights over the catalogue.
 struct Shopper<'a> {
-    id: &'a str,
+    index: u32,
     weights: &'a [f64],
 }
 
@@ -467,30 +505,21 @@ struct Shopper<'a> {
 fn session_events(
     shopper: &Shopper<'_>,
     day: usize,
-    start: NaiveDate,
     products: &Products,
     bought: &mut Vec<usize>,
     ev: &mut EventRows,
     rng: &mut ChaCha8Rng,
 ) {
-    let (cid, weights) = (shopper.id, shopper.weights);
-    let (price, launch, item_ids) = (&products.price, &products.launch, &products.ids);
+    let weights = shopper.weights;
+    let launch = &products.launch;
     let mut second = rng.random_range(9 * 3600..22 * 3600);
-    let mut emit = |p: usize, kind: &str, q: i64, second: &mut i64| {
-        let date = start + chrono::Days::new(day as u64);
-        let (h, m, s) = (*second / 3600, (*second / 60) % 60, *second % 60);
-        ev.customer.push(cid.to_string());
-        ev.product.push(item_ids[p].clone());
-        ev.kind.push(kind.to_string());
-        ev.timestamp.push(format!(
-            "{} {:02}:{:02}:{:02}",
-            date.format("%Y-%m-%d"),
-            h,
-            m,
-            s
-        ));
-        ev.quantity.push(q);
-        ev.unit_price.push(price[p]);
+    let mut emit = |p: usize, kind: EventKind, q: i64, second: &mut i64| {
+        ev.customer.push(shopper.index);
+        ev.product.push(p as u32);
+        ev.kind.push(kind);
+        ev.day.push(day as u32);
+        ev.second.push(*second as u32);
+        ev.quantity.push(q as u8);
         *second += rng_step(p, q);
     };
     let mut chosen: Vec<usize> = Vec::new();
@@ -509,14 +538,14 @@ fn session_events(
         }
     }
     for (k, &p) in chosen.iter().enumerate() {
-        emit(p, "view", 1, &mut second);
+        emit(p, EventKind::View, 1, &mut second);
         // The first product looked at is the one most often bought.
         let cart_p = if k == 0 { 0.5 } else { 0.2 };
         if rng.random_bool(cart_p) {
             let q = rng.random_range(1..4);
-            emit(p, "cart", q, &mut second);
+            emit(p, EventKind::Cart, q, &mut second);
             if rng.random_bool(0.65) {
-                emit(p, "purchase", q, &mut second);
+                emit(p, EventKind::Purchase, q, &mut second);
                 bought.push(p);
             }
         }
@@ -533,13 +562,13 @@ fn write_shop(
 ) -> Result<(), DataError> {
     let n_cust = cust_rows.0.len();
     let n_items = products.ids.len();
+    let (ids, price) = (&products.ids, &products.price);
     let (brand, cat, tags, launch) = (
         &products.brand,
         &products.cat,
         &products.tags,
         &products.launch,
     );
-    let n_ev = ev.customer.len();
     let mut customers = DataFrame::new(
         n_cust,
         vec![
@@ -595,22 +624,90 @@ fn write_shop(
         ],
     )
     .map_err(|e| DataError::file(&files.products, e.to_string()))?;
-    let mut events = DataFrame::new(
-        n_ev,
-        vec![
-            Column::new("customer_id".into(), ev.customer),
-            Column::new("product_id".into(), ev.product),
-            Column::new("event_type".into(), ev.kind),
-            Column::new("timestamp".into(), ev.timestamp),
-            Column::new("quantity".into(), ev.quantity),
-            Column::new("unit_price".into(), ev.unit_price),
-        ],
-    )
-    .map_err(|e| DataError::file(&files.events, e.to_string()))?;
     write_frame_atomic(&mut customers, &files.customers)?;
     write_frame_atomic(&mut products, &files.products)?;
-    write_frame_atomic(&mut events, &files.events)?;
-    Ok(())
+    write_events(&files.events, start, ids, price, &ev, EVENT_CHUNK_ROWS)
+}
+
+/// Events per chunk of the events file.
+const EVENT_CHUNK_ROWS: usize = 1 << 20;
+
+/// Writes the events `chunk_rows` at a time, their text columns made for that chunk only.
+fn write_events(
+    path: &Path,
+    start: NaiveDate,
+    product_ids: &[String],
+    price: &[f64],
+    ev: &EventRows,
+    chunk_rows: usize,
+) -> Result<(), DataError> {
+    let days = ev.day.iter().copied().max().map_or(0, |d| d as usize + 1);
+    let day_text: Vec<String> = (0..days)
+        .map(|d| {
+            (start + chrono::Days::new(d as u64))
+                .format("%Y-%m-%d")
+                .to_string()
+        })
+        .collect();
+    let chunk = |rows: std::ops::Range<usize>| -> Result<DataFrame, DataError> {
+        let timestamp: Vec<String> = rows
+            .clone()
+            .map(|r| {
+                let second = ev.second[r];
+                let (h, m, s) = (second / 3600, (second / 60) % 60, second % 60);
+                format!("{} {h:02}:{m:02}:{s:02}", day_text[ev.day[r] as usize])
+            })
+            .collect();
+        let product = |r: usize| ev.product[r] as usize;
+        DataFrame::new(
+            rows.len(),
+            vec![
+                Column::new(
+                    "customer_id".into(),
+                    rows.clone()
+                        .map(|r| customer_id(ev.customer[r] as usize))
+                        .collect::<Vec<_>>(),
+                ),
+                Column::new(
+                    "product_id".into(),
+                    rows.clone()
+                        .map(|r| product_ids[product(r)].as_str())
+                        .collect::<Vec<_>>(),
+                ),
+                Column::new(
+                    "event_type".into(),
+                    rows.clone().map(|r| ev.kind[r].name()).collect::<Vec<_>>(),
+                ),
+                Column::new("timestamp".into(), timestamp),
+                Column::new(
+                    "quantity".into(),
+                    rows.clone()
+                        .map(|r| ev.quantity[r] as i64)
+                        .collect::<Vec<_>>(),
+                ),
+                Column::new(
+                    "unit_price".into(),
+                    rows.map(|r| price[product(r)]).collect::<Vec<_>>(),
+                ),
+            ],
+        )
+        .map_err(|e| DataError::file(path, e.to_string()))
+    };
+    let n = ev.customer.len();
+    let chunk_rows = chunk_rows.max(1);
+    let mut first = chunk(0..n.min(chunk_rows))?;
+    let mut out = AtomicFrameWriter::create(path, first.schema())?;
+    out.write(&mut first)?;
+    drop(first);
+    for lo in (chunk_rows..n).step_by(chunk_rows) {
+        out.write(&mut chunk(lo..n.min(lo + chunk_rows))?)?;
+    }
+    out.finish()
+}
+
+/// The id of the customer in row `u` ("C00001" for the first).
+fn customer_id(u: usize) -> String {
+    format!("C{:05}", u + 1)
 }
 
 /// Seconds between two events of a session (deterministic, so no extra RNG draws).
@@ -864,5 +961,63 @@ mod tests {
         assert_eq!(easter_monday(2024), NaiveDate::from_ymd_opt(2024, 4, 1));
         assert_eq!(easter_monday(2025), NaiveDate::from_ymd_opt(2025, 4, 21));
         assert_eq!(easter_monday(2023), NaiveDate::from_ymd_opt(2023, 4, 10));
+    }
+
+    /// Events written a few rows at a time (chunks that do not divide the rows, in CSV and in
+    /// Parquet) read back as the same rows as when written in one piece, with the text columns
+    /// made right (ids, kinds, timestamps, prices).
+    #[test]
+    fn events_written_in_chunks_equal_one_piece() {
+        let n = 23u32;
+        let ev = EventRows {
+            customer: (0..n).map(|i| i % 5).collect(),
+            product: (0..n).map(|i| (i * 7) % 4).collect(),
+            kind: (0..n)
+                .map(|i| [EventKind::View, EventKind::Cart, EventKind::Purchase][i as usize % 3])
+                .collect(),
+            day: (0..n).map(|i| i / 4).collect(),
+            second: (0..n).map(|i| 9 * 3600 + i * 61).collect(),
+            quantity: (0..n).map(|i| (i % 3 + 1) as u8).collect(),
+        };
+        let ids: Vec<String> = (1..=4).map(|i| format!("P{i:04}")).collect();
+        let price = [1.5, 2.25, 3.0, 10.0];
+        let start = NaiveDate::from_ymd_opt(2024, 2, 27).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        for ext in ["csv", "parquet"] {
+            let read = |chunk_rows: usize| {
+                let path = dir.path().join(format!("events-{chunk_rows}.{ext}"));
+                write_events(&path, start, &ids, &price, &ev, chunk_rows).unwrap();
+                if ext == "csv" {
+                    CsvReadOptions::default()
+                        .with_has_header(true)
+                        .try_into_reader_with_file_path(Some(path))
+                        .unwrap()
+                        .finish()
+                        .unwrap()
+                } else {
+                    ParquetReader::new(std::fs::File::open(&path).unwrap())
+                        .finish()
+                        .unwrap()
+                }
+            };
+            let whole = read(1000);
+            assert_eq!(whole.height(), n as usize);
+            for chunk_rows in [1, 5, 7, 22] {
+                assert!(
+                    read(chunk_rows).equals(&whole),
+                    "{ext}, chunks of {chunk_rows}"
+                );
+            }
+            let text = |col: &str, row: usize| {
+                let c = whole.column(col).unwrap().cast(&DataType::String).unwrap();
+                c.str().unwrap().get(row).unwrap().to_string()
+            };
+            assert_eq!(text("customer_id", 6), "C00002");
+            assert_eq!(text("product_id", 6), "P0003");
+            assert_eq!(text("event_type", 5), "purchase");
+            // Row 9: day 2 after 27 February 2024 (a leap year), 09:00:00 + 9 x 61 s.
+            assert_eq!(text("timestamp", 9), "2024-02-29 09:09:09");
+            assert_eq!(text("unit_price", 6), "3.0");
+        }
     }
 }

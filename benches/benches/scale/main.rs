@@ -1,19 +1,23 @@
-//! How the recommender's costs grow with the shop: generated shops of 50k, 200k and 1M customers
-//! (5k / 20k / 50k products), each generated once and cached, trained with the real `train`
-//! binary and scored with the real `infer`, under GNU time for the peak RSS.
+//! How the costs grow with the shop: generated shops of 50k, 200k and 1M customers (5k / 20k /
+//! 50k products) for the recommender and of 1,250 / 2,500 / 5,000 daily series for the
+//! forecaster, each generated once and cached, trained with the real `train` binary and run with
+//! the real `infer`, under GNU time for the peak RSS.
 //!
 //! `cargo bench --workspace --bench scale` after `cargo build --release --workspace`. Settings:
-//! `SHOPCAST_SCALE_SIZES=50k,200k` (default all three), `SHOPCAST_SCALE_EPOCHS` (default 2),
-//! `SHOPCAST_SCALE_DIR` (the cache, default `target/scale`). Prints one table, and each figure's
-//! growth against the smallest size run.
+//! `SHOPCAST_SCALE_SIZES=50k,200k` (default all three; `none` for none),
+//! `SHOPCAST_SCALE_SERIES=1250,5000` (default all three; `none` for none),
+//! `SHOPCAST_SCALE_EPOCHS` (default 2), `SHOPCAST_SCALE_DIR` (the cache, default
+//! `target/scale`). Prints a table per model, and each figure's growth against the smallest size
+//! run.
 
-use std::io::{BufRead, BufReader};
+mod forecaster;
+mod run;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::process::Command;
 
-use shopcast_datasets::demo::generate_if_missing;
-use shopcast_datasets::ShopConfig;
+use forecaster::SERIES_SIZES;
+use run::{binary, dir_megabytes, growth, prepare_shop, timed, training_figures};
 
 struct Size {
     label: &'static str,
@@ -50,6 +54,7 @@ struct Row {
     train_rss_gb: f64,
     bundle_mb: f64,
     bundle_load_s: f64,
+    bundle_load_rss_gb: f64,
     recommend_s: f64,
     recommend_rss_gb: f64,
 }
@@ -114,103 +119,6 @@ patience = 3
     )
 }
 
-/// Runs `cmd` under GNU time; returns its stderr lines with the seconds at which each arrived,
-/// the wall time and the peak RSS in GB.
-fn timed(cmd: Command, what: &str) -> (Vec<(f64, String)>, f64, f64) {
-    let mut timed = Command::new("/usr/bin/time");
-    timed.arg("-f").arg("peak-rss-kb %M").arg(cmd.get_program());
-    timed
-        .args(cmd.get_args())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    if let Some(dir) = cmd.get_current_dir() {
-        timed.current_dir(dir);
-    }
-    let started = Instant::now();
-    let mut child = match timed.spawn() {
-        Ok(c) => c,
-        Err(e) => panic!("{what}: cannot start /usr/bin/time (GNU time is needed): {e}"),
-    };
-    let mut lines = Vec::new();
-    if let Some(err) = child.stderr.take() {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            lines.push((started.elapsed().as_secs_f64(), line));
-        }
-    }
-    let status = child.wait().map(|s| s.success()).unwrap_or(false);
-    let wall = started.elapsed().as_secs_f64();
-    let text: Vec<&str> = lines.iter().map(|(_, l)| l.as_str()).collect();
-    assert!(status, "{what} failed:\n{}", text.join("\n"));
-    let rss_kb = text
-        .iter()
-        .rev()
-        .find_map(|l| l.strip_prefix("peak-rss-kb "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .unwrap_or(f64::NAN);
-    (lines, wall, rss_kb / 1e6)
-}
-
-fn binary(name: &str) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let path = root.join("target/release").join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --release --workspace` first",
-        path.display()
-    );
-    path
-}
-
-/// From the first training loop's epoch lines ("epoch N: ... (S steps, X ms/step; validation
-/// Y s)"): the median step, the median epoch (its steps and its validation) and the time until
-/// the first epoch's steps began (loading and setup).
-fn training_figures(lines: &[(f64, String)]) -> (f64, f64, f64) {
-    let mut steps_ms = Vec::new();
-    let mut epochs_s = Vec::new();
-    let mut first_start = f64::NAN;
-    for (at, line) in lines
-        .iter()
-        .filter(|(_, l)| l.starts_with("recommender: epoch "))
-    {
-        let Some((_, timing)) = line.rsplit_once(" (") else {
-            continue;
-        };
-        let field = |after: &str, before: &str| -> Option<f64> {
-            let (_, rest) = timing.split_once(after)?;
-            rest.split_once(before)?.0.trim().parse().ok()
-        };
-        let (Some(steps), Some(step_ms)) = (field("", " steps"), field("steps, ", " ms/step"))
-        else {
-            continue;
-        };
-        let validation_s = field("validation ", "s)").unwrap_or(0.0);
-        let epoch_s = steps * step_ms / 1e3 + validation_s;
-        if steps_ms.is_empty() {
-            first_start = at - epoch_s;
-        }
-        steps_ms.push(step_ms);
-        epochs_s.push(epoch_s);
-    }
-    (first_start, median(&mut epochs_s), median(&mut steps_ms))
-}
-
-fn median(xs: &mut [f64]) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
-fn dir_megabytes(dir: &Path) -> f64 {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok()?.metadata().ok())
-                .map(|m| m.len() as f64)
-                .sum::<f64>()
-        })
-        .unwrap_or(f64::NAN)
-        / 1e6
-}
-
 fn events_in(bundle: &Path) -> f64 {
     let text = std::fs::read_to_string(bundle.join("recommender.data_profile.json"));
     let value: serde_json::Value = text
@@ -225,29 +133,7 @@ fn events_in(bundle: &Path) -> f64 {
 
 fn measure(size: &Size, root: &Path, epochs: usize) -> Row {
     let dir = root.join(size.label);
-    if let Err(e) = std::fs::create_dir_all(&dir) {
-        panic!("{}: {e}", dir.display());
-    }
-    let config = dir.join("scale.toml");
-    if let Err(e) = std::fs::write(&config, config_text(size, epochs)) {
-        panic!("{}: {e}", config.display());
-    }
-    let loaded = match ShopConfig::load(&config) {
-        Ok(l) => l,
-        Err(e) => panic!("{e}"),
-    };
-    let started = Instant::now();
-    if let Some(demo) = &loaded.config.demo {
-        match generate_if_missing(&loaded.data_dir(), demo, loaded.config.business.seed) {
-            Ok(true) => eprintln!(
-                "scale {}: generated the shop in {:.0}s",
-                size.label,
-                started.elapsed().as_secs_f64()
-            ),
-            Ok(false) => {}
-            Err(e) => panic!("{e}"),
-        }
-    }
+    let config = prepare_shop(&dir, &config_text(size, epochs), size.label);
     let bundle = dir.join("bundle");
     let mut train = Command::new(binary("train"));
     train
@@ -256,7 +142,7 @@ fn measure(size: &Size, root: &Path, epochs: usize) -> Row {
         .args(["--only", "recommender", "--device", "flex", "--out"])
         .arg(&bundle);
     let (lines, train_s, train_rss_gb) = timed(train, "train");
-    let (load_s, epoch_s, step_ms) = training_figures(&lines);
+    let (load_s, epoch_s, step_ms) = training_figures(&lines, "recommender");
 
     let one = dir.join("one-customer.csv");
     let first_customer = "customer_id\nC00001\n";
@@ -274,7 +160,8 @@ fn measure(size: &Size, root: &Path, epochs: usize) -> Row {
         }
         cmd
     };
-    let (_, bundle_load_s, _) = timed(infer(Some(&one), "one.csv"), "infer recommend (one)");
+    let (_, bundle_load_s, bundle_load_rss_gb) =
+        timed(infer(Some(&one), "one.csv"), "infer recommend (one)");
     let (_, recommend_s, recommend_rss_gb) = timed(infer(None, "all.csv"), "infer recommend (all)");
     Row {
         events: events_in(&bundle),
@@ -285,13 +172,13 @@ fn measure(size: &Size, root: &Path, epochs: usize) -> Row {
         train_rss_gb,
         bundle_mb: dir_megabytes(&bundle),
         bundle_load_s,
+        bundle_load_rss_gb,
         recommend_s,
         recommend_rss_gb,
     }
 }
 
 fn main() {
-    let wanted = std::env::var("SHOPCAST_SCALE_SIZES").unwrap_or_else(|_| "50k,200k,1m".into());
     let epochs = std::env::var("SHOPCAST_SCALE_EPOCHS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -299,20 +186,39 @@ fn main() {
     let root = std::env::var_os("SHOPCAST_SCALE_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/scale"));
-    let sizes: Vec<&Size> = SIZES
+    let sizes = chosen(&SIZES, "SHOPCAST_SCALE_SIZES", |s| s.label);
+    let rows: Vec<Row> = sizes
         .iter()
-        .filter(|s| wanted.split(',').any(|w| w.trim() == s.label))
+        .map(|size| {
+            let row = measure(size, &root, epochs);
+            eprintln!("scale {}: {row:?}", size.label);
+            row
+        })
         .collect();
-    let mut rows = Vec::new();
-    for size in &sizes {
-        let row = measure(size, &root, epochs);
-        eprintln!("scale {}: {row:?}", size.label);
-        rows.push(row);
-    }
+    let series = chosen(&SERIES_SIZES, "SHOPCAST_SCALE_SERIES", |s| s.label);
+    let series_rows: Vec<_> = series
+        .iter()
+        .map(|size| {
+            let row = forecaster::measure(size, &root, epochs);
+            eprintln!("scale {} series: {row:?}", size.label);
+            row
+        })
+        .collect();
     print_table(&sizes, &rows);
     if let Some(largest) = sizes.last() {
         print_recommend_linearity(largest, &root.join(largest.label));
     }
+    forecaster::print_table(&series, &series_rows);
+}
+
+/// The sizes named in `variable` (labels separated by commas; unset: all of them).
+fn chosen<'a, T>(all: &'a [T], variable: &str, label: impl Fn(&T) -> &str) -> Vec<&'a T> {
+    let wanted: Vec<String> = std::env::var(variable)
+        .map(|v| v.split(',').map(|w| w.trim().to_string()).collect())
+        .unwrap_or_default();
+    all.iter()
+        .filter(|s| wanted.is_empty() || wanted.iter().any(|w| w == label(s)))
+        .collect()
 }
 
 /// `infer recommend` on a quarter, a half and all of the largest shop's customers: the time and
@@ -351,13 +257,13 @@ fn print_table(sizes: &[&Size], rows: &[Row]) {
         return;
     };
     println!(
-        "| shop | events | load s | step ms | epoch s | train s | train peak RSS GB (B/event) | bundle MB | bundle load s | recommend all s | recommend peak RSS GB |"
+        "| shop | events | load s | step ms | epoch s | train s | train peak RSS GB (B/event) | bundle MB | bundle load s (peak RSS GB) | recommend all s | recommend peak RSS GB |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
-    let g = |x: f64, b: f64| format!("{x:.2} ({:.2}x)", x / b);
+    let g = growth;
     for (size, r) in sizes.iter().zip(rows) {
         println!(
-            "| {} x {} | {:.2} M ({:.2}x) | {} | {} | {} | {} | {} ({:.0}) | {} | {} | {} | {} |",
+            "| {} x {} | {:.2} M ({:.2}x) | {} | {} | {} | {} | {} ({:.0}) | {} | {} ({:.2}) | {} | {} |",
             size.customers,
             size.products,
             r.events / 1e6,
@@ -370,6 +276,7 @@ fn print_table(sizes: &[&Size], rows: &[Row]) {
             r.train_rss_gb * 1e9 / r.events,
             g(r.bundle_mb, base.bundle_mb),
             g(r.bundle_load_s, base.bundle_load_s),
+            r.bundle_load_rss_gb,
             g(r.recommend_s, base.recommend_s),
             g(r.recommend_rss_gb, base.recommend_rss_gb),
         );

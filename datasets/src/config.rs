@@ -57,9 +57,10 @@ choice! {
 }
 choice! {
     /// `recommender.model.architecture`: `two_tower` (dot product of hybrid vectors), `neumf`
-    /// (GMF + MLP over the same hybrid vectors), or `auto` (train every candidate, keep the one
-    /// with the best validation NDCG@10).
-    Architecture { TwoTower => "two_tower", Neumf => "neumf", Auto => "auto" }
+    /// (GMF + MLP over the same hybrid vectors), `sequential` (the customer vector read by
+    /// self-attention from their latest baskets, `[recommender.sequence]`), or `auto` (train
+    /// `two_tower` and `neumf`, keep the one with the best validation NDCG@10).
+    Architecture { TwoTower => "two_tower", Neumf => "neumf", Sequential => "sequential", Auto => "auto" }
 }
 choice! {
     /// `recommender.training.negative_sampling`: negatives drawn uniformly or in proportion to
@@ -315,6 +316,42 @@ pub struct RecommenderSection {
     pub training: RecommenderTrainingSection,
     #[serde(default)]
     pub evaluation: RecommenderEvaluationSection,
+    /// The sequential encoder and its training (used by `architecture = "sequential"`).
+    #[serde(default)]
+    pub sequence: SequenceSection,
+}
+
+/// `[recommender.sequence]`: the sequential customer encoder (self-attention over the latest
+/// baskets) and its training, which differs from the id-table models' (windows of a customer's
+/// history per batch, a softmax over many negatives, dropout).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SequenceSection {
+    /// Interactions per window: the latest ones are read at scoring time.
+    #[serde(default = "d_max_sequence")]
+    pub max_sequence: usize,
+    /// Attention blocks.
+    #[serde(default = "d_seq_blocks")]
+    pub blocks: usize,
+    /// Attention heads (must divide `recommender.model.embedding_dim`).
+    #[serde(default = "d_seq_heads")]
+    pub heads: usize,
+    #[serde(default = "d_seq_dropout")]
+    pub dropout: f64,
+    #[serde(default = "d_seq_epochs")]
+    pub epochs: usize,
+    /// Windows per batch.
+    #[serde(default = "d_seq_batch")]
+    pub batch_size: usize,
+    #[serde(default = "d_seq_lr")]
+    pub learning_rate: f64,
+    /// Negatives shared by a batch's targets; a catalogue no larger is used whole (an exact
+    /// softmax).
+    #[serde(default = "d_seq_negatives")]
+    pub negatives: usize,
+    /// Epochs without a better validation NDCG@10 before training stops.
+    #[serde(default = "d_seq_patience")]
+    pub patience: usize,
 }
 
 /// Where the interactions are and which columns mean what.
@@ -587,6 +624,31 @@ defaults! {
     d_windows: usize = 32;
     d_folds: usize = 3;
     d_ma_window: usize = 28;
+    d_max_sequence: usize = 50;
+    d_seq_blocks: usize = 2;
+    d_seq_heads: usize = 1;
+    d_seq_dropout: f64 = 0.2;
+    d_seq_epochs: usize = 200;
+    d_seq_batch: usize = 128;
+    d_seq_lr: f64 = 0.001;
+    d_seq_negatives: usize = 1024;
+    d_seq_patience: usize = 10;
+}
+
+impl Default for SequenceSection {
+    fn default() -> Self {
+        Self {
+            max_sequence: d_max_sequence(),
+            blocks: d_seq_blocks(),
+            heads: d_seq_heads(),
+            dropout: d_seq_dropout(),
+            epochs: d_seq_epochs(),
+            batch_size: d_seq_batch(),
+            learning_rate: d_seq_lr(),
+            negatives: d_seq_negatives(),
+            patience: d_seq_patience(),
+        }
+    }
 }
 
 impl Default for RecommenderModelSection {
@@ -812,6 +874,30 @@ impl DemoSection {
     }
 }
 
+impl SequenceSection {
+    fn validate(&self, embedding_dim: usize) -> Result<(), String> {
+        positive("recommender.sequence.max_sequence", self.max_sequence)?;
+        positive("recommender.sequence.blocks", self.blocks)?;
+        positive("recommender.sequence.epochs", self.epochs)?;
+        positive("recommender.sequence.batch_size", self.batch_size)?;
+        positive("recommender.sequence.negatives", self.negatives)?;
+        rate("recommender.sequence.learning_rate", self.learning_rate)?;
+        if self.heads == 0 || !embedding_dim.is_multiple_of(self.heads) {
+            return Err(format!(
+                "key `recommender.sequence.heads`: must divide `recommender.model.embedding_dim` ({embedding_dim}), got {}",
+                self.heads
+            ));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(format!(
+                "key `recommender.sequence.dropout`: must be in [0, 1), got {}",
+                self.dropout
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl RecommenderSection {
     fn validate(&self) -> Result<(), String> {
         let r = self;
@@ -846,6 +932,15 @@ impl RecommenderSection {
             "recommender.evaluation.sampled_negatives",
             r.evaluation.sampled_negatives,
         )?;
+        r.sequence.validate(r.model.embedding_dim)?;
+        if r.model.architecture == Architecture::Sequential
+            && t.optimizer == TableOptimizer::LazyAdam
+        {
+            return Err(
+                "key `recommender.training.optimizer`: `lazy_adam` trains the id tables of `two_tower` and `neumf`; `sequential` trains with `adam`"
+                    .into(),
+            );
+        }
         if r.evaluation.min_items_per_customer < 3 {
             return Err(format!(
             "key `recommender.evaluation.min_items_per_customer`: must be at least 3 (train, validation and test items), got {}",

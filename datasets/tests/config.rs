@@ -105,6 +105,38 @@ fn value_outside_a_fixed_set_names_the_key_and_the_choices() {
     assert!(e.contains("two_tower") && e.contains("neumf"), "{e}");
 }
 
+/// The sequential encoder's settings are checked with the recommender's: heads that do not
+/// divide the embedding, a dropout of 1, and lazy Adam (which trains id tables the sequential
+/// model does not train row by row) are refused with the key named.
+#[test]
+fn sequential_settings_are_checked() {
+    let recommender = format!(
+        "{MINIMAL}\n[recommender.data]\nevents = {{ path = \"e.csv\" }}\ncustomer_id = \"c\"\n\
+         product_id = \"p\"\ntimestamp = \"t\"\n[recommender.model]\nembedding_dim = 30\n\
+         architecture = \"sequential\"\n"
+    );
+    assert!(ShopConfig::parse(&recommender)
+        .and_then(ShopConfig::check)
+        .is_ok());
+    let e = parse_err(&format!("{recommender}[recommender.sequence]\nheads = 4\n"));
+    assert!(
+        e.contains("recommender.sequence.heads") && e.contains("30"),
+        "{e}"
+    );
+    let e = parse_err(&format!(
+        "{recommender}[recommender.sequence]\ndropout = 1.0\n"
+    ));
+    assert!(e.contains("recommender.sequence.dropout"), "{e}");
+    let e = parse_err(&format!(
+        "{recommender}[recommender.sequence]\nwindow = 5\n"
+    ));
+    assert!(e.contains("window"), "{e}");
+    let e = parse_err(&format!(
+        "{recommender}[recommender.training]\noptimizer = \"lazy_adam\"\n"
+    ));
+    assert!(e.contains("recommender.training.optimizer"), "{e}");
+}
+
 #[test]
 fn missing_required_key_is_named() {
     let e = parse_err(&MINIMAL.replace("target = \"units\"\n", ""));

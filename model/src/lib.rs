@@ -22,5 +22,5 @@ pub use device::{
 pub use forecaster::{DemandForecaster, ForecastInput, ForecasterConfig, ForecasterEnsemble};
 pub use recommender::{
     Architecture, BatchIdRows, EntityFeatures, FoldInConfig, InteractionBatch, ProductMatrix,
-    Recommender, RecommenderConfig,
+    Recommender, RecommenderConfig, SequenceBatch, SequenceEvent, SequenceSlots,
 };

@@ -1,7 +1,8 @@
-//! Training losses: binary cross-entropy with sampled negatives, BPR, and the pinball loss.
+//! Training losses: binary cross-entropy with sampled negatives, BPR, sampled softmax and the
+//! pinball loss.
 
 use burn::prelude::*;
-use burn::tensor::activation::{log_sigmoid, softplus};
+use burn::tensor::activation::{log_sigmoid, log_softmax, softplus};
 
 /// Weighted BCE on logits: positives `[B]` with weights `[B]`, negatives `[B, k]` with label 0.
 pub fn sampled_bce(pos: Tensor<1>, neg: Tensor<2>, weights: Tensor<1>) -> Tensor<1> {
@@ -17,6 +18,14 @@ pub fn bpr(pos: Tensor<1>, neg: Tensor<2>, weights: Tensor<1>) -> Tensor<1> {
     let [b, k] = neg.dims();
     let diff = pos.unsqueeze_dim::<2>(1) - neg; // [B, k]
     (log_sigmoid(diff).neg().sum_dim(1).squeeze_dim::<1>(1) * weights).sum() / (b * k) as f64
+}
+
+/// Sampled softmax cross-entropy: each positive `[N]` against its row of negatives `[N, k]`
+/// (accidental hits already pushed to a very low logit). With every other product as the
+/// negatives this is the exact softmax over the catalogue.
+pub fn sampled_softmax(pos: Tensor<1>, neg: Tensor<2>) -> Tensor<1> {
+    let logits = Tensor::cat(vec![pos.unsqueeze_dim::<2>(1), neg], 1);
+    log_softmax(logits, 1).narrow(1, 0, 1).mean().neg()
 }
 
 /// Mean pinball (quantile) loss over known targets.

@@ -106,6 +106,34 @@ fn neumf_option_trains_and_beats_popularity() {
     );
 }
 
+/// `architecture = "sequential"`: the customer vector read from the latest baskets by
+/// self-attention trains to something better than popularity, and the bundle records it with
+/// every known customer's vector as of the training data.
+#[test]
+fn sequential_option_trains_and_beats_popularity() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (m, bundle) = train_shop(
+        dir.path(),
+        "sequential",
+        &[
+            ("segments = 4", "segments = 4\narchitecture = \"sequential\""),
+            (
+                "[forecaster.data]",
+                "[recommender.sequence]\nepochs = 40\nmax_sequence = 20\nlearning_rate = 0.005\n\n[forecaster.data]",
+            ),
+        ],
+    );
+    assert_beats(&m, "popularity", &BOTH_PROTOCOLS);
+    let config: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(bundle.join("recommender.config.json")).expect("config"),
+    )
+    .expect("config json");
+    assert!(
+        config["architecture"] == "sequential" && config["max_sequence"] == 20,
+        "the bundle does not record the sequential model: {config}"
+    );
+}
+
 /// `architecture = "auto"` trains both heads, records each one's validation NDCG@10 (with its
 /// own recency weight), keeps the better one in the bundle and lists both in the model card.
 #[test]

@@ -11,7 +11,9 @@
 //! - `neumf`: NeuMF (He et al. 2017) over the same vectors: a GMF part (element-wise product) and
 //!   an MLP over the concatenated vectors, joined by one output layer. Scoring the catalogue then
 //!   costs one MLP pass per pair; the first MLP layer is split into a customer half and a product
-//!   half so it is still two matrix products.
+//!   half so it is still two matrix products;
+//! - `sequential`: two-tower scoring, with the customer vector read from their latest baskets by
+//!   self-attention (`sequential.rs`) plus their attribute mean.
 
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, LinearConfig};
 use burn::prelude::*;
@@ -21,11 +23,16 @@ use crate::host::host_values;
 mod fold_in;
 mod lazy_tables;
 mod neumf;
+mod sequential;
 mod top_k;
 
 pub use fold_in::FoldInConfig;
 pub use lazy_tables::{BatchLeaves, LazyTables};
 pub use neumf::NeuMfHead;
+pub use sequential::{
+    latest_events, SequenceEncoder, SequenceEncoderConfig, SequenceEvent, SequenceInput,
+    SequenceSlots,
+};
 pub use top_k::TopK;
 
 /// Working memory of one scoring call, in floats (16 MiB): customers per chunk keep the score
@@ -44,6 +51,8 @@ pub enum Architecture {
     TwoTower,
     /// GMF + MLP over the same vectors, joined by one output layer.
     Neumf,
+    /// Dot product, the customer vector read from their latest baskets by self-attention.
+    Sequential,
 }
 
 impl std::fmt::Display for Architecture {
@@ -51,6 +60,7 @@ impl std::fmt::Display for Architecture {
         f.write_str(match self {
             Self::TwoTower => "two_tower",
             Self::Neumf => "neumf",
+            Self::Sequential => "sequential",
         })
     }
 }
@@ -71,6 +81,15 @@ pub struct RecommenderConfig {
     /// Hidden sizes of the NeuMF MLP (unused by `two_tower`).
     #[config(default = "vec![64, 32]")]
     pub mlp_layers: Vec<usize>,
+    /// The sequential encoder (unused by the others): interactions read per customer.
+    #[config(default = 50)]
+    pub max_sequence: usize,
+    #[config(default = 2)]
+    pub sequence_blocks: usize,
+    #[config(default = 1)]
+    pub sequence_heads: usize,
+    #[config(default = 0.2)]
+    pub sequence_dropout: f64,
 }
 
 /// Attribute tokens of every entity on the device: token ids padded with 0 (`[n, width]`) and
@@ -121,6 +140,8 @@ pub struct Recommender {
     product_bias: Embedding,
     /// Present for `neumf`.
     neumf: Option<NeuMfHead>,
+    /// Present for `sequential`.
+    sequence: Option<SequenceEncoder>,
 }
 
 /// Entity indices as an `Int` tensor on a device.
@@ -151,7 +172,19 @@ impl RecommenderConfig {
         if self.architecture == Architecture::Neumf && self.mlp_layers.contains(&0) {
             return Err("mlp_layers: every layer needs at least 1 unit".into());
         }
+        if self.architecture == Architecture::Sequential {
+            self.sequence_config().check()?;
+        }
         Ok(())
+    }
+
+    /// The sequential encoder's shapes.
+    pub fn sequence_config(&self) -> SequenceEncoderConfig {
+        SequenceEncoderConfig::new(self.embedding_dim)
+            .with_max_sequence(self.max_sequence)
+            .with_blocks(self.sequence_blocks)
+            .with_heads(self.sequence_heads)
+            .with_dropout(self.sequence_dropout)
     }
 
     /// A freshly initialised model (seed the device first for reproducibility).
@@ -186,6 +219,8 @@ impl RecommenderConfig {
                     embedding_dim: d,
                 }
             }),
+            sequence: (self.architecture == Architecture::Sequential)
+                .then(|| self.sequence_config().init(device)),
         }
     }
 }
@@ -289,6 +324,23 @@ pub struct BatchIdRows {
     pub positive_biases: Tensor<1>,
     /// `[B * k]`.
     pub negative_biases: Tensor<1>,
+}
+
+/// A training batch of the sequential model: windows of customers' histories, every product
+/// slot of which is a target, and negatives shared by all targets.
+#[derive(Debug, Clone)]
+pub struct SequenceBatch {
+    pub input: SequenceInput,
+    /// `[B]`: the customer of each window.
+    pub customers: Tensor<1, Int>,
+    /// `[N]`: flat slot (`row * len + slot`) of each target.
+    pub target_slots: Tensor<1, Int>,
+    /// `[N]`: the window of each target.
+    pub target_rows: Tensor<1, Int>,
+    /// `[N]`: the product at each target slot.
+    pub targets: Tensor<1, Int>,
+    /// `[K]`.
+    pub negatives: Tensor<1, Int>,
 }
 
 /// A training batch: customers, their positive products with weights, and `k` negatives each.
@@ -421,6 +473,104 @@ impl Recommender {
             Some(head) => head.pair_scores(u, p),
         };
         raw + bias
+    }
+
+    /// Whether customer vectors are read from histories
+    /// ([`Recommender::sequence_customer_vectors`]).
+    pub fn is_sequential(&self) -> bool {
+        self.sequence.is_some()
+    }
+
+    /// The interactions the sequential encoder reads per customer (0 for the other models).
+    pub fn max_sequence(&self) -> usize {
+        self.sequence
+            .as_ref()
+            .map_or(0, SequenceEncoder::max_sequence)
+    }
+
+    /// The encoder's reading at every slot, `[B, T, d]` (`None` unless sequential).
+    fn encode(
+        &self,
+        input: &SequenceInput,
+        product_features: &EntityFeatures,
+    ) -> Option<Tensor<3>> {
+        let encoder = self.sequence.as_ref()?;
+        let [b, t] = input.products.dims();
+        let ids = input.products.clone().reshape([b * t]);
+        let products = self.product_vectors(ids, product_features);
+        let d = products.dims()[1];
+        Some(encoder.forward(input, products.reshape([b, t, d])))
+    }
+
+    /// The attribute mean of customers `ids`, `[B, d]`.
+    pub fn customer_attribute_vectors(
+        &self,
+        ids: Tensor<1, Int>,
+        features: &EntityFeatures,
+    ) -> Tensor<2> {
+        let (tokens, weights) = features.rows(ids);
+        attribute_mean(&self.customer_attribute, tokens, weights)
+    }
+
+    /// Customer vectors `[B, d]` of a sequential model: each row's attribute mean plus the
+    /// encoder's reading at its scoring slot ([`SequenceSlots::scoring`]). Any other model
+    /// gives [`Recommender::customer_vectors`].
+    pub fn sequence_customer_vectors(
+        &self,
+        customers: Tensor<1, Int>,
+        (customer_features, product_features): (&EntityFeatures, &EntityFeatures),
+        slots: &SequenceSlots,
+    ) -> Tensor<2> {
+        let device = customers.device();
+        let input = slots.to_device(&device);
+        let Some(read) = self.encode(&input, product_features) else {
+            return self.customer_vectors(customers, customer_features);
+        };
+        let [b, t, d] = read.dims();
+        let at = ids_tensor(&slots.scoring_slots(), &device);
+        read.reshape([b * t, d]).select(0, at)
+            + self.customer_attribute_vectors(customers, customer_features)
+    }
+
+    /// Logits of each target `[N]` and of the shared negatives `[N, K]` (accidental hits
+    /// lowered), for a sequential model; `None` for the others.
+    pub fn sequence_logits(
+        &self,
+        batch: &SequenceBatch,
+        customer_features: &EntityFeatures,
+        product_features: &EntityFeatures,
+    ) -> Option<(Tensor<1>, Tensor<2>)> {
+        let read = self.encode(&batch.input, product_features)?;
+        let [b, t, d] = read.dims();
+        let u = read
+            .reshape([b * t, d])
+            .select(0, batch.target_slots.clone())
+            + self
+                .customer_attribute_vectors(batch.customers.clone(), customer_features)
+                .select(0, batch.target_rows.clone()); // [N, d]
+        let p = self.product_vectors(batch.targets.clone(), product_features);
+        let pos = (u.clone() * p).sum_dim(1).squeeze_dim::<1>(1)
+            + self.product_biases(batch.targets.clone());
+        let n = self.product_vectors(batch.negatives.clone(), product_features); // [K, d]
+        let neg = u.matmul(n.transpose())
+            + self
+                .product_biases(batch.negatives.clone())
+                .unsqueeze_dim::<2>(0);
+        // A negative that is the target itself is no negative.
+        let [rows, k] = neg.dims();
+        let hits = batch
+            .targets
+            .clone()
+            .unsqueeze_dim::<2>(1)
+            .expand([rows, k])
+            .equal(
+                batch
+                    .negatives
+                    .clone()
+                    .unsqueeze_dim::<2>(0)
+                    .expand([rows, k]),
+            );
+        Some((pos, neg.mask_fill(hits, -1.0e9)))
     }
 
     /// Mean of the customer id embeddings: the "average customer" that a new customer starts

@@ -18,7 +18,7 @@ use shopcast_model::{
 
 use crate::checkpoint::{Checkpoints, EpochLog};
 use crate::progress::Progress;
-use crate::training_loop::{run_epochs, Better, EpochTask, LoopSettings};
+use crate::training_loop::{run_epochs, Better, EpochTask, LoopSettings, Trained};
 
 /// Training hyperparameters of the recommender, saved in the bundle. The defaults are the
 /// config file's.
@@ -78,6 +78,7 @@ pub fn candidate_architectures(architecture: config::Architecture) -> Vec<Archit
     match architecture {
         config::Architecture::TwoTower => vec![Architecture::TwoTower],
         config::Architecture::Neumf => vec![Architecture::Neumf],
+        config::Architecture::Sequential => vec![Architecture::Sequential],
         config::Architecture::Auto => vec![Architecture::TwoTower, Architecture::Neumf],
     }
 }
@@ -306,6 +307,11 @@ pub fn fit(
         checkpoints,
         &mut progress,
     )?;
+    Ok(fitted(trained, &mut progress))
+}
+
+/// What a finished loop produced, with its closing progress line.
+pub fn fitted(trained: Trained<Recommender>, progress: &mut Progress) -> Fitted {
     match trained.best_score {
         Some(score) => progress.finish(&format!(
             "best validation NDCG@10 {score:.4} at epoch {}",
@@ -313,11 +319,11 @@ pub fn fit(
         )),
         None => progress.finish(&format!("{} epochs", trained.epochs_run)),
     }
-    Ok(Fitted {
+    Fitted {
         model: trained.model,
         history: trained.history,
         best_score: trained.best_score.unwrap_or(f64::NAN),
         best_epoch: trained.best_epoch,
         epochs_run: trained.epochs_run,
-    })
+    }
 }

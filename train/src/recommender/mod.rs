@@ -1,5 +1,6 @@
 //! Training the recommender, one stage per file: the data and its leave-one-out split
-//! (`data.rs`), the training loop (`fit.rs`), the recency term (`recency.rs`), scoring (`score.rs`),
+//! (`data.rs`), the training loop (`fit.rs`; the sequential model's windows of history in
+//! `sequences.rs` and its loop in `sequence_fit.rs`), the recency term (`recency.rs`), scoring (`score.rs`),
 //! the held-out evaluation against popularity and item-kNN (`evaluate.rs`) and the bundle's side
 //! data with the customer segments (`artifacts.rs`).
 
@@ -9,6 +10,8 @@ mod evaluate;
 mod fit;
 mod recency;
 mod score;
+mod sequence_fit;
+mod sequences;
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -18,7 +21,7 @@ use shopcast_datasets::artifacts::RecommenderArtifacts;
 use shopcast_datasets::config::RecommenderSection;
 use shopcast_datasets::profile::InteractionProfile;
 use shopcast_datasets::LoadedConfig;
-use shopcast_model::{Architecture, EntityFeatures, Recommender, RecommenderConfig};
+use shopcast_model::{Architecture, EntityFeatures, Recommender, RecommenderConfig, SequenceEvent};
 
 pub use evaluate::GroupMetrics;
 pub use fit::RecommenderTrainingConfig;
@@ -29,7 +32,8 @@ use artifacts::{build_artifacts, Recency};
 use data::Prepared;
 use fit::{candidate_architectures, fit, Fitted};
 use recency::recent_items;
-use score::{feature_lookups, model_outcomes};
+use score::{feature_lookups, model_outcomes, with_sequence_vectors_in_id_table};
+use sequence_fit::fit_sequential;
 
 /// The result of a recommender training run.
 pub struct RecommenderOutcome {
@@ -82,11 +86,20 @@ pub fn train_recommender(
     let plain = device.clone();
     let (cf, pf) = feature_lookups(&data.customer_features, &data.product_features, &plain);
     let features = (&cf, &pf);
+    let histories = SequenceHistories::of(sec, &prepared);
 
     // Full NDCG@10 on the validation items, with or without the recency term.
     let validation_ndcg =
         |model: &Recommender, recent: Option<(&[Vec<u32>], f32)>| -> Result<f64> {
-            let outcomes = model_outcomes(model, features, val_cases, n_p, recent, &plain)?;
+            let outcomes = model_outcomes(
+                model,
+                features,
+                val_cases,
+                &histories.validation,
+                n_p,
+                recent,
+                &plain,
+            )?;
             Ok(full_ndcg(&outcomes))
         };
 
@@ -98,7 +111,7 @@ pub fn train_recommender(
         &prepared,
         &tc,
         (features, device),
-        checkpoints,
+        (checkpoints, &histories),
         &validation_ndcg,
     )?;
     let (
@@ -123,17 +136,32 @@ pub fn train_recommender(
     let best = if tc.refit {
         final_train.extend(split.validation.iter().map(|&(c, p)| (c, p, 1.0)));
         let label = "recommender refit";
-        let refit = fit(
-            &model_config,
-            &tc,
-            &final_train,
-            best_epoch,
-            None,
-            features,
-            device,
-            label,
-            checkpoints,
-        )?;
+        let refit = if model_config.architecture == Architecture::Sequential {
+            fit_sequential(
+                &model_config,
+                &sec.sequence,
+                tc.seed,
+                &histories.test,
+                best_epoch,
+                None,
+                features,
+                device,
+                label,
+                checkpoints,
+            )?
+        } else {
+            fit(
+                &model_config,
+                &tc,
+                &final_train,
+                best_epoch,
+                None,
+                features,
+                device,
+                label,
+                checkpoints,
+            )?
+        };
         refit.model
     } else {
         early_model
@@ -143,7 +171,15 @@ pub fn train_recommender(
     let final_pairs: HashSet<(u32, u32)> = final_train.iter().map(|&(c, p, _)| (c, p)).collect();
     let test_recent = recent_items(data, &final_pairs, k_recent);
     let recent = Some((test_recent.as_slice(), recency_weight));
-    let model_outcomes = model_outcomes(&best, features, test_cases, n_p, recent, &plain)?;
+    let model_outcomes = model_outcomes(
+        &best,
+        features,
+        test_cases,
+        &histories.test,
+        n_p,
+        recent,
+        &plain,
+    )?;
     let results = evaluate::evaluate_on_test(
         sec,
         &data.customer_features,
@@ -171,6 +207,7 @@ pub fn train_recommender(
         items: k_recent,
         weight: recency_weight,
     };
+    let best = with_sequence_vectors_in_id_table(best, features, &histories.all, &plain)?;
     let artifacts = build_artifacts(sec, data, &best, &cf, &plain, seed, &recency)?;
     Ok(RecommenderOutcome {
         model: best,
@@ -193,6 +230,42 @@ pub fn train_recommender(
     })
 }
 
+/// Customers' histories for the sequential model (empty unless the config trains it): what
+/// the validation items are scored from (the training pairs), what the test items are scored
+/// from (training and validation pairs), and everything (the bundle's customer vectors).
+struct SequenceHistories {
+    validation: Vec<Vec<SequenceEvent>>,
+    test: Vec<Vec<SequenceEvent>>,
+    all: Vec<Vec<SequenceEvent>>,
+}
+
+impl SequenceHistories {
+    fn of(sec: &RecommenderSection, prepared: &Prepared) -> Self {
+        let wanted =
+            candidate_architectures(sec.model.architecture).contains(&Architecture::Sequential);
+        if !wanted {
+            return SequenceHistories {
+                validation: Vec::new(),
+                test: Vec::new(),
+                all: Vec::new(),
+            };
+        }
+        let (data, split) = (&prepared.data, &prepared.split);
+        let mut allowed: HashSet<(u32, u32)> =
+            split.train.iter().map(|&(c, p, _)| (c, p)).collect();
+        let validation = sequences::histories(data, &allowed);
+        allowed.extend(split.validation.iter().copied());
+        let test = sequences::histories(data, &allowed);
+        allowed.extend(split.test.iter().copied());
+        let all = sequences::histories(data, &allowed);
+        SequenceHistories {
+            validation,
+            test,
+            all,
+        }
+    }
+}
+
 /// One architecture trained with early stopping, with its recency weight.
 struct Candidate {
     architecture: Architecture,
@@ -213,7 +286,7 @@ fn fit_candidates(
     prepared: &Prepared,
     tc: &RecommenderTrainingConfig,
     (features, device): ((&EntityFeatures, &EntityFeatures), &Device),
-    checkpoints: &Checkpoints,
+    (checkpoints, histories): (&Checkpoints, &SequenceHistories),
     validation_ndcg: &ValidationNdcg<'_>,
 ) -> Result<Vec<Candidate>> {
     let (data, split) = (&prepared.data, &prepared.split);
@@ -230,17 +303,32 @@ fn fit_candidates(
             _ => format!("recommender-{architecture}"),
         };
         let mut validate = |snapshot: &Recommender| validation_ndcg(snapshot, None);
-        let early = fit(
-            &model_config,
-            tc,
-            &split.train,
-            tc.epochs,
-            Some(&mut validate),
-            features,
-            device,
-            &label,
-            checkpoints,
-        )?;
+        let early = if architecture == Architecture::Sequential {
+            fit_sequential(
+                &model_config,
+                &sec.sequence,
+                tc.seed,
+                &histories.validation,
+                sec.sequence.epochs,
+                Some(&mut validate),
+                features,
+                device,
+                &label,
+                checkpoints,
+            )?
+        } else {
+            fit(
+                &model_config,
+                tc,
+                &split.train,
+                tc.epochs,
+                Some(&mut validate),
+                features,
+                device,
+                &label,
+                checkpoints,
+            )?
+        };
         let (recency_weight, validation_score) = if k_recent > 0 {
             recency::choose_weight(|w| validation_ndcg(&early.model, Some((&val_recent, w))))?
         } else {
@@ -307,6 +395,10 @@ fn model_config(
     .with_embedding_dim(sec.model.embedding_dim)
     .with_architecture(architecture)
     .with_mlp_layers(sec.model.mlp_layers.clone())
+    .with_max_sequence(sec.sequence.max_sequence)
+    .with_sequence_blocks(sec.sequence.blocks)
+    .with_sequence_heads(sec.sequence.heads)
+    .with_sequence_dropout(sec.sequence.dropout)
 }
 
 #[cfg(test)]

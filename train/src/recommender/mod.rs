@@ -136,32 +136,20 @@ pub fn train_recommender(
     let best = if tc.refit {
         final_train.extend(split.validation.iter().map(|&(c, p)| (c, p, 1.0)));
         let label = "recommender refit";
-        let refit = if model_config.architecture == Architecture::Sequential {
-            fit_sequential(
-                &model_config,
-                &sec.sequence,
-                tc.seed,
-                &histories.test,
-                best_epoch,
-                None,
-                features,
-                device,
-                label,
-                checkpoints,
-            )?
-        } else {
-            fit(
-                &model_config,
-                &tc,
-                &final_train,
-                best_epoch,
-                None,
-                features,
-                device,
-                label,
-                checkpoints,
-            )?
+        let set = TrainingSet {
+            pairs: &final_train,
+            histories: &histories.test,
         };
+        let refit = fit_model(
+            &model_config,
+            (sec, &tc),
+            set,
+            best_epoch,
+            None,
+            (features, device),
+            label,
+            checkpoints,
+        )?;
         refit.model
     } else {
         early_model
@@ -266,6 +254,53 @@ impl SequenceHistories {
     }
 }
 
+/// What one fit trains on: the (customer, product, weight) pairs for the id-table models, the
+/// same pairs as histories for the sequential one.
+struct TrainingSet<'a> {
+    pairs: &'a [(u32, u32, f32)],
+    histories: &'a [Vec<SequenceEvent>],
+}
+
+/// Trains a fresh model of `model_config`'s architecture for up to `epochs` epochs (with early
+/// stopping when given `validate`), by the loop that architecture trains with.
+#[allow(clippy::too_many_arguments)]
+fn fit_model(
+    model_config: &RecommenderConfig,
+    (sec, tc): (&RecommenderSection, &RecommenderTrainingConfig),
+    set: TrainingSet<'_>,
+    epochs: usize,
+    validate: Option<fit::Validate<'_, '_>>,
+    (features, device): ((&EntityFeatures, &EntityFeatures), &Device),
+    label: &str,
+    checkpoints: &Checkpoints,
+) -> Result<Fitted> {
+    match model_config.architecture {
+        Architecture::Sequential => fit_sequential(
+            model_config,
+            &sec.sequence,
+            tc.seed,
+            set.histories,
+            epochs,
+            validate,
+            features,
+            device,
+            label,
+            checkpoints,
+        ),
+        Architecture::TwoTower | Architecture::Neumf => fit(
+            model_config,
+            tc,
+            set.pairs,
+            epochs,
+            validate,
+            features,
+            device,
+            label,
+            checkpoints,
+        ),
+    }
+}
+
 /// One architecture trained with early stopping, with its recency weight.
 struct Candidate {
     architecture: Architecture,
@@ -303,32 +338,24 @@ fn fit_candidates(
             _ => format!("recommender-{architecture}"),
         };
         let mut validate = |snapshot: &Recommender| validation_ndcg(snapshot, None);
-        let early = if architecture == Architecture::Sequential {
-            fit_sequential(
-                &model_config,
-                &sec.sequence,
-                tc.seed,
-                &histories.validation,
-                sec.sequence.epochs,
-                Some(&mut validate),
-                features,
-                device,
-                &label,
-                checkpoints,
-            )?
-        } else {
-            fit(
-                &model_config,
-                tc,
-                &split.train,
-                tc.epochs,
-                Some(&mut validate),
-                features,
-                device,
-                &label,
-                checkpoints,
-            )?
+        let set = TrainingSet {
+            pairs: &split.train,
+            histories: &histories.validation,
         };
+        let epochs = match architecture {
+            Architecture::Sequential => sec.sequence.epochs,
+            _ => tc.epochs,
+        };
+        let early = fit_model(
+            &model_config,
+            (sec, tc),
+            set,
+            epochs,
+            Some(&mut validate),
+            (features, device),
+            &label,
+            checkpoints,
+        )?;
         let (recency_weight, validation_score) = if k_recent > 0 {
             recency::choose_weight(|w| validation_ndcg(&early.model, Some((&val_recent, w))))?
         } else {

@@ -51,6 +51,12 @@ fn both_models_beat_their_baselines() {
         wql < ma_wql,
         "forecaster WQL {wql:.4} does not beat the moving average {ma_wql:.4}"
     );
+    // The validation period's scores, which settings are chosen by, are reported beside the
+    // backtest's.
+    for key in ["forecaster.validation.mase", "forecaster.validation.wql"] {
+        let v = m.get(key).copied().unwrap_or(f64::NAN);
+        assert!(v.is_finite() && v > 0.0, "{key} is {v}");
+    }
     // Every contract key is present.
     for key in [
         "recommender.sampled.hr@10",

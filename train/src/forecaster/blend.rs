@@ -17,6 +17,8 @@ pub struct ValidationBlend {
     /// seasonal scale before the validation origin, averaged over series with a scale): the
     /// figure that compares configurations without touching the backtest folds.
     pub mase: f64,
+    /// WQL of the blended quantiles on the validation windows.
+    pub wql: f64,
 }
 
 /// The network's weight per quantile level (`levels`), chosen on the validation windows.
@@ -61,12 +63,17 @@ pub fn validation_blend(
             data.spec.season,
         );
     }
+    let metrics = score.metrics();
     let mase = if score.has_mase() {
-        score.metrics()["mase"]
+        metrics["mase"]
     } else {
         f64::NAN
     };
-    Ok(ValidationBlend { weights, mase })
+    Ok(ValidationBlend {
+        weights,
+        mase,
+        wql: metrics.get("wql").copied().unwrap_or(f64::NAN),
+    })
 }
 
 /// Per quantile level, the weight of the network against the anchor (0, 0.1, ..., 1) with the

@@ -77,8 +77,8 @@ pub fn train_forecaster(
     let validation = blend::validation_blend(&ensemble.model, &data, levels, device)?;
     let blend = validation.weights;
     eprintln!(
-        "forecaster: network weight against exponential smoothing, per quantile {levels:?}: {blend:?}; validation MASE {:.4}",
-        validation.mase
+        "forecaster: network weight against exponential smoothing, per quantile {levels:?}: {blend:?}; validation MASE {:.4}, WQL {:.4}",
+        validation.mase, validation.wql
     );
     let fold_ends: Vec<(String, usize)> = (data.fold_origins.iter().enumerate())
         .map(|(f, &origin)| (format!("forecaster-fold{}", f + 1), origin))
@@ -104,6 +104,7 @@ pub fn train_forecaster(
     }
     metrics.insert("forecaster.validation.loss".into(), ensemble.best_loss);
     metrics.insert("forecaster.validation.mase".into(), validation.mase);
+    metrics.insert("forecaster.validation.wql".into(), validation.wql);
     metrics.insert("forecaster.best_epoch".into(), ensemble.best_epoch as f64);
     metrics.insert("forecaster.series".into(), data.panel.len() as f64);
     metrics.insert("forecaster.backtest_folds".into(), tc.backtest_folds as f64);

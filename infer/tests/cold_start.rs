@@ -93,12 +93,13 @@ struct Shop {
     bought: HashMap<String, HashSet<String>>,
 }
 
-fn trained_shop() -> Shop {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cold_start");
+/// Generates the shop of `config` in a fixture folder `name` and trains its recommender.
+fn trained_shop(name: &str, config_text: &str) -> Shop {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("fixture directory");
     let config = dir.join("shop.toml");
-    std::fs::write(&config, SHOP).expect("write config");
+    std::fs::write(&config, config_text).expect("write config");
     let bundle = dir.join("bundle");
     run(Command::new(bin("train"))
         .arg("--config")
@@ -147,6 +148,37 @@ fn trained_shop() -> Shop {
     }
 }
 
+impl Shop {
+    /// The category most customers buy most, and its products by how many customers bought
+    /// them (most first, ties by id).
+    fn popular_category(&self) -> (String, Vec<String>) {
+        let mut per_category: HashMap<&str, usize> = HashMap::new();
+        for c in self.top_category.values() {
+            *per_category.entry(c.as_str()).or_default() += 1;
+        }
+        let popular = per_category
+            .iter()
+            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+            .map(|(c, _)| c.to_string())
+            .expect("some purchases");
+        let mut sales: HashMap<&str, usize> = HashMap::new();
+        for items in self.bought.values() {
+            for p in items {
+                if self.category[p] == popular {
+                    *sales.entry(p.as_str()).or_default() += 1;
+                }
+            }
+        }
+        let mut by_sales: Vec<(&str, usize)> = sales.into_iter().collect();
+        by_sales.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        assert!(by_sales.len() >= 4, "too few products sold in {popular}");
+        (
+            popular,
+            by_sales.into_iter().map(|(p, _)| p.to_string()).collect(),
+        )
+    }
+}
+
 /// The cold-start scoring run every test here checks, made once: the shop, its most bought
 /// category, the new customers' recent items, the known customers listed, and the output.
 struct ColdStart {
@@ -160,32 +192,12 @@ struct ColdStart {
 fn cold_start() -> &'static ColdStart {
     static RUN: OnceLock<ColdStart> = OnceLock::new();
     RUN.get_or_init(|| {
-        let shop = trained_shop();
+        let shop = trained_shop("cold_start", SHOP);
         let dir = shop.dir.as_path();
         // The most bought category, and a new product with the attributes of its best seller.
-        let mut per_category: HashMap<&str, usize> = HashMap::new();
-        for c in shop.top_category.values() {
-            *per_category.entry(c.as_str()).or_default() += 1;
-        }
-        let popular = per_category
-            .iter()
-            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
-            .map(|(c, _)| c.to_string())
-            .expect("some purchases");
+        let (popular, sales) = shop.popular_category();
+        let best_seller = sales[0].clone();
         let products = read_csv(&dir.join("data/products.csv"));
-        let mut sales: HashMap<&str, usize> = HashMap::new();
-        for items in shop.bought.values() {
-            for p in items {
-                if shop.category[p] == popular {
-                    *sales.entry(p.as_str()).or_default() += 1;
-                }
-            }
-        }
-        let best_seller = sales
-            .iter()
-            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
-            .map(|(p, _)| p.to_string())
-            .expect("a best seller");
         let row = col(&products, "product_id")
             .iter()
             .position(|p| *p == best_seller)
@@ -205,12 +217,7 @@ fn cold_start() -> &'static ColdStart {
 
         // New customers: one with recent items from the popular category only, one with only
         // attributes, one with nothing at all; plus every known customer.
-        let recent: Vec<&str> = sales
-            .keys()
-            .copied()
-            .filter(|p| *p != best_seller)
-            .take(3)
-            .collect();
+        let recent: Vec<&str> = sales[1..4].iter().map(String::as_str).collect();
         let customers = dir.join("customers.csv");
         let mut list = String::from("customer_id,region,age_band,recent_items\n");
         list.push_str(&format!("NEWBIE-ITEMS,,,{}\n", recent.join("|")));
@@ -507,4 +514,60 @@ fn neumf_bundle_scores_known_and_new_customers() {
             "NEW-A is recommended {p}, one of their recent items"
         );
     }
+}
+
+/// A sequential bundle reads a new customer's recent items through its encoder as one basket:
+/// three products of a category bring mostly that category, the same items listed in another
+/// order give the same list (a basket has no order), and none of them is recommended back.
+#[test]
+fn sequential_bundle_reads_a_new_customers_recent_items_as_a_basket() {
+    let config = SHOP.replace(
+        "segments = 4",
+        "segments = 4\narchitecture = \"sequential\"",
+    )
+        + "\n[recommender.sequence]\nepochs = 40\nmax_sequence = 20\nlearning_rate = 0.005\n";
+    let shop = trained_shop("cold_start_sequential", &config);
+    let (popular, sales) = shop.popular_category();
+    let recent = &sales[1..4];
+    let customers = shop.dir.join("customers.csv");
+    let reversed: Vec<&str> = recent.iter().rev().map(String::as_str).collect();
+    std::fs::write(
+        &customers,
+        format!(
+            "customer_id,region,age_band,recent_items\nNEW-A,,,{}\nNEW-B,,,{}\nNEW-C,,,\n",
+            recent.join("|"),
+            reversed.join("|")
+        ),
+    )
+    .expect("write customers");
+    let out = shop.dir.join("recs.csv");
+    run(Command::new(bin("infer"))
+        .args(["recommend", "--bundle"])
+        .arg(&shop.bundle)
+        .arg("--customers")
+        .arg(&customers)
+        .args(["--top-k", "10", "--device", "flex", "--out"])
+        .arg(&out));
+    let recs = Recs::read(&out);
+    let lists = recs.lists();
+    let products = |c: &str| -> Vec<&str> { lists[c].iter().map(|(_, p, _)| *p).collect() };
+    let a = products("NEW-A");
+    let in_category = a
+        .iter()
+        .filter(|p| shop.category.get(**p) == Some(&popular))
+        .count();
+    assert!(
+        in_category >= 6,
+        "a new customer who bought {popular} gets only {in_category}/10 {popular} products: {a:?}"
+    );
+    assert!(
+        !a.iter().any(|p| recent.iter().any(|r| r == p)),
+        "a recent item is recommended back: {a:?}"
+    );
+    assert_eq!(
+        a,
+        products("NEW-B"),
+        "the order of recent_items changed the list"
+    );
+    assert_ne!(a, products("NEW-C"), "recent items made no difference");
 }

@@ -1,18 +1,21 @@
 //! Cold start for customers: a customer the bundle has never seen starts from the average
 //! customer plus their attributes' embeddings and, with recent items, is fitted to them with the
-//! model frozen (fold-in).
+//! model frozen (fold-in). A sequential model needs no fitting: it reads the recent items as one
+//! basket (a customer list gives them no order and no times) in one forward pass.
 
 use anyhow::Result;
 use burn::prelude::*;
 use shopcast_datasets::artifacts::files;
 use shopcast_model::recommender::ids_tensor;
-use shopcast_model::{FoldInConfig, ProductMatrix, Recommender};
+use shopcast_model::{FoldInConfig, ProductMatrix, Recommender, SequenceEvent, SequenceSlots};
 
 use super::catalogue::{token_tensors, Catalogue};
 use super::load::{to_vec_f32, LoadedRecommender};
 
 /// New customers fitted per fold-in call (bounds its `[C, P]` working set).
 const FOLD_IN_CHUNK: usize = 256;
+/// New customers read per encoder pass (bounds its `[C, T, T]` attention).
+const SEQUENCE_CHUNK: usize = 1024;
 
 impl LoadedRecommender {
     /// Vectors `[C, d]` of customers the bundle has not seen: the average customer plus their
@@ -28,6 +31,9 @@ impl LoadedRecommender {
         let attributes = self
             .model
             .customer_vectors_from_attributes(f.tokens, f.weights);
+        if self.model.is_sequential() {
+            return Ok(attributes + self.recent_basket_readings(recent)?);
+        }
         let start = attributes + self.model.mean_customer_id_embedding(); // broadcast [1, d]
         let with_items: Vec<usize> = (0..n).filter(|&i| !recent[i].is_empty()).collect();
         if with_items.is_empty() {
@@ -64,6 +70,46 @@ impl LoadedRecommender {
             TensorData::new(rows, [n, d]),
             &self.device,
         ))
+    }
+}
+
+impl LoadedRecommender {
+    /// A sequential model's reading `[C, d]` of each new customer's recent items as one basket
+    /// bought just now (an empty list reads as a customer with no history, which training
+    /// teaches at the first basket of every window). Products added after training (at or past
+    /// the bundle's product count) have no row in the encoder's tables and are left out; of a
+    /// list longer than the encoder's window, the last `max_sequence` listed are read.
+    fn recent_basket_readings(&self, recent: &[Vec<u32>]) -> Result<Tensor<2>> {
+        if recent.is_empty() {
+            return Ok(Tensor::zeros([0, self.config.embedding_dim], &self.device));
+        }
+        let known_products = self.config.n_products as u32;
+        let max_sequence = self.model.max_sequence();
+        let mut readings = Vec::new();
+        for chunk in recent.chunks(SEQUENCE_CHUNK) {
+            let baskets: Vec<Vec<SequenceEvent>> = chunk
+                .iter()
+                .map(|items| {
+                    items
+                        .iter()
+                        .filter(|&&p| p < known_products)
+                        .map(|&product| SequenceEvent {
+                            product,
+                            ts: 0,
+                            is_target: true,
+                        })
+                        .collect()
+                })
+                .collect();
+            let windows: Vec<&[SequenceEvent]> = baskets.iter().map(Vec::as_slice).collect();
+            let slots = SequenceSlots::scoring(&windows, max_sequence);
+            readings.push(
+                self.model
+                    .sequence_readings(&slots, &self.product_features, &self.device)
+                    .ok_or_else(|| anyhow::anyhow!("the model has no sequence encoder"))?,
+            );
+        }
+        Ok(Tensor::cat(readings, 0))
     }
 }
 

@@ -521,15 +521,26 @@ impl Recommender {
         (customer_features, product_features): (&EntityFeatures, &EntityFeatures),
         slots: &SequenceSlots,
     ) -> Tensor<2> {
-        let device = customers.device();
-        let input = slots.to_device(&device);
-        let Some(read) = self.encode(&input, product_features) else {
-            return self.customer_vectors(customers, customer_features);
-        };
+        match self.sequence_readings(slots, product_features, &customers.device()) {
+            Some(read) => read + self.customer_attribute_vectors(customers, customer_features),
+            None => self.customer_vectors(customers, customer_features),
+        }
+    }
+
+    /// The encoder's reading at each row's scoring slot, `[B, d]`: what a sequential model
+    /// expects next from the interactions in `slots`, before the customer's attributes are
+    /// added. One forward pass, which is how customers the bundle has never seen are read.
+    /// `None` unless the model is sequential.
+    pub fn sequence_readings(
+        &self,
+        slots: &SequenceSlots,
+        product_features: &EntityFeatures,
+        device: &Device,
+    ) -> Option<Tensor<2>> {
+        let read = self.encode(&slots.to_device(device), product_features)?;
         let [b, t, d] = read.dims();
-        let at = ids_tensor(&slots.scoring_slots(), &device);
-        read.reshape([b * t, d]).select(0, at)
-            + self.customer_attribute_vectors(customers, customer_features)
+        let at = ids_tensor(&slots.scoring_slots(), device);
+        Some(read.reshape([b * t, d]).select(0, at))
     }
 
     /// Logits of each target `[N]` and of the shared negatives `[N, K]` (accidental hits

@@ -3,6 +3,8 @@
 //!
 //! Every operation goes through the project's real model code, the calls `train` and `infer`
 //! make: `Recommender::batch_logits` + `sampled_bce` + Adam for a recommender step,
+//! `SequenceSlots::training` + `Recommender::sequence_logits` + `sampled_softmax` + Adam for a
+//! sequential recommender step,
 //! `DemandForecaster::loss_and_gradients` + Adam for a forecaster step, `ForecasterEnsemble::
 //! predict` for forecaster inference and `Recommender::top_k_excluding` for batch scoring.
 //!
@@ -15,11 +17,11 @@ use std::time::Instant;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use shopcast_benches::{forecaster_batch, ids, median};
-use shopcast_model::losses::{pinball, sampled_bce};
-use shopcast_model::recommender::ids_tensor;
+use shopcast_model::losses::{pinball, sampled_bce, sampled_softmax};
+use shopcast_model::recommender::{ids_tensor, SequenceBatch};
 use shopcast_model::{
     select_device, Architecture, DeviceChoice, EntityFeatures, ForecastInput, ForecasterConfig,
-    InteractionBatch, RecommenderConfig,
+    InteractionBatch, RecommenderConfig, SequenceEvent, SequenceSlots,
 };
 
 struct Options {
@@ -118,6 +120,82 @@ fn recommender_training_step(
         let grads = GradientsParams::from_grads(loss.backward(), &m);
         let m = optim.step(1e-2, m, grads);
         // Wait for the update: read one parameter value back.
+        let _ = m.product_biases(ids(1, n_p, 0, &train_device)).into_data();
+        model = Some(m);
+    })
+}
+
+const SEQ_WINDOWS: usize = 128;
+const SEQ_LEN: usize = 50;
+const SEQ_NEGATIVES: usize = 1024;
+
+/// The sequential batch's windows, the same pattern as the PyTorch side: row `r`'s event `j` is
+/// product `((r * 50 + j) * 7919 + salt * 104_729) % n_p`, a purchase, in basket `j / 2 + 1`,
+/// baskets `r % 5 + 1` days apart.
+fn sequence_windows(n_p: usize, salt: usize) -> Vec<Vec<SequenceEvent>> {
+    (0..SEQ_WINDOWS)
+        .map(|r| {
+            (0..SEQ_LEN)
+                .map(|j| SequenceEvent {
+                    product: (((r * SEQ_LEN + j) * 7919 + salt * 104_729) % n_p) as u32,
+                    ts: ((j / 2 + 1) * (r % 5 + 1) * 86_400) as i64,
+                    is_target: true,
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// A training step of the sequential recommender as `train` runs it: 128 windows of 50
+/// purchases (baskets of two), every purchase a target, 1,024 negatives shared by the batch,
+/// a softmax; embedding 64, 2 blocks, 1 head, dropout 0.2; 20,000 customers, 5,000 products,
+/// 200 attribute tokens (4 per entity); Adam, learning rate 1e-3. The batch is built from host
+/// events inside the step, as `train` builds it.
+fn sequential_training_step(device: &Device, repeats: usize) -> f64 {
+    let (n_c, n_p, tokens) = (20_000, 5_000, 200);
+    let train_device = device.clone().autodiff();
+    let config = RecommenderConfig::new(n_c, n_p, tokens, tokens)
+        .with_embedding_dim(64)
+        .with_architecture(Architecture::Sequential)
+        .with_max_sequence(SEQ_LEN);
+    let mut model = Some(shopcast_model::seeded_init(&train_device, 1, || {
+        config.init(&train_device)
+    }));
+    let padded =
+        |n: usize| -> Vec<i64> { (0..n * 4).map(|i| ((i * 31) % tokens) as i64 + 1).collect() };
+    let cf = EntityFeatures::new(padded(n_c), 4, device);
+    let pf = EntityFeatures::new(padded(n_p), 4, device);
+    let batches: Vec<Vec<Vec<SequenceEvent>>> = (0..8).map(|s| sequence_windows(n_p, s)).collect();
+    let mut optim = shopcast_model::optim::adam();
+    let mut step = 0;
+    median_seconds(3, repeats, || {
+        let s = step % batches.len();
+        step += 1;
+        let windows: Vec<&[SequenceEvent]> = batches[s].iter().map(Vec::as_slice).collect();
+        let slots = SequenceSlots::training(&windows, SEQ_LEN);
+        // Slot 0 is the start slot; event `j` of row `r` sits in slot `r * len + j + 1`.
+        let target_slots: Vec<u32> = (0..SEQ_WINDOWS)
+            .flat_map(|r| (0..SEQ_LEN).map(move |j| (r * slots.len + j + 1) as u32))
+            .collect();
+        let target_rows: Vec<u32> = (0..SEQ_WINDOWS)
+            .flat_map(|r| std::iter::repeat_n(r as u32, SEQ_LEN))
+            .collect();
+        let targets: Vec<u32> = batches[s].iter().flatten().map(|e| e.product).collect();
+        let batch = SequenceBatch {
+            input: slots.to_device(&train_device),
+            customers: ids(SEQ_WINDOWS, n_c, s, &train_device),
+            target_slots: ids_tensor(&target_slots, &train_device),
+            target_rows: ids_tensor(&target_rows, &train_device),
+            targets: ids_tensor(&targets, &train_device),
+            negatives: ids(SEQ_NEGATIVES, n_p, s + 2, &train_device),
+        };
+        let Some(m) = model.take() else { return };
+        let Some((pos, neg)) = m.sequence_logits(&batch, &cf, &pf) else {
+            panic!("the sequential configuration built no sequence encoder")
+        };
+        let loss = sampled_softmax(pos, neg);
+        let grads = GradientsParams::from_grads(loss.backward(), &m);
+        let m = optim.step(1e-3, m, grads);
         let _ = m.product_biases(ids(1, n_p, 0, &train_device)).into_data();
         model = Some(m);
     })
@@ -263,6 +341,10 @@ fn main() {
         (
             "recommender_training_step_neumf",
             Box::new(|| recommender_training_step(&device, Architecture::Neumf, 4, r)),
+        ),
+        (
+            "sequential_training_step",
+            Box::new(|| sequential_training_step(&device, r)),
         ),
         (
             "forecaster_training_step",

@@ -20,6 +20,9 @@ OPERATIONS = [
     ("recommender_training_step_neumf",
      "recommender training step (NeuMF option, batch 1024, 4 negatives, d=32, MLP 64-32)",
      "time", None),
+    ("sequential_training_step",
+     "sequential recommender training step (128 windows x 50, 1024 shared negatives, d=64, "
+     "2 blocks)", "time", 1.0),
     ("forecaster_training_step",
      "forecaster training step (batch 256, context 56, horizon 28, hidden 64, 3 quantiles)",
      "time", 1.0),

@@ -13,6 +13,9 @@ PyTorch user would write them:
   encoder over the context whose final state starts an LSTM decoder over the horizon, a linear
   head giving a correction to the anchor for the median and softplus gaps for the other
   quantiles, the pinball loss; Adam;
+- the sequential recommender (`model/src/recommender/sequential.rs`): the two-tower tables plus a
+  self-attention encoder over baskets (a slot reads only strictly earlier baskets), every
+  purchase of a window a target, a softmax over negatives shared by the batch; Adam;
 - batch scoring: customer vectors against the whole catalogue, bought products excluded, top-k.
 
 Prints one JSON object: {"side": "pytorch", "device": ..., "threads": ..., "ops": {name: seconds}},
@@ -152,6 +155,136 @@ def recommender_step(device, architecture, k, args, sync):
         optim.step()
 
     return median_seconds(step, 5, args.repeats, sync)
+
+
+# ------------------------------------------------------------------- sequential recommender
+
+SEQ = dict(windows=128, length=50, negatives=1024, d=64, blocks=2, heads=1, dropout=0.2,
+           gap_buckets=12)
+
+
+class SequenceBlock(nn.Module):
+    """Pre-norm block: the query stream reads the memory (slots of strictly earlier baskets)."""
+
+    def __init__(self, d, heads, dropout):
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.query_norm, self.memory_norm, self.ffn_norm = (nn.LayerNorm(d, eps=1e-5)
+                                                            for _ in range(3))
+        self.query, self.key, self.value, self.output = (nn.Linear(d, d) for _ in range(4))
+        self.ffn_in, self.ffn_out = nn.Linear(d, d), nn.Linear(d, d)
+
+    def forward(self, x, memory, may_read):
+        b, t, d = x.shape
+        split = lambda y: y.view(b, t, self.heads, d // self.heads).transpose(1, 2)
+        memory = self.memory_norm(memory)
+        q = split(self.query(self.query_norm(x)))
+        k, v = split(self.key(memory)), split(self.value(memory))
+        p = self.dropout if self.training else 0.0
+        read = F.scaled_dot_product_attention(q, k, v, attn_mask=may_read, dropout_p=p)
+        read = read.transpose(1, 2).reshape(b, t, d)
+        x = x + F.dropout(self.output(read), p, self.training)
+        ffn = self.ffn_out(F.gelu(self.ffn_in(self.ffn_norm(x))))
+        return x + F.dropout(ffn, p, self.training)
+
+
+class SequentialRecommender(Recommender):
+    """The two-tower tables plus shopcast's sequence encoder (`model/src/recommender/
+    sequential.rs`): a slot's content is its product's hybrid vector (or the start vector), its
+    event kind and its gap bucket; the query stream starts from the basket position."""
+
+    def __init__(self, n_customers, n_products, tokens, d, length, blocks, heads, dropout,
+                 gap_buckets):
+        super().__init__(n_customers, n_products, tokens, tokens, d, "two_tower")
+        self.dropout = dropout
+        table = lambda rows: nn.init.normal_(nn.Embedding(rows, d).weight, 0.0, 0.05)
+        self.start, self.position = table(1), table(length + 2)
+        self.kind, self.gap = table(2), table(gap_buckets)
+        self.blocks = nn.ModuleList(SequenceBlock(d, heads, dropout) for _ in range(blocks))
+        self.norm = nn.LayerNorm(d, eps=1e-5)
+
+    def encode(self, products, is_product, is_start, position, kind, gap, may_read, pf):
+        b, t = products.shape
+        vectors = self.vectors(self.product_id, self.product_attribute, products.view(-1), *pf)
+        content = (vectors.view(b, t, -1) * is_product + self.start * is_start
+                   + self.kind[kind] + self.gap[gap])
+        content = F.dropout(content, self.dropout, self.training)
+        position = self.position[position]
+        x = F.dropout(position, self.dropout, self.training)
+        for block in self.blocks:
+            x = block(x, content + position + x, may_read)
+        return self.norm(x)
+
+    def logits(self, inputs, customers, target_slots, target_rows, targets, negatives, cf, pf):
+        read = self.encode(*inputs, pf)
+        b, t, d = read.shape
+        tokens, weights = cf
+        attributes = (self.customer_attribute(tokens[customers])
+                      * weights[customers].unsqueeze(2)).sum(1)
+        u = read.reshape(b * t, d)[target_slots] + attributes[target_rows]
+        p = self.vectors(self.product_id, self.product_attribute, targets, *pf)
+        pos = (u * p).sum(1) + self.product_bias(targets).squeeze(1)
+        n = self.vectors(self.product_id, self.product_attribute, negatives, *pf)
+        neg = u @ n.T + self.product_bias(negatives).squeeze(1)
+        neg = neg.masked_fill(targets.unsqueeze(1) == negatives.unsqueeze(0), -1.0e9)
+        return pos, neg
+
+
+def sequence_batch(n_c, n_p, salt, device):
+    """The same windows as the Rust side's `sequence_windows`: row r's event j is product
+    ((r * 50 + j) * 7919 + salt * 104729) % n_p, a purchase in basket j // 2 + 1, baskets
+    r % 5 + 1 days apart; a start slot before each row."""
+    w, n = SEQ["windows"], SEQ["length"]
+    t = n + 1
+    r = torch.arange(w).unsqueeze(1)
+    j = torch.arange(n).unsqueeze(0)
+    products = torch.zeros(w, t, dtype=torch.int64)
+    products[:, 1:] = ((r * n + j) * 7919 + salt * 104_729) % n_p
+    basket = torch.zeros(w, t, dtype=torch.int64)
+    basket[:, 1:] = j // 2 + 1
+    days = (r % 5 + 1).float()
+    gap = torch.zeros(w, t, dtype=torch.int64)
+    bucket = 1 + torch.clamp(torch.floor(torch.log2(1 + days)).long(), max=SEQ["gap_buckets"] - 2)
+    gap[:, 1:] = bucket * (j >= 2)  # the window's first basket has no gap
+    is_start = torch.zeros(w, t, 1)
+    is_start[:, 0] = 1.0
+    is_product = 1.0 - is_start
+    position = torch.clamp(basket, max=n)
+    kind = torch.zeros(w, t, dtype=torch.int64)
+    # Slot i reads slot j iff j's basket is strictly earlier; the start slot reads itself.
+    may_read = basket.unsqueeze(1) < basket.unsqueeze(2)
+    may_read[:, 0, 0] = True
+    inputs = tuple(x.to(device) for x in (products, is_product, is_start, position, kind, gap,
+                                          may_read.unsqueeze(1)))
+    target_slots = (r * t + j + 1).reshape(-1)
+    target_rows = r.expand(w, n).reshape(-1)
+    targets = products[:, 1:].reshape(-1)
+    return (inputs, ids(w, n_c, salt, device), target_slots.to(device), target_rows.to(device),
+            targets.to(device), ids(SEQ["negatives"], n_p, salt + 2, device))
+
+
+def sequential_step(device, args, sync):
+    n_c, n_p, tokens = 20_000, 5_000, 200
+    torch.manual_seed(1)
+    model = SequentialRecommender(n_c, n_p, tokens, SEQ["d"], SEQ["length"], SEQ["blocks"],
+                                  SEQ["heads"], SEQ["dropout"], SEQ["gap_buckets"]).to(device)
+    model.train()
+    cf = entity_features(n_c, tokens, 4, device)
+    pf = entity_features(n_p, tokens, 4, device)
+    optim = adam(model.parameters(), 1e-3)
+    batches = [sequence_batch(n_c, n_p, s, device) for s in range(8)]
+    state = {"step": 0}
+
+    def step():
+        batch = batches[state["step"] % len(batches)]
+        state["step"] += 1
+        pos, neg = model.logits(*batch, cf, pf)
+        loss = -F.log_softmax(torch.cat([pos.unsqueeze(1), neg], 1), 1)[:, 0].mean()
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+
+    return median_seconds(step, 3, args.repeats, sync)
 
 
 # ----------------------------------------------------------------------------- forecaster
@@ -306,6 +439,7 @@ def main():
         "recommender_training_step": lambda: recommender_step(device, "two_tower", 4, args, sync),
         "recommender_training_step_neumf": lambda: recommender_step(device, "neumf", 4, args,
                                                                     sync),
+        "sequential_training_step": lambda: sequential_step(device, args, sync),
         "forecaster_training_step": lambda: forecaster_training_step(device, args, sync),
         "forecaster_inference_step": lambda: forecaster_inference_step(device, args, sync),
         "batch_scoring": lambda: batch_scoring(device, args, sync),

@@ -1,5 +1,5 @@
 //! The sequential model's training loop: shuffled windows of customers' histories, every
-//! purchase slot of a window a target (predicted from strictly earlier baskets), a softmax over
+//! purchase slot in a window's target part a target (predicted from strictly earlier baskets), a softmax over
 //! negatives shared by the batch, Adam; run by the shared driver in [`crate::training_loop`].
 
 use anyhow::Result;
@@ -59,10 +59,11 @@ impl SequenceEpochs<'_, '_> {
             .collect();
         let slots = SequenceSlots::training(&events, self.max_sequence);
         let (mut target_slots, mut target_rows, mut targets) = (Vec::new(), Vec::new(), Vec::new());
-        for (row, window) in events.iter().enumerate() {
-            // Slot 0 is the start slot; event `i` sits in slot `i + 1`.
+        for (row, (window, w)) in events.iter().zip(&windows).enumerate() {
+            // Slot 0 is the start slot; event `i` sits in slot `i + 1`. Events before the
+            // window's first target are context only (targets of an older window).
             for (i, e) in window.iter().enumerate() {
-                if e.is_target {
+                if e.is_target && w.start + i >= w.first_target {
                     target_slots.push((row * slots.len + i + 1) as u32);
                     target_rows.push(row as u32);
                     targets.push(e.product);

@@ -3,7 +3,7 @@
 //!
 //! Every operation goes through the project's real model code, the calls `train` and `infer`
 //! make: `Recommender::batch_logits` + `sampled_bce` + Adam for a recommender step,
-//! `SequenceSlots::training` + `Recommender::sequence_logits` + `sampled_softmax` + Adam for a
+//! `SequenceSlots::training` + `Recommender::sequence_loss` + Adam for a
 //! sequential recommender step,
 //! `DemandForecaster::loss_and_gradients` + Adam for a forecaster step, `ForecasterEnsemble::
 //! predict` for forecaster inference and `Recommender::top_k_excluding` for batch scoring.
@@ -17,7 +17,7 @@ use std::time::Instant;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use shopcast_benches::{forecaster_batch, ids, median};
-use shopcast_model::losses::{pinball, sampled_bce, sampled_softmax};
+use shopcast_model::losses::{pinball, sampled_bce};
 use shopcast_model::recommender::{ids_tensor, SequenceBatch};
 use shopcast_model::{
     select_device, Architecture, DeviceChoice, EntityFeatures, ForecastInput, ForecasterConfig,
@@ -190,10 +190,10 @@ fn sequential_training_step(device: &Device, repeats: usize) -> f64 {
             negatives: ids(SEQ_NEGATIVES, n_p, s + 2, &train_device),
         };
         let Some(m) = model.take() else { return };
-        let Some((pos, neg)) = m.sequence_logits(&batch, &cf, &pf) else {
-            panic!("the sequential configuration built no sequence encoder")
+        let loss = match m.sequence_loss(&batch, &cf, &pf) {
+            Ok(loss) => loss,
+            Err(e) => panic!("sequential training step failed: {e}"),
         };
-        let loss = sampled_softmax(pos, neg);
         let grads = GradientsParams::from_grads(loss.backward(), &m);
         let m = optim.step(1e-3, m, grads);
         let _ = m.product_biases(ids(1, n_p, 0, &train_device)).into_data();

@@ -8,6 +8,7 @@
 
 pub mod bundle;
 pub mod device;
+pub mod dropout;
 pub mod forecaster;
 pub mod fused_lstm;
 pub mod host;

@@ -494,6 +494,18 @@ macro_rules! dispatch_by_cpu {
     }};
 }
 
+/// `e^x` of every element in place ([`fast_exp`], with the CPU's widest vectors).
+pub fn exp_in_place(v: &mut [f32]) {
+    dispatch_by_cpu!(exp_loop, v)
+}
+
+#[inline(always)]
+fn exp_loop(v: &mut [f32]) {
+    for x in v.iter_mut() {
+        *x = fast_exp(*x);
+    }
+}
+
 pub(super) fn sigmoid_in_place(v: &mut [f32]) {
     dispatch_by_cpu!(sigmoid_loop, v)
 }

@@ -29,6 +29,7 @@ mod kernels;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use kernels::exp_in_place;
 pub use kernels::{
     encoder_decoder_backward, encoder_decoder_forward, EncoderDecoderGrads, EncoderDecoderTrace,
     HostWeights, WeightGrads,

@@ -18,11 +18,13 @@
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, LinearConfig};
 use burn::prelude::*;
 
+use crate::device::memory_is_host;
 use crate::host::host_values;
 
 mod fold_in;
 mod lazy_tables;
 mod neumf;
+mod sampled_softmax;
 mod sequential;
 mod top_k;
 
@@ -543,25 +545,48 @@ impl Recommender {
         Some(read.reshape([b * t, d]).select(0, at))
     }
 
+    /// Each target's customer vector `[N, d]` in a sequential batch: the encoder's reading at
+    /// the target's slot plus its customer's attributes; `None` for the other models.
+    fn sequence_target_vectors(
+        &self,
+        batch: &SequenceBatch,
+        customer_features: &EntityFeatures,
+        product_features: &EntityFeatures,
+    ) -> Option<Tensor<2>> {
+        let read = self.encode(&batch.input, product_features)?;
+        let [b, t, d] = read.dims();
+        let attributes = self
+            .customer_attribute_vectors(batch.customers.clone(), customer_features)
+            .select(0, batch.target_rows.clone());
+        Some(
+            read.reshape([b * t, d])
+                .select(0, batch.target_slots.clone())
+                + attributes,
+        )
+    }
+
+    /// Each target's logit `[N]` from its customer vectors `u` `[N, d]`.
+    fn positive_logits(
+        &self,
+        u: Tensor<2>,
+        targets: Tensor<1, Int>,
+        product_features: &EntityFeatures,
+    ) -> Tensor<1> {
+        let p = self.product_vectors(targets.clone(), product_features);
+        (u * p).sum_dim(1).squeeze_dim::<1>(1) + self.product_biases(targets)
+    }
+
     /// Logits of each target `[N]` and of the shared negatives `[N, K]` (accidental hits
-    /// lowered), for a sequential model; `None` for the others.
+    /// lowered), for a sequential model; `None` for the others. The plain tensor version of
+    /// [`Recommender::sequence_loss`].
     pub fn sequence_logits(
         &self,
         batch: &SequenceBatch,
         customer_features: &EntityFeatures,
         product_features: &EntityFeatures,
     ) -> Option<(Tensor<1>, Tensor<2>)> {
-        let read = self.encode(&batch.input, product_features)?;
-        let [b, t, d] = read.dims();
-        let u = read
-            .reshape([b * t, d])
-            .select(0, batch.target_slots.clone())
-            + self
-                .customer_attribute_vectors(batch.customers.clone(), customer_features)
-                .select(0, batch.target_rows.clone()); // [N, d]
-        let p = self.product_vectors(batch.targets.clone(), product_features);
-        let pos = (u.clone() * p).sum_dim(1).squeeze_dim::<1>(1)
-            + self.product_biases(batch.targets.clone());
+        let u = self.sequence_target_vectors(batch, customer_features, product_features)?;
+        let pos = self.positive_logits(u.clone(), batch.targets.clone(), product_features);
         let n = self.product_vectors(batch.negatives.clone(), product_features); // [K, d]
         let neg = u.matmul(n.transpose())
             + self
@@ -582,6 +607,46 @@ impl Recommender {
                     .expand([rows, k]),
             );
         Some((pos, neg.mask_fill(hits, -1.0e9)))
+    }
+
+    /// The sequential model's training loss on a batch: each target's softmax against the
+    /// negatives the batch shares (`losses::sampled_softmax` of
+    /// [`Recommender::sequence_logits`]). Where tensors live in host memory the logit matrix
+    /// is handled by hand ([`sampled_softmax::host_sampled_softmax`]); the encoder trains by
+    /// autodiff either way. An error for a model without a sequence encoder.
+    pub fn sequence_loss(
+        &self,
+        batch: &SequenceBatch,
+        customer_features: &EntityFeatures,
+        product_features: &EntityFeatures,
+    ) -> Result<Tensor<1>, String> {
+        const NOT_SEQUENTIAL: &str =
+            "the sequential loss was asked of a model without a sequence encoder";
+        if !memory_is_host(&batch.targets.device()) {
+            let (pos, neg) = self
+                .sequence_logits(batch, customer_features, product_features)
+                .ok_or(NOT_SEQUENTIAL)?;
+            return Ok(crate::losses::sampled_softmax(pos, neg));
+        }
+        let u = self
+            .sequence_target_vectors(batch, customer_features, product_features)
+            .ok_or(NOT_SEQUENTIAL)?;
+        let host_ids = |t: &Tensor<1, Int>| -> Vec<u32> {
+            t.clone()
+                .into_data()
+                .iter::<i64>()
+                .map(|x| x as u32)
+                .collect()
+        };
+        let (target_ids, negative_ids) = (host_ids(&batch.targets), host_ids(&batch.negatives));
+        sampled_softmax::host_sampled_softmax(sampled_softmax::SoftmaxInputs {
+            positive: self.positive_logits(u.clone(), batch.targets.clone(), product_features),
+            u,
+            negatives: self.product_vectors(batch.negatives.clone(), product_features),
+            negative_bias: self.product_biases(batch.negatives.clone()),
+            target_ids: &target_ids,
+            negative_ids: &negative_ids,
+        })
     }
 
     /// Mean of the customer id embeddings: the "average customer" that a new customer starts

@@ -24,6 +24,8 @@ use burn::nn::{
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, softmax};
 
+use crate::dropout::dropout;
+
 /// Buckets of the days since the previous basket: 0 = none (first basket of the window, the
 /// start slot, the scoring slot), then `1 + floor(log2(1 + days))`, the last bucket open-ended.
 pub const GAP_BUCKETS: usize = 12;
@@ -155,17 +157,23 @@ impl SequenceBlock {
         let k = split(self.key.forward(memory.clone()));
         let v = split(self.value.forward(memory));
         let scores = q.matmul(k.swap_dims(2, 3)) / (dh as f64).sqrt() + bias.unsqueeze_dim::<4>(1);
-        let weights = self.dropout.forward(softmax(scores, 3));
+        let weights = dropout(&self.dropout, softmax(scores, 3));
         let read = weights.matmul(v).swap_dims(1, 2).reshape([b, t, d]);
-        let x = x + self.dropout.forward(self.output.forward(read));
+        let x = x + dropout(&self.dropout, self.output.forward(read));
         let ffn = self
             .ffn_out
             .forward(gelu(self.ffn_in.forward(self.ffn_norm.forward(x.clone()))));
-        x + self.dropout.forward(ffn)
+        x + dropout(&self.dropout, ffn)
     }
 }
 
 impl SequenceEncoder {
+    /// The basket-position table's parameter (tests compare its gradients).
+    #[cfg(test)]
+    pub(crate) fn position_weight_id(&self) -> burn::module::ParamId {
+        self.position.weight.id
+    }
+
     /// Interactions per window.
     pub fn max_sequence(&self) -> usize {
         self.position.weight.dims()[0] - 2
@@ -181,8 +189,8 @@ impl SequenceEncoder {
             + start * input.is_start.clone()
             + self.kind.forward(input.kind.clone())
             + self.gap.forward(input.gap.clone());
-        let content = self.dropout.forward(content);
-        let mut x = self.dropout.forward(position.clone());
+        let content = dropout(&self.dropout, content);
+        let mut x = dropout(&self.dropout, position.clone());
         for block in &self.blocks {
             let memory = content.clone() + position.clone() + x.clone();
             x = block.forward(x, memory, input.attention_bias.clone());

@@ -235,3 +235,85 @@ fn check_top_k_excluding(n_c: usize, n_p: usize) {
         }
     }
 }
+
+/// The sequential loss on host memory (`sequence_loss`) against the plain tensor version
+/// (`sampled_softmax` of `sequence_logits`) through the whole model on random windows: the same
+/// loss and the same gradient for the product table, the attribute tables and the encoder's
+/// first weights. Dropout off, so that both passes see the same network.
+#[test]
+fn sequence_loss_matches_the_plain_tensor_version() {
+    use burn::optim::GradientsParams;
+    let device = Device::flex().autodiff();
+    let (n_c, n_p, tokens) = (40, 90, 11);
+    let config = RecommenderConfig::new(n_c, n_p, tokens, tokens)
+        .with_embedding_dim(16)
+        .with_architecture(Architecture::Sequential)
+        .with_max_sequence(12)
+        .with_sequence_dropout(0.0);
+    let model = crate::seeded_init(&device, 3, || config.init(&device));
+    let (cf, pf) = (
+        features(n_c, tokens, &device),
+        features(n_p, tokens, &device),
+    );
+    // Five windows of up to 12 events, baskets of 1-3 items, a few views.
+    let windows: Vec<Vec<SequenceEvent>> = (0..5u32)
+        .map(|r| {
+            (0..(7 + r as usize))
+                .map(|j| SequenceEvent {
+                    product: (r * 31 + j as u32 * 17) % n_p as u32,
+                    ts: ((j as u32 / (1 + r % 3)) * 86_400) as i64,
+                    is_target: j % 4 != 1,
+                })
+                .collect()
+        })
+        .collect();
+    let rows: Vec<&[SequenceEvent]> = windows.iter().map(Vec::as_slice).collect();
+    let slots = SequenceSlots::training(&rows, 12);
+    let (mut target_slots, mut target_rows, mut targets) = (vec![], vec![], vec![]);
+    for (r, w) in windows.iter().enumerate() {
+        for (i, e) in w.iter().enumerate().filter(|(_, e)| e.is_target) {
+            target_slots.push((r * slots.len + i + 1) as u32);
+            target_rows.push(r as u32);
+            targets.push(e.product);
+        }
+    }
+    // Negatives overlap the targets.
+    let negatives: Vec<u32> = (0..60u32).map(|q| (q * 13) % n_p as u32).collect();
+    let batch = SequenceBatch {
+        input: slots.to_device(&device),
+        customers: ids_tensor(&[3, 7, 11, 19, 23], &device),
+        target_slots: ids_tensor(&target_slots, &device),
+        target_rows: ids_tensor(&target_rows, &device),
+        targets: ids_tensor(&targets, &device),
+        negatives: ids_tensor(&negatives, &device),
+    };
+    let fast = model.sequence_loss(&batch, &cf, &pf).expect("sequential");
+    let (pos, neg) = model.sequence_logits(&batch, &cf, &pf).expect("sequential");
+    let plain = crate::losses::sampled_softmax(pos, neg);
+    let (a, b) = (
+        fast.clone().into_scalar::<f32>(),
+        plain.clone().into_scalar::<f32>(),
+    );
+    assert!((a - b).abs() < 1e-5 * b.abs().max(1.0), "loss {a} vs {b}");
+    let (ga, gb) = (
+        GradientsParams::from_grads(fast.backward(), &model),
+        GradientsParams::from_grads(plain.backward(), &model),
+    );
+    let encoder = model.sequence.as_ref().expect("encoder");
+    for (name, id) in [
+        ("product ids", model.product_id.weight.id),
+        ("product attributes", model.product_attribute.weight.id),
+        ("customer attributes", model.customer_attribute.weight.id),
+        ("product bias", model.product_bias.weight.id),
+        ("encoder positions", encoder.position_weight_id()),
+    ] {
+        let (x, y) = match (ga.get::<2>(id), gb.get::<2>(id)) {
+            (Some(x), Some(y)) => (values(x), values(y)),
+            _ => panic!("{name}: no gradient"),
+        };
+        let scale = y.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+        for (i, (p, q)) in x.iter().zip(&y).enumerate() {
+            assert!((p - q).abs() <= 1e-4 * scale, "{name}[{i}]: {p} vs {q}");
+        }
+    }
+}

@@ -9,7 +9,6 @@ use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use shopcast_datasets::config::SequenceSection;
-use shopcast_model::losses::sampled_softmax;
 use shopcast_model::recommender::{ids_tensor, SequenceBatch};
 use shopcast_model::{
     EntityFeatures, Recommender, RecommenderConfig, SequenceEvent, SequenceSlots,
@@ -98,10 +97,9 @@ impl EpochTask for SequenceEpochs<'_, '_> {
     ) -> Result<(Option<f64>, GradientsParams)> {
         let batch = self.batch(step, rng);
         let (cf, pf) = self.features;
-        let (pos, neg) = model.sequence_logits(&batch, cf, pf).ok_or_else(|| {
-            anyhow::anyhow!("the sequential loop was given a model without a sequence encoder")
-        })?;
-        let loss = sampled_softmax(pos, neg);
+        let loss = model
+            .sequence_loss(&batch, cf, pf)
+            .map_err(|e| anyhow::anyhow!("sequential training step: {e}"))?;
         let value = read_loss.then(|| loss.clone().into_scalar::<f32>() as f64);
         let grads = loss.backward();
         Ok((value, GradientsParams::from_grads(grads, model)))

@@ -102,7 +102,7 @@ mod tests {
             for len in 0..60 {
                 let history: Vec<SequenceEvent> =
                     (0..len).map(|p| event(p as u32, p % 3 != 1)).collect();
-                let windows = training_windows(&[history.clone()], max_sequence);
+                let windows = training_windows(std::slice::from_ref(&history), max_sequence);
                 let mut times_target = vec![0; len];
                 for w in &windows {
                     assert!(w.end - w.start <= max_sequence);

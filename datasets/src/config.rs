@@ -352,6 +352,10 @@ pub struct SequenceSection {
     /// Epochs without a better validation NDCG@10 before training stops.
     #[serde(default = "d_seq_patience")]
     pub patience: usize,
+    /// Add the customer's id embedding (a summary of their whole history, learnt with the
+    /// encoder) to what the encoder reads from their latest interactions.
+    #[serde(default)]
+    pub customer_embedding: bool,
 }
 
 /// Where the interactions are and which columns mean what.
@@ -632,7 +636,7 @@ defaults! {
     d_seq_batch: usize = 128;
     d_seq_lr: f64 = 0.001;
     d_seq_negatives: usize = 1024;
-    d_seq_patience: usize = 10;
+    d_seq_patience: usize = 20;
 }
 
 impl Default for SequenceSection {
@@ -647,6 +651,7 @@ impl Default for SequenceSection {
             learning_rate: d_seq_lr(),
             negatives: d_seq_negatives(),
             patience: d_seq_patience(),
+            customer_embedding: false,
         }
     }
 }

@@ -92,6 +92,9 @@ pub struct RecommenderConfig {
     pub sequence_heads: usize,
     #[config(default = 0.2)]
     pub sequence_dropout: f64,
+    /// Sequential model: the customer's id embedding is added to the encoder's reading.
+    #[config(default = false)]
+    pub sequence_customer_embedding: bool,
 }
 
 /// Attribute tokens of every entity on the device: token ids padded with 0 (`[n, width]`) and
@@ -187,6 +190,7 @@ impl RecommenderConfig {
             .with_blocks(self.sequence_blocks)
             .with_heads(self.sequence_heads)
             .with_dropout(self.sequence_dropout)
+            .with_customer_embedding(self.sequence_customer_embedding)
     }
 
     /// A freshly initialised model (seed the device first for reproducibility).
@@ -524,6 +528,10 @@ impl Recommender {
         slots: &SequenceSlots,
     ) -> Tensor<2> {
         match self.sequence_readings(slots, product_features, &customers.device()) {
+            Some(read) if self.reads_customer_embedding() => {
+                read + id_rows(&self.customer_id, customers.clone())
+                    + self.customer_attribute_vectors(customers, customer_features)
+            }
             Some(read) => read + self.customer_attribute_vectors(customers, customer_features),
             None => self.customer_vectors(customers, customer_features),
         }
@@ -558,11 +566,22 @@ impl Recommender {
         let attributes = self
             .customer_attribute_vectors(batch.customers.clone(), customer_features)
             .select(0, batch.target_rows.clone());
-        Some(
-            read.reshape([b * t, d])
-                .select(0, batch.target_slots.clone())
-                + attributes,
-        )
+        let mut u = read
+            .reshape([b * t, d])
+            .select(0, batch.target_slots.clone())
+            + attributes;
+        if self.reads_customer_embedding() {
+            u = u + id_rows(&self.customer_id, batch.customers.clone())
+                .select(0, batch.target_rows.clone());
+        }
+        Some(u)
+    }
+
+    /// Whether a sequential model adds the customer's id embedding to the encoder's reading.
+    fn reads_customer_embedding(&self) -> bool {
+        self.sequence
+            .as_ref()
+            .is_some_and(SequenceEncoder::adds_customer_embedding)
     }
 
     /// Each target's logit `[N]` from its customer vectors `u` `[N, d]`.

@@ -56,6 +56,10 @@ pub struct SequenceEncoderConfig {
     pub heads: usize,
     #[config(default = 0.2)]
     pub dropout: f64,
+    /// Whether the customer's id embedding is added to the reading (kept here so that the
+    /// model knows it from its own structure).
+    #[config(default = false)]
+    pub customer_embedding: bool,
 }
 
 impl SequenceEncoderConfig {
@@ -110,6 +114,7 @@ impl SequenceEncoderConfig {
                 .collect(),
             norm: LayerNormConfig::new(d).init(device),
             dropout: DropoutConfig::new(self.dropout).init(),
+            customer_embedding: self.customer_embedding,
         }
     }
 }
@@ -128,6 +133,7 @@ pub struct SequenceEncoder {
     blocks: Vec<SequenceBlock>,
     norm: LayerNorm,
     dropout: Dropout,
+    customer_embedding: bool,
 }
 
 /// One pre-norm attention block: the query stream reads the memory, then a feed-forward layer.
@@ -172,6 +178,11 @@ impl SequenceEncoder {
     #[cfg(test)]
     pub(crate) fn position_weight_id(&self) -> burn::module::ParamId {
         self.position.weight.id
+    }
+
+    /// Whether the customer's id embedding is added to what the encoder reads.
+    pub fn adds_customer_embedding(&self) -> bool {
+        self.customer_embedding
     }
 
     /// Interactions per window.

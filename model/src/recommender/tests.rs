@@ -239,9 +239,15 @@ fn check_top_k_excluding(n_c: usize, n_p: usize) {
 /// The sequential loss on host memory (`sequence_loss`) against the plain tensor version
 /// (`sampled_softmax` of `sequence_logits`) through the whole model on random windows: the same
 /// loss and the same gradient for the product table, the attribute tables and the encoder's
-/// first weights. Dropout off, so that both passes see the same network.
+/// first weights (and the customer id table when the model reads it). Dropout off, so that both
+/// passes see the same network.
 #[test]
 fn sequence_loss_matches_the_plain_tensor_version() {
+    check_sequence_loss(false);
+    check_sequence_loss(true);
+}
+
+fn check_sequence_loss(customer_embedding: bool) {
     use burn::optim::GradientsParams;
     let device = Device::flex().autodiff();
     let (n_c, n_p, tokens) = (40, 90, 11);
@@ -249,7 +255,8 @@ fn sequence_loss_matches_the_plain_tensor_version() {
         .with_embedding_dim(16)
         .with_architecture(Architecture::Sequential)
         .with_max_sequence(12)
-        .with_sequence_dropout(0.0);
+        .with_sequence_dropout(0.0)
+        .with_sequence_customer_embedding(customer_embedding);
     let model = crate::seeded_init(&device, 3, || config.init(&device));
     let (cf, pf) = (
         features(n_c, tokens, &device),
@@ -300,13 +307,19 @@ fn sequence_loss_matches_the_plain_tensor_version() {
         GradientsParams::from_grads(plain.backward(), &model),
     );
     let encoder = model.sequence.as_ref().expect("encoder");
-    for (name, id) in [
+    let mut params = vec![
         ("product ids", model.product_id.weight.id),
         ("product attributes", model.product_attribute.weight.id),
         ("customer attributes", model.customer_attribute.weight.id),
         ("product bias", model.product_bias.weight.id),
         ("encoder positions", encoder.position_weight_id()),
-    ] {
+    ];
+    if customer_embedding {
+        params.push(("customer ids", model.customer_id.weight.id));
+    } else {
+        assert!(ga.get::<2>(model.customer_id.weight.id).is_none());
+    }
+    for (name, id) in params {
         let (x, y) = match (ga.get::<2>(id), gb.get::<2>(id)) {
             (Some(x), Some(y)) => (values(x), values(y)),
             _ => panic!("{name}: no gradient"),

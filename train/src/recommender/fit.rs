@@ -79,7 +79,11 @@ pub fn candidate_architectures(architecture: config::Architecture) -> Vec<Archit
         config::Architecture::TwoTower => vec![Architecture::TwoTower],
         config::Architecture::Neumf => vec![Architecture::Neumf],
         config::Architecture::Sequential => vec![Architecture::Sequential],
-        config::Architecture::Auto => vec![Architecture::TwoTower, Architecture::Neumf],
+        config::Architecture::Auto => vec![
+            Architecture::TwoTower,
+            Architecture::Neumf,
+            Architecture::Sequential,
+        ],
     }
 }
 

@@ -426,6 +426,7 @@ fn model_config(
     .with_sequence_blocks(sec.sequence.blocks)
     .with_sequence_heads(sec.sequence.heads)
     .with_sequence_dropout(sec.sequence.dropout)
+    .with_sequence_customer_embedding(sec.sequence.customer_embedding)
 }
 
 #[cfg(test)]

@@ -78,6 +78,22 @@ fn median_seconds(warmup: usize, repeats: usize, mut f: impl FnMut()) -> f64 {
     median(times)
 }
 
+/// Customers' and products' attribute tokens, 4 per entity (`(i * 31) % tokens`, the PyTorch
+/// side's pattern), on the plain device as `train` builds them: constants, not part of the graph.
+fn entity_features(
+    n_c: usize,
+    n_p: usize,
+    tokens: usize,
+    device: &Device,
+) -> (EntityFeatures, EntityFeatures) {
+    let padded =
+        |n: usize| -> Vec<i64> { (0..n * 4).map(|i| ((i * 31) % tokens) as i64 + 1).collect() };
+    (
+        EntityFeatures::new(padded(n_c), 4, device),
+        EntityFeatures::new(padded(n_p), 4, device),
+    )
+}
+
 /// A training step of the recommender as `train` runs it (default `two_tower`, or `neumf`):
 /// 20,000 customers, 5,000 products, 200 attribute tokens (4 per entity), batch 1024,
 /// `k` negatives each, embedding 32, learning rate 0.01, L2 1e-6.
@@ -96,11 +112,7 @@ fn recommender_training_step(
     let mut model = Some(shopcast_model::seeded_init(&train_device, 1, || {
         config.init(&train_device)
     }));
-    let padded =
-        |n: usize| -> Vec<i64> { (0..n * 4).map(|i| ((i * 31) % tokens) as i64 + 1).collect() };
-    // On the plain device, as `train` builds them: constants, not part of the graph.
-    let cf = EntityFeatures::new(padded(n_c), 4, device);
-    let pf = EntityFeatures::new(padded(n_p), 4, device);
+    let (cf, pf) = entity_features(n_c, n_p, tokens, device);
     let mut optim = shopcast_model::optim::adam();
     let mut step = 0;
     median_seconds(5, repeats, || {
@@ -161,10 +173,7 @@ fn sequential_training_step(device: &Device, repeats: usize) -> f64 {
     let mut model = Some(shopcast_model::seeded_init(&train_device, 1, || {
         config.init(&train_device)
     }));
-    let padded =
-        |n: usize| -> Vec<i64> { (0..n * 4).map(|i| ((i * 31) % tokens) as i64 + 1).collect() };
-    let cf = EntityFeatures::new(padded(n_c), 4, device);
-    let pf = EntityFeatures::new(padded(n_p), 4, device);
+    let (cf, pf) = entity_features(n_c, n_p, tokens, device);
     let batches: Vec<Vec<Vec<SequenceEvent>>> = (0..8).map(|s| sequence_windows(n_p, s)).collect();
     let mut optim = shopcast_model::optim::adam();
     let mut step = 0;

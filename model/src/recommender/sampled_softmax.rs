@@ -118,35 +118,20 @@ fn softmax_on_host(
             }
         });
     let mut d_u = vec![0.0f32; n * d];
-    d_u.par_chunks_mut(ROWS_PER_TASK * d)
-        .enumerate()
-        .for_each(|(task, out)| {
-            let first = task * ROWS_PER_TASK;
-            let rows = out.len() / d;
-            matmul(
-                out,
-                (rows, d, k),
-                false,
-                (&probabilities[first * k..], k, 1),
-                (negatives, d, 1),
-            );
-        });
+    product_by_row_blocks(
+        &mut d_u,
+        (d, k),
+        |first| (&probabilities[first * k..], k, 1),
+        (negatives, d, 1),
+    );
     // dL/dnegatives = probabilitiesᵀ · u, split over the negatives.
     let mut d_negatives = vec![0.0f32; k * d];
-    d_negatives
-        .par_chunks_mut(ROWS_PER_TASK * d)
-        .enumerate()
-        .for_each(|(task, out)| {
-            let first = task * ROWS_PER_TASK;
-            let cols = out.len() / d;
-            matmul(
-                out,
-                (cols, d, n),
-                false,
-                (&probabilities[first..], 1, k),
-                (u, d, 1),
-            );
-        });
+    product_by_row_blocks(
+        &mut d_negatives,
+        (d, n),
+        |first| (&probabilities[first..], 1, k),
+        (u, d, 1),
+    );
     let d_negative_bias = column_sums(&probabilities, k);
     HostSoftmax {
         loss: row_loss.iter().sum::<f64>() / n.max(1) as f64,
@@ -155,6 +140,29 @@ fn softmax_on_host(
         d_negatives,
         d_negative_bias,
     }
+}
+
+/// `out` (`[rows, width]`) = lhs `[rows, inner]` · rhs `[inner, width]`, in blocks of
+/// [`ROWS_PER_TASK`] rows on every core; `lhs_from(first)` gives the left operand (with its row
+/// and column strides) starting at row `first`.
+fn product_by_row_blocks<'a>(
+    out: &mut [f32],
+    (width, inner): (usize, usize),
+    lhs_from: impl Fn(usize) -> (&'a [f32], usize, usize) + Sync,
+    rhs: (&[f32], usize, usize),
+) {
+    out.par_chunks_mut(ROWS_PER_TASK * width)
+        .enumerate()
+        .for_each(|(task, block)| {
+            let rows = block.len() / width;
+            matmul(
+                block,
+                (rows, width, inner),
+                false,
+                lhs_from(task * ROWS_PER_TASK),
+                rhs,
+            );
+        });
 }
 
 /// Turns one row of logits (before the bias) into its softmax probabilities, the positive

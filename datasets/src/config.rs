@@ -354,7 +354,7 @@ pub struct SequenceSection {
     pub patience: usize,
     /// Add the customer's id embedding (a summary of their whole history, learnt with the
     /// encoder) to what the encoder reads from their latest interactions.
-    #[serde(default)]
+    #[serde(default = "d_seq_customer_embedding")]
     pub customer_embedding: bool,
 }
 
@@ -637,6 +637,7 @@ defaults! {
     d_seq_lr: f64 = 0.001;
     d_seq_negatives: usize = 1024;
     d_seq_patience: usize = 20;
+    d_seq_customer_embedding: bool = true;
 }
 
 impl Default for SequenceSection {
@@ -651,7 +652,7 @@ impl Default for SequenceSection {
             learning_rate: d_seq_lr(),
             negatives: d_seq_negatives(),
             patience: d_seq_patience(),
-            customer_embedding: false,
+            customer_embedding: d_seq_customer_embedding(),
         }
     }
 }

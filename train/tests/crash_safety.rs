@@ -195,7 +195,11 @@ fn interrupted_training_resumes_to_the_same_model_and_kill_9_never_breaks_a_bund
     match o.status.code() {
         Some(0) => {}
         Some(3) if stderr(&o).contains("no checkpoint") => {}
-        _ => panic!("resume after kill -9: {}", stderr(&o)),
+        _ => panic!(
+            "resume after kill -9 ended with {}: {}",
+            o.status,
+            stderr(&o)
+        ),
     }
     assert_same_metrics(&metrics(&good), &want, "resumed after kill -9");
 }

@@ -85,11 +85,47 @@ fn softmax_on_host(
     positive: &[f32],
     negatives: &[f32],
     bias: &[f32],
-    (target_ids, negative_ids): (&[u32], &[u32]),
+    ids: (&[u32], &[u32]),
     (n, k, d): (usize, usize, usize),
 ) -> HostSoftmax {
-    // probabilities[i, q]: first the logits, then the softmax over the row and its positive,
-    // scaled by 1/n (the mean's gradient).
+    let (probabilities, row_loss, d_positive) =
+        scaled_probabilities(u, positive, negatives, bias, ids, (n, k, d));
+    let mut d_u = vec![0.0f32; n * d];
+    product_by_row_blocks(
+        &mut d_u,
+        (d, k),
+        |first| (&probabilities[first * k..], k, 1),
+        (negatives, d, 1),
+    );
+    // dL/dnegatives = probabilitiesᵀ · u, split over the negatives.
+    let mut d_negatives = vec![0.0f32; k * d];
+    product_by_row_blocks(
+        &mut d_negatives,
+        (d, n),
+        |first| (&probabilities[first..], 1, k),
+        (u, d, 1),
+    );
+    let d_negative_bias = column_sums(&probabilities, k);
+    HostSoftmax {
+        loss: row_loss.iter().sum::<f64>() / n.max(1) as f64,
+        d_u,
+        d_positive,
+        d_negatives,
+        d_negative_bias,
+    }
+}
+
+/// The softmax of every row (its positive in the normaliser) over the negatives, `[n, k]`,
+/// scaled by `1/n` (the mean's gradient), with each row's loss and `dL/dpositive`.
+fn scaled_probabilities(
+    u: &[f32],
+    positive: &[f32],
+    negatives: &[f32],
+    bias: &[f32],
+    (target_ids, negative_ids): (&[u32], &[u32]),
+    (n, k, d): (usize, usize, usize),
+) -> (Vec<f32>, Vec<f64>, Vec<f32>) {
+    // First the logits, then, row by row, the softmax.
     let mut probabilities = vec![0.0f32; n * k];
     let mut row_loss = vec![0.0f64; n];
     let mut d_positive = vec![0.0f32; n];
@@ -117,29 +153,7 @@ fn softmax_on_host(
                 row.iter_mut().for_each(|x| *x *= scale);
             }
         });
-    let mut d_u = vec![0.0f32; n * d];
-    product_by_row_blocks(
-        &mut d_u,
-        (d, k),
-        |first| (&probabilities[first * k..], k, 1),
-        (negatives, d, 1),
-    );
-    // dL/dnegatives = probabilitiesᵀ · u, split over the negatives.
-    let mut d_negatives = vec![0.0f32; k * d];
-    product_by_row_blocks(
-        &mut d_negatives,
-        (d, n),
-        |first| (&probabilities[first..], 1, k),
-        (u, d, 1),
-    );
-    let d_negative_bias = column_sums(&probabilities, k);
-    HostSoftmax {
-        loss: row_loss.iter().sum::<f64>() / n.max(1) as f64,
-        d_u,
-        d_positive,
-        d_negatives,
-        d_negative_bias,
-    }
+    (probabilities, row_loss, d_positive)
 }
 
 /// `out` (`[rows, width]`) = lhs `[rows, inner]` · rhs `[inner, width]`, in blocks of

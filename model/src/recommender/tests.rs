@@ -262,38 +262,7 @@ fn check_sequence_loss(customer_embedding: bool) {
         features(n_c, tokens, &device),
         features(n_p, tokens, &device),
     );
-    // Five windows of up to 12 events, baskets of 1-3 items, a few views.
-    let windows: Vec<Vec<SequenceEvent>> = (0..5u32)
-        .map(|r| {
-            (0..(7 + r as usize))
-                .map(|j| SequenceEvent {
-                    product: (r * 31 + j as u32 * 17) % n_p as u32,
-                    ts: ((j as u32 / (1 + r % 3)) * 86_400) as i64,
-                    is_target: j % 4 != 1,
-                })
-                .collect()
-        })
-        .collect();
-    let rows: Vec<&[SequenceEvent]> = windows.iter().map(Vec::as_slice).collect();
-    let slots = SequenceSlots::training(&rows, 12);
-    let (mut target_slots, mut target_rows, mut targets) = (vec![], vec![], vec![]);
-    for (r, w) in windows.iter().enumerate() {
-        for (i, e) in w.iter().enumerate().filter(|(_, e)| e.is_target) {
-            target_slots.push((r * slots.len + i + 1) as u32);
-            target_rows.push(r as u32);
-            targets.push(e.product);
-        }
-    }
-    // Negatives overlap the targets.
-    let negatives: Vec<u32> = (0..60u32).map(|q| (q * 13) % n_p as u32).collect();
-    let batch = SequenceBatch {
-        input: slots.to_device(&device),
-        customers: ids_tensor(&[3, 7, 11, 19, 23], &device),
-        target_slots: ids_tensor(&target_slots, &device),
-        target_rows: ids_tensor(&target_rows, &device),
-        targets: ids_tensor(&targets, &device),
-        negatives: ids_tensor(&negatives, &device),
-    };
+    let batch = small_sequence_batch(n_p as u32, &device);
     let fast = model.sequence_loss(&batch, &cf, &pf).expect("sequential");
     let (pos, neg) = model.sequence_logits(&batch, &cf, &pf).expect("sequential");
     let plain = crate::losses::sampled_softmax(pos, neg);
@@ -328,5 +297,40 @@ fn check_sequence_loss(customer_embedding: bool) {
         for (i, (p, q)) in x.iter().zip(&y).enumerate() {
             assert!((p - q).abs() <= 1e-4 * scale, "{name}[{i}]: {p} vs {q}");
         }
+    }
+}
+
+/// Five windows of 7-11 events (baskets of 1-3 items, a few views) of customers 3, 7, 11, 19
+/// and 23, every purchase a target, 60 negatives that overlap the targets.
+fn small_sequence_batch(n_p: u32, device: &Device) -> SequenceBatch {
+    let windows: Vec<Vec<SequenceEvent>> = (0..5u32)
+        .map(|r| {
+            (0..(7 + r))
+                .map(|j| SequenceEvent {
+                    product: (r * 31 + j * 17) % n_p,
+                    ts: ((j / (1 + r % 3)) * 86_400) as i64,
+                    is_target: j % 4 != 1,
+                })
+                .collect()
+        })
+        .collect();
+    let rows: Vec<&[SequenceEvent]> = windows.iter().map(Vec::as_slice).collect();
+    let slots = SequenceSlots::training(&rows, 12);
+    let (mut target_slots, mut target_rows, mut targets) = (vec![], vec![], vec![]);
+    for (r, w) in windows.iter().enumerate() {
+        for (i, e) in w.iter().enumerate().filter(|(_, e)| e.is_target) {
+            target_slots.push((r * slots.len + i + 1) as u32);
+            target_rows.push(r as u32);
+            targets.push(e.product);
+        }
+    }
+    let negatives: Vec<u32> = (0..60u32).map(|q| (q * 13) % n_p).collect();
+    SequenceBatch {
+        input: slots.to_device(device),
+        customers: ids_tensor(&[3, 7, 11, 19, 23], device),
+        target_slots: ids_tensor(&target_slots, device),
+        target_rows: ids_tensor(&target_rows, device),
+        targets: ids_tensor(&targets, device),
+        negatives: ids_tensor(&negatives, device),
     }
 }

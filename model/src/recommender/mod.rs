@@ -631,7 +631,7 @@ impl Recommender {
     /// The sequential model's training loss on a batch: each target's softmax against the
     /// negatives the batch shares (`losses::sampled_softmax` of
     /// [`Recommender::sequence_logits`]). Where tensors live in host memory the logit matrix
-    /// is handled by hand ([`sampled_softmax::host_sampled_softmax`]); the encoder trains by
+    /// is handled by hand (`recommender/sampled_softmax.rs`); the encoder trains by
     /// autodiff either way. An error for a model without a sequence encoder.
     pub fn sequence_loss(
         &self,

@@ -527,14 +527,12 @@ impl Recommender {
         (customer_features, product_features): (&EntityFeatures, &EntityFeatures),
         slots: &SequenceSlots,
     ) -> Tensor<2> {
-        match self.sequence_readings(slots, product_features, &customers.device()) {
-            Some(read) if self.reads_customer_embedding() => {
-                read + id_rows(&self.customer_id, customers.clone())
-                    + self.customer_attribute_vectors(customers, customer_features)
-            }
-            Some(read) => read + self.customer_attribute_vectors(customers, customer_features),
-            None => self.customer_vectors(customers, customer_features),
-        }
+        let Some(read) = self.sequence_readings(slots, product_features, &customers.device())
+        else {
+            return self.customer_vectors(customers, customer_features);
+        };
+        let read = self.with_customer_embedding(read, customers.clone());
+        read + self.customer_attribute_vectors(customers, customer_features)
     }
 
     /// The encoder's reading at each row's scoring slot, `[B, d]`: what a sequential model
@@ -566,22 +564,24 @@ impl Recommender {
         let attributes = self
             .customer_attribute_vectors(batch.customers.clone(), customer_features)
             .select(0, batch.target_rows.clone());
-        let mut u = read
+        let targets_customers = batch.customers.clone().select(0, batch.target_rows.clone());
+        let read = read
             .reshape([b * t, d])
-            .select(0, batch.target_slots.clone())
-            + attributes;
-        if self.reads_customer_embedding() {
-            u = u + id_rows(&self.customer_id, batch.customers.clone())
-                .select(0, batch.target_rows.clone());
-        }
-        Some(u)
+            .select(0, batch.target_slots.clone());
+        Some(self.with_customer_embedding(read, targets_customers) + attributes)
     }
 
-    /// Whether a sequential model adds the customer's id embedding to the encoder's reading.
-    fn reads_customer_embedding(&self) -> bool {
-        self.sequence
+    /// `read` (`[B, d]`) plus customers' id embeddings when the sequential model adds them.
+    fn with_customer_embedding(&self, read: Tensor<2>, customers: Tensor<1, Int>) -> Tensor<2> {
+        let adds = self
+            .sequence
             .as_ref()
-            .is_some_and(SequenceEncoder::adds_customer_embedding)
+            .is_some_and(SequenceEncoder::adds_customer_embedding);
+        if adds {
+            read + id_rows(&self.customer_id, customers)
+        } else {
+            read
+        }
     }
 
     /// Each target's logit `[N]` from its customer vectors `u` `[N, d]`.

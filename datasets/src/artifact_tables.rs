@@ -205,39 +205,123 @@ impl ForecasterArtifacts {
 /// each list is allocated at its final length: at a million customers, a string per row and
 /// lists grown by doubling took over 3 GB to load a 234 MB bundle.
 fn read_histories(path: &Path, n_c: usize, n_p: usize) -> Result<[Vec<Vec<u32>>; 3], DataError> {
-    let histories = read(path)?;
-    let customer = numbers(path, &histories, "customer")?;
-    let product = numbers(path, &histories, "product")?;
-    let names = column(path, &histories, "list")?
-        .str()
-        .map_err(|e| polars_err(path, "read column \"list\" as text", e))?;
-    let mut which = Vec::with_capacity(customer.len());
-    let mut lengths = [vec![0u32; n_c], vec![0u32; n_c], vec![0u32; n_c]];
-    for (row, ((name, c), p)) in names.iter().zip(&customer).zip(&product).enumerate() {
-        let name = name.ok_or_else(|| value_err(path, row, "list", "empty value".into()))?;
-        let list = LISTS.iter().position(|l| *l == name).ok_or_else(|| {
-            value_err(
-                path,
-                row,
-                "list",
-                format!("expected one of {LISTS:?}, got {name:?}"),
-            )
+    LongLists {
+        path,
+        entity: ("customer", n_c),
+        element: ("product", Some(n_p)),
+        list_names: Some(("list", LISTS)),
+        rows_per_slice: ROWS_PER_SLICE,
+    }
+    .read()
+}
+
+/// Per-entity lists stored long, one row per element in list order, optionally several lists
+/// told apart by a name column. Read in two passes over slices of rows (the lengths, then the
+/// elements into lists allocated at their final size), so the table is never held whole: at a
+/// million customers the whole histories table and its copies were most of a bundle's load.
+struct LongLists<'a, const N: usize> {
+    path: &'a Path,
+    /// The entity column and the number of entities.
+    entity: (&'a str, usize),
+    /// The element column and, where it is an index, the number of values it indexes.
+    element: (&'a str, Option<usize>),
+    /// The column naming each row's list, and the names in list order; without it, one list.
+    list_names: Option<(&'a str, [&'a str; N])>,
+    rows_per_slice: usize,
+}
+
+impl<const N: usize> LongLists<'_, N> {
+    fn read(&self) -> Result<[Vec<Vec<u32>>; N], DataError> {
+        let (entity_col, n_entities) = self.entity;
+        let mut lengths: [Vec<u32>; N] = std::array::from_fn(|_| vec![0u32; n_entities]);
+        for_each_slice(self.path, self.rows_per_slice, |df, first_row| {
+            let entity = numbers_from(self.path, df, entity_col, first_row)?;
+            let which = self.which_lists(df, first_row)?;
+            for (i, e) in entity.iter().enumerate() {
+                check_index(self.path, first_row + i, entity_col, *e, n_entities)?;
+                lengths[which.get(i).copied().unwrap_or(0) as usize][*e as usize] += 1;
+            }
+            Ok(())
         })?;
-        check_index(path, row, "customer", *c, n_c)?;
-        check_index(path, row, "product", *p, n_p)?;
-        lengths[list][*c as usize] += 1;
-        which.push(list as u8);
+        let mut lists = lengths.map(|lens| {
+            lens.into_iter()
+                .map(|n| Vec::with_capacity(n as usize))
+                .collect::<Vec<Vec<u32>>>()
+        });
+        let (element_col, n_values) = self.element;
+        for_each_slice(self.path, self.rows_per_slice, |df, first_row| {
+            let entity = numbers_from(self.path, df, entity_col, first_row)?;
+            let element = numbers_from(self.path, df, element_col, first_row)?;
+            let which = self.which_lists(df, first_row)?;
+            for (i, (e, v)) in entity.iter().zip(element).enumerate() {
+                if let Some(n) = n_values {
+                    check_index(self.path, first_row + i, element_col, v, n)?;
+                }
+                lists[which.get(i).copied().unwrap_or(0) as usize][*e as usize].push(v);
+            }
+            Ok(())
+        })?;
+        Ok(lists)
     }
-    drop(histories);
-    let mut lists = lengths.map(|lens| {
-        lens.into_iter()
-            .map(|n| Vec::with_capacity(n as usize))
-            .collect::<Vec<Vec<u32>>>()
-    });
-    for ((list, c), p) in which.into_iter().zip(customer).zip(product) {
-        lists[list as usize][c as usize].push(p);
+
+    /// Each row's list (empty without a name column: every row is in list 0).
+    fn which_lists(&self, df: &DataFrame, first_row: usize) -> Result<Vec<u8>, DataError> {
+        let Some((name_col, names)) = self.list_names else {
+            return Ok(Vec::new());
+        };
+        let values = column(self.path, df, name_col)?
+            .str()
+            .map_err(|e| polars_err(self.path, &format!("read column {name_col:?} as text"), e))?;
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let row = first_row + i;
+                let name =
+                    name.ok_or_else(|| value_err(self.path, row, name_col, "empty value".into()))?;
+                names
+                    .iter()
+                    .position(|l| *l == name)
+                    .map(|l| l as u8)
+                    .ok_or_else(|| {
+                        value_err(
+                            self.path,
+                            row,
+                            name_col,
+                            format!("expected one of {names:?}, got {name:?}"),
+                        )
+                    })
+            })
+            .collect()
     }
-    Ok(lists)
+}
+
+/// Rows of a bundle table read at a time.
+const ROWS_PER_SLICE: usize = 1 << 20;
+
+/// Calls `f` on each slice of at most `rows_per_slice` rows of a Parquet table, with the number
+/// of the slice's first row (0-based). Polars decodes only the row groups a slice touches.
+fn for_each_slice(
+    path: &Path,
+    rows_per_slice: usize,
+    mut f: impl FnMut(&DataFrame, usize) -> Result<(), DataError>,
+) -> Result<(), DataError> {
+    let rows = ParquetReader::new(open_file(path, "open the bundle table")?)
+        .num_rows()
+        .map_err(|e| polars_err(path, "read the bundle table's metadata", e))?;
+    let mut first_row = 0;
+    loop {
+        let df = ParquetReader::new(open_file(path, "open the bundle table")?)
+            .with_slice(Some((first_row, rows_per_slice)))
+            .finish()
+            .map_err(|e| polars_err(path, "read the bundle table", e))?;
+        // The first slice is read even from an empty table: its columns are checked.
+        f(&df, first_row)?;
+        first_row += rows_per_slice.max(1);
+        if first_row >= rows {
+            return Ok(());
+        }
+    }
 }
 
 fn write(path: &Path, height: usize, columns: Vec<Column>) -> Result<(), DataError> {
@@ -271,14 +355,14 @@ fn write_long(path: &Path, lists: &[Vec<u32>]) -> Result<(), DataError> {
 }
 
 fn read_long(path: &Path, n: usize) -> Result<Vec<Vec<u32>>, DataError> {
-    let df = read(path)?;
-    let entity = numbers(path, &df, "entity")?;
-    let token = numbers(path, &df, "token")?;
-    let mut lists = vec![Vec::new(); n];
-    for (row, (e, t)) in entity.iter().zip(token).enumerate() {
-        check_index(path, row, "entity", *e, n)?;
-        lists[*e as usize].push(t);
+    let [lists] = LongLists {
+        path,
+        entity: ("entity", n),
+        element: ("token", None),
+        list_names: None,
+        rows_per_slice: ROWS_PER_SLICE,
     }
+    .read()?;
     Ok(lists)
 }
 
@@ -336,13 +420,25 @@ fn strings(path: &Path, df: &DataFrame, name: &str) -> Result<Vec<String>, DataE
 }
 
 fn numbers(path: &Path, df: &DataFrame, name: &str) -> Result<Vec<u32>, DataError> {
+    numbers_from(path, df, name, 0)
+}
+
+/// [`numbers`] of a slice of a table whose first row is row `first_row` of the file.
+fn numbers_from(
+    path: &Path,
+    df: &DataFrame,
+    name: &str,
+    first_row: usize,
+) -> Result<Vec<u32>, DataError> {
     let values = column(path, df, name)?
         .u32()
         .map_err(|e| polars_err(path, &format!("read column {name:?} as u32"), e))?;
     values
         .iter()
         .enumerate()
-        .map(|(row, v)| v.ok_or_else(|| value_err(path, row, name, "empty value".into())))
+        .map(|(row, v)| {
+            v.ok_or_else(|| value_err(path, first_row + row, name, "empty value".into()))
+        })
         .collect()
 }
 
@@ -451,6 +547,56 @@ mod tests {
         );
         assert_eq!(b.product_features.tokens, a.product_features.tokens);
         assert_eq!((b.recent_items, b.recency_weight), (5, 0.25));
+    }
+
+    #[test]
+    fn histories_read_in_slices_are_the_histories_read_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = random_artifacts(6);
+        a.write_tables(dir.path()).expect("write");
+        let path = dir.path().join(HISTORIES);
+        let read = |rows_per_slice| {
+            LongLists {
+                path: &path,
+                entity: ("customer", a.customers.len()),
+                element: ("product", Some(a.products.len())),
+                list_names: Some(("list", LISTS)),
+                rows_per_slice,
+            }
+            .read()
+            .expect("read")
+        };
+        let whole = read(1 << 20);
+        assert_eq!(
+            whole,
+            [a.purchased.clone(), a.browsed.clone(), a.recent.clone()]
+        );
+        for rows_per_slice in [1, 3, 7] {
+            assert_eq!(
+                read(rows_per_slice),
+                whole,
+                "slices of {rows_per_slice} rows"
+            );
+        }
+        // A bad index in a later slice is reported at its row of the file.
+        let mut b = random_artifacts(6);
+        b.recent[36] = vec![99];
+        b.write_tables(dir.path()).expect("write");
+        let rows: usize = [&b.purchased, &b.browsed, &b.recent]
+            .iter()
+            .map(|l| l.iter().map(Vec::len).sum::<usize>())
+            .sum();
+        let msg = LongLists {
+            path: &path,
+            entity: ("customer", b.customers.len()),
+            element: ("product", Some(b.products.len())),
+            list_names: Some(("list", LISTS)),
+            rows_per_slice: 4,
+        }
+        .read()
+        .expect_err("product 99 of 11")
+        .to_string();
+        assert!(msg.contains(&format!("row {rows}")), "{msg}");
     }
 
     #[test]

@@ -5,8 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{AttributeTable, InteractionData, LoadedConfig, RecommenderSection};
+use crate::config::{AttributeTable, LoadedConfig, RecommenderSection};
 use crate::error::DataError;
+use crate::event_file::{load_events, RawEvents};
 use crate::table::{FilterReport, InternedIds, Table};
 use crate::vocab::IdVocab;
 
@@ -125,207 +126,12 @@ pub struct RecommenderData {
     pub last_ts: i64,
 }
 
-/// The events kept, ids as codes into `customer.distinct` / `product.distinct`.
-struct RawEvents {
-    customer: InternedIds,
-    product: InternedIds,
-    ts: Vec<i64>,
-    weight: Vec<f32>,
-    is_target: Vec<bool>,
-    value: Option<Vec<f64>>,
-    report: LoadReport,
-}
-
-/// The values whose `keep` flag is set (in place: no second copy of a column).
-fn keep_rows<T>(mut values: Vec<T>, keep: &[bool]) -> Vec<T> {
-    let mut flags = keep.iter();
-    values.retain(|_| flags.next().copied().unwrap_or(false));
-    values.shrink_to_fit();
-    values
-}
-
-/// The columns `load_events` reads, in the order it reads them (a column read for two roles
-/// appears twice), so that each can be dropped from the table after its last read.
-struct PendingReads(Vec<String>);
-
-impl PendingReads {
-    fn of(d: &InteractionData) -> Self {
-        let mut reads = vec![
-            d.customer_id.clone(),
-            d.product_id.clone(),
-            d.timestamp.clone(),
-        ];
-        reads.extend(d.event_type.iter().cloned());
-        reads.extend(d.rating.iter().cloned());
-        match (&d.value, &d.unit_price) {
-            (Some(v), _) => reads.push(v.clone()),
-            (None, Some(p)) => {
-                reads.push(p.clone());
-                reads.extend(d.quantity.iter().cloned());
-            }
-            (None, None) => {}
-        }
-        PendingReads(reads)
-    }
-
-    /// Drops every column of `table` no read needs (filter columns, once filtered).
-    fn release_unread(&self, table: &mut Table, columns: &[String]) {
-        for c in columns.iter().filter(|c| !self.0.contains(c)) {
-            table.release(c);
-        }
-    }
-
-    /// One read of `name` done: the column goes once no later read needs it.
-    fn done(&mut self, table: &mut Table, name: &str) {
-        if let Some(i) = self.0.iter().position(|c| c == name) {
-            self.0.remove(i);
-        }
-        if !self.0.iter().any(|c| c == name) {
-            table.release(name);
-        }
-    }
-}
-
-/// Each event's value: the value column, or unit price times quantity (1 without one).
-fn event_values(
-    table: &mut Table,
-    d: &InteractionData,
-    pending: &mut PendingReads,
-) -> Result<Option<Vec<f64>>, DataError> {
-    Ok(match (&d.value, &d.unit_price) {
-        (Some(col), _) => Some(table.finite_numbers(col)?),
-        (None, Some(col)) => {
-            let mut value = table.finite_numbers(col)?;
-            pending.done(table, col);
-            if let Some(q) = &d.quantity {
-                for (v, q) in value.iter_mut().zip(table.finite_numbers(q)?) {
-                    *v *= q;
-                }
-            }
-            Some(value)
-        }
-        (None, None) => None,
-    })
-}
-
-fn load_events(cfg: &LoadedConfig, rec: &RecommenderSection) -> Result<RawEvents, DataError> {
-    let d = &rec.data;
-    let path = cfg.resolve(&d.events.path);
-    let mut columns = vec![
-        d.customer_id.clone(),
-        d.product_id.clone(),
-        d.timestamp.clone(),
-    ];
-    columns.extend(d.event_type.iter().cloned());
-    columns.extend(d.quantity.iter().cloned());
-    columns.extend(d.value.iter().cloned());
-    columns.extend(d.unit_price.iter().cloned());
-    columns.extend(d.rating.iter().cloned());
-    columns.extend(d.filters.iter().map(|f| f.column.clone()));
-    let mut seen = std::collections::HashSet::new();
-    columns.retain(|c| seen.insert(c.clone()));
-    let mut table = Table::read(&path, &d.events, &columns)?;
-    let mut report = LoadReport {
-        rows_read: table.len(),
-        ..Default::default()
-    };
-    report.filters = table.apply_filters(&d.filters)?;
-    if table.is_empty() {
-        return Err(DataError::file(
-            &path,
-            "no rows are left after the configured filters",
-        ));
-    }
-    // Each column leaves the table after its last read: the file's columns and the arrays taken
-    // from them are not all held at once.
-    let mut pending = PendingReads::of(d);
-    pending.release_unread(&mut table, &columns);
-    let mut customer = table.id_codes(&d.customer_id)?;
-    pending.done(&mut table, &d.customer_id);
-    let mut product = table.id_codes(&d.product_id)?;
-    pending.done(&mut table, &d.product_id);
-    let ts = table.timestamps(&d.timestamp, d.timestamp_format.as_deref())?;
-    pending.done(&mut table, &d.timestamp);
-    let n = table.len();
-    let (mut weight, mut is_target) = (vec![1.0f32; n], vec![true; n]);
-    let mut keep = vec![true; n];
-    if let Some(col) = &d.event_type {
-        let types = table.text(col)?;
-        for (i, t) in types.iter().enumerate() {
-            let t = t.map(str::trim).unwrap_or("");
-            match d.event_weights.get(t) {
-                Some(w) => {
-                    weight[i] = *w as f32;
-                    is_target[i] = d.target_event.as_deref().is_none_or(|target| target == t);
-                }
-                None => {
-                    keep[i] = false;
-                    *report.unknown_event_types.entry(t.to_string()).or_default() += 1;
-                }
-            }
-        }
-        drop(types);
-        pending.done(&mut table, col);
-    }
-    if let Some(col) = &d.rating {
-        let ratings = table.finite_numbers(col)?;
-        pending.done(&mut table, col);
-        let threshold = d.rating_threshold.unwrap_or(f64::NEG_INFINITY);
-        for (i, r) in ratings.iter().enumerate() {
-            if keep[i] && *r < threshold {
-                keep[i] = false;
-                report.below_rating_threshold += 1;
-            }
-        }
-    }
-    let value = event_values(&mut table, d, &mut pending)?;
-    drop(table);
-    let value = value.map(|v| keep_rows(v, &keep));
-    customer.codes = keep_rows(customer.codes, &keep);
-    product.codes = keep_rows(product.codes, &keep);
-    let ts = keep_rows(ts, &keep);
-    let weight = keep_rows(weight, &keep);
-    let is_target = keep_rows(is_target, &keep);
-    report.rows_used = customer.codes.len();
-    if customer.codes.is_empty() && report.below_rating_threshold > 0 {
-        return Err(DataError::file(
-            &path,
-            format!(
-                "every row's rating is below `rating_threshold` ({})",
-                d.rating_threshold.unwrap_or_default()
-            ),
-        ));
-    }
-    if customer.codes.is_empty() {
-        return Err(DataError::file(
-            &path,
-            format!(
-                "no row has an event type listed in `event_weights` ({})",
-                d.event_weights
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        ));
-    }
-    Ok(RawEvents {
-        customer,
-        product,
-        ts,
-        weight,
-        is_target,
-        value,
-        report,
-    })
-}
-
 /// Loads the interactions and attributes named in the config.
 pub fn load_recommender_data(
     cfg: &LoadedConfig,
     rec: &RecommenderSection,
 ) -> Result<RecommenderData, DataError> {
-    let events = load_events(cfg, rec)?;
+    let events = load_events(cfg, &rec.data)?;
     let customer_attrs = rec
         .data
         .customers
@@ -377,13 +183,15 @@ pub fn load_recommender_data(
         }
     }
 
-    let customer_of = vocab_indices(&events.customer, &customers);
-    let product_of = vocab_indices(&events.product, &products);
+    let mut events = events;
+    let customer_of = vocab_indices(std::mem::take(&mut events.customer), &customers);
+    let product_of = vocab_indices(std::mem::take(&mut events.product), &products);
     let (pairs, duplicate_rows) = collapse_pairs(&events, &customer_of, &product_of);
     let spend = events.value.as_ref().map(|value| {
         let mut spend = vec![0.0; customers.len()];
         for (i, v) in value.iter().enumerate() {
-            if let (true, Some(c)) = (events.is_target[i], customer_of[i]) {
+            let c = customer_of[i];
+            if events.is_target[i] && c != NOT_IN_VOCAB {
                 spend[c as usize] += v;
             }
         }
@@ -409,10 +217,24 @@ pub fn load_recommender_data(
     })
 }
 
-/// Each event's index in `vocab` (events whose id is not in it: `None`).
-fn vocab_indices(ids: &InternedIds, vocab: &IdVocab) -> Vec<Option<u32>> {
-    let of_code: Vec<Option<u32>> = ids.distinct.iter().map(|id| vocab.get(id)).collect();
-    ids.codes.iter().map(|&c| of_code[c as usize]).collect()
+/// Marks an event whose id is not in the vocabulary (none is: the vocabularies are built from the
+/// events' ids).
+const NOT_IN_VOCAB: u32 = u32::MAX;
+
+/// Each event's index in `vocab` ([`NOT_IN_VOCAB`] for an id not in it), written over the
+/// events' codes: 4 bytes an event.
+fn vocab_indices(ids: InternedIds, vocab: &IdVocab) -> Vec<u32> {
+    let of_code: Vec<u32> = ids
+        .distinct
+        .iter()
+        .map(|id| vocab.get(id).unwrap_or(NOT_IN_VOCAB))
+        .collect();
+    drop(ids.distinct);
+    let mut codes = ids.codes;
+    for c in &mut codes {
+        *c = of_code[*c as usize];
+    }
+    codes
 }
 
 /// One pair per customer and product: the latest timestamp, the largest weight, a target if any
@@ -420,12 +242,15 @@ fn vocab_indices(ids: &InternedIds, vocab: &IdVocab) -> Vec<Option<u32>> {
 /// twice). Sorting the events' keys costs 24 bytes an event, a fraction of hashing them.
 fn collapse_pairs(
     events: &RawEvents,
-    customer_of: &[Option<u32>],
-    product_of: &[Option<u32>],
+    customer_of: &[u32],
+    product_of: &[u32],
 ) -> (Vec<Pair>, usize) {
     let mut rows: Vec<(u32, u32, i64, u32, bool)> = (0..events.ts.len())
         .filter_map(|i| {
-            let (c, p) = (customer_of[i]?, product_of[i]?);
+            let (c, p) = (customer_of[i], product_of[i]);
+            if c == NOT_IN_VOCAB || p == NOT_IN_VOCAB {
+                return None;
+            }
             let w = events.weight[i].to_bits();
             Some((c, p, events.ts[i], w, events.is_target[i]))
         })

@@ -11,6 +11,7 @@ pub mod charts;
 pub mod config;
 pub mod demo;
 pub mod error;
+mod event_file;
 pub mod exp_smoothing;
 pub mod interactions;
 pub mod privacy;

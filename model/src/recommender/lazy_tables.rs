@@ -111,7 +111,7 @@ impl LazyTables {
     /// `model` with its id tables replaced by these copies (on `device`).
     pub fn write_into(&self, model: Recommender, device: &Device) -> Recommender {
         let tensor = |t: &LazyAdamTable| {
-            let data = TensorData::new(t.values().to_vec(), [t.rows(), t.dim()]);
+            let data = TensorData::new(t.values(), [t.rows(), t.dim()]);
             Tensor::<2>::from_data(data, device)
         };
         model.with_id_tables([

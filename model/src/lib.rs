@@ -12,6 +12,7 @@ pub mod dropout;
 pub mod forecaster;
 pub mod fused_lstm;
 pub mod host;
+pub mod lazy_adam;
 pub mod losses;
 pub mod optim;
 pub mod recommender;

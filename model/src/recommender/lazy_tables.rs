@@ -129,19 +129,11 @@ impl LazyTables {
         out
     }
 
-    /// A resumed job's tables: the values from the restored `model`, the moments from `saved`.
-    pub fn restore(&mut self, model: &Recommender, saved: &[u8]) -> Result<()> {
-        let [customers, products, biases] = model.id_tables();
-        let tables = [
-            (&mut self.customers, customers),
-            (&mut self.products, products),
-            (&mut self.biases, biases),
-        ];
+    /// A resumed job's tables, from `saved` (which holds the values as the tables store them,
+    /// before any catch-up of missed steps; `model`'s are those values caught up).
+    pub fn restore(&mut self, _model: &Recommender, saved: &[u8]) -> Result<()> {
         let mut rest = saved;
-        for (table, values) in tables {
-            table
-                .set_values(host_values(values)?)
-                .map_err(|e| format!("resuming the id tables: {e}"))?;
+        for table in [&mut self.customers, &mut self.products, &mut self.biases] {
             rest = table
                 .restore_state(rest)
                 .map_err(|e| format!("resuming the id tables: {e}"))?;

@@ -336,10 +336,11 @@ mod tests {
             }
             self.t += 1;
             let (factor, epsilon) = factor_and_epsilon(self.t);
-            for j in 0..self.values.len() {
-                self.m[j] = self.m[j] * BETA_1 + g[j] * (1.0 - BETA_1);
-                self.v[j] = self.v[j] * BETA_2 + g[j] * g[j] * (1.0 - BETA_2);
-                self.values[j] -= lr * (self.m[j] * factor / (self.v[j].sqrt() + epsilon));
+            let moments = self.m.iter_mut().zip(self.v.iter_mut());
+            for ((x, (m, v)), g) in self.values.iter_mut().zip(moments).zip(g) {
+                *m = *m * BETA_1 + g * (1.0 - BETA_1);
+                *v = *v * BETA_2 + g * g * (1.0 - BETA_2);
+                *x -= lr * (*m * factor / (v.sqrt() + epsilon));
             }
         }
     }

@@ -42,6 +42,7 @@ fn table_of(tensor: Tensor<2>) -> Result<LazyAdamTable> {
 impl LazyTables {
     /// Copies of `model`'s id tables, with zero moments.
     pub fn new(model: &Recommender) -> Result<Self> {
+        model.draw_parameters_in_step_order();
         let [customers, products, biases] = model.id_tables();
         Ok(LazyTables {
             customers: table_of(customers)?,
@@ -228,5 +229,39 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A seed gives one initial network whichever optimiser trains the id tables: lazy Adam
+    /// copies the tables before the first step, dense Adam's step reads them in its own order,
+    /// and Burn draws each parameter when it is first read.
+    #[test]
+    fn lazy_and_dense_training_start_from_the_same_network() {
+        let device = Device::flex().autodiff();
+        let (cf, pf) = (features(4, &device), features(6, &device));
+        let config = RecommenderConfig::new(4, 6, 3, 3).with_embedding_dim(5);
+        let (c, p, n) = batch_ids(0);
+        let batch = InteractionBatch {
+            customers: ids_tensor(&c, &device),
+            positives: ids_tensor(&p, &device),
+            weights: Tensor::ones([5], &device),
+            negatives: ids_tensor(&n, &device),
+            negatives_per_positive: 2,
+        };
+        let first_scores = |lazy: bool| {
+            let model = crate::seeded_init(&device, 11, || {
+                let model = config.init(&device);
+                let tables = lazy.then(|| LazyTables::new(&model).unwrap());
+                let _ = model.batch_logits(&batch, &cf, &pf);
+                (model, tables)
+            });
+            let (model, tables) = model;
+            let model = match tables {
+                Some(t) => t.write_into(model, &device),
+                None => model,
+            };
+            let (pos, neg, _) = model.batch_logits(&batch, &cf, &pf);
+            [pos.reshape([-1]), neg.reshape([-1])].map(|t| host_values(t).unwrap())
+        };
+        assert_eq!(first_scores(true), first_scores(false));
     }
 }

@@ -685,6 +685,19 @@ impl Recommender {
         ]
     }
 
+    /// Draws the initial values of the tables a dense training step reads first, in that step's
+    /// order (customer ids, customer attributes, product ids, product biases, product
+    /// attributes). Burn draws a parameter when it is first read, so a path that reads the id
+    /// tables first (lazy Adam copies them before the first step) calls this before, and starts
+    /// from the same initial network as dense training.
+    pub fn draw_parameters_in_step_order(&self) {
+        let _ = self.customer_id.weight.val();
+        let _ = self.customer_attribute.weight.val();
+        let _ = self.product_id.weight.val();
+        let _ = self.product_bias.weight.val();
+        let _ = self.product_attribute.weight.val();
+    }
+
     /// The same network with its id tables replaced (shapes as [`Recommender::id_tables`]).
     pub fn with_id_tables(mut self, [customers, products, biases]: [Tensor<2>; 3]) -> Self {
         self.customer_id.weight = self.customer_id.weight.map(|_| customers);

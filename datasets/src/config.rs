@@ -73,10 +73,13 @@ choice! {
 }
 choice! {
     /// `recommender.training.optimizer`: how the id tables (a row per customer and per product)
-    /// are trained. `adam` is Adam over the whole tables at every step; `lazy_adam` updates only
-    /// the rows a batch read (the step costs the batch, not the tables: for large shops). The
-    /// rest of the network is trained with Adam either way.
-    TableOptimizer { Adam => "adam", LazyAdam => "lazy_adam" }
+    /// are trained. `lazy_adam` (the default) updates only the rows a batch read, making up their
+    /// missed momentum steps when they are next read (the step costs the batch, not the tables);
+    /// `adam` is Adam over the whole tables at every step. They learn the same (see
+    /// `docs/results.md`); the rest of the network is trained with Adam either way. The
+    /// `sequential` architecture trains in its own loop (`[recommender.sequence]`) and reads
+    /// neither.
+    TableOptimizer { LazyAdam => "lazy_adam", Adam => "adam" }
 }
 choice! {
     /// `forecaster.data.frequency`: one period is a day, or a week (Monday to Sunday).
@@ -939,14 +942,6 @@ impl RecommenderSection {
             r.evaluation.sampled_negatives,
         )?;
         r.sequence.validate(r.model.embedding_dim)?;
-        if r.model.architecture == Architecture::Sequential
-            && t.optimizer == TableOptimizer::LazyAdam
-        {
-            return Err(
-                "key `recommender.training.optimizer`: `lazy_adam` trains the id tables of `two_tower` and `neumf`; `sequential` trains with `adam`"
-                    .into(),
-            );
-        }
         if r.evaluation.min_items_per_customer < 3 {
             return Err(format!(
             "key `recommender.evaluation.min_items_per_customer`: must be at least 3 (train, validation and test items), got {}",

@@ -131,10 +131,6 @@ fn sequential_settings_are_checked() {
         "{recommender}[recommender.sequence]\nwindow = 5\n"
     ));
     assert!(e.contains("window"), "{e}");
-    let e = parse_err(&format!(
-        "{recommender}[recommender.training]\noptimizer = \"lazy_adam\"\n"
-    ));
-    assert!(e.contains("recommender.training.optimizer"), "{e}");
 }
 
 #[test]

@@ -19,6 +19,9 @@
 
 use crate::optim::{BETA_1, BETA_2, EPSILON};
 
+/// How many rows ahead a loop over a batch's rows starts loading them.
+const PREFETCH_AHEAD: usize = 8;
+
 /// Missed steps made up at most: `r^j` is below 3e-5 beyond them.
 const CATCH_UP_TERMS: u64 = 100;
 
@@ -36,6 +39,12 @@ pub struct LazyAdamTable {
     /// The bias factor `sqrt(1 - beta_2^t) / (1 - beta_1^t)` of each step `t` taken (index
     /// `t - 1`), for the catch-up.
     factors: Vec<f32>,
+    /// The catch-up sums `sum_j factor_{s+j} r^j` (`j` up to `CATCH_UP_TERMS`) of rows current
+    /// at step `s`, for every `s` at least `CATCH_UP_TERMS` steps back (index `s`).
+    full_sums: Vec<f32>,
+    /// The catch-up sums of rows that missed `k` of the latest steps (index `k`, up to
+    /// `CATCH_UP_TERMS`): with both tables a row's catch-up costs one lookup, not a sum.
+    recent_sums: Vec<f32>,
     /// The learning rate of the latest step, which the catch-up applies to the missed steps.
     learning_rate: f32,
     /// Per row: its slot in the batch being gathered (`u32::MAX`: not in it). Kept between
@@ -64,12 +73,36 @@ fn factor_and_epsilon(t: u64) -> (f32, f32) {
     )
 }
 
+/// Asks the kernel to back `buffer` with huge pages (Linux transparent huge pages in `madvise`
+/// mode), before its pages are first written. A step reads its rows at random: with 4 KiB pages
+/// each row of a large table costs a TLB miss as well as a cache miss. Elsewhere, or where the
+/// kernel declines, nothing changes but speed.
+fn ask_for_huge_pages(buffer: &mut [f32]) {
+    const HUGE_PAGE: usize = 2 << 20;
+    let bytes = std::mem::size_of_val(buffer);
+    if bytes < 2 * HUGE_PAGE {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        let start = buffer.as_mut_ptr() as usize;
+        let aligned = start.next_multiple_of(HUGE_PAGE);
+        let len = (start + bytes - aligned) / HUGE_PAGE * HUGE_PAGE;
+        // SAFETY: the range lies inside `buffer`, which this function borrows mutably; the
+        // advice changes how its pages are backed, never their contents or the mapping.
+        unsafe {
+            libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
+        }
+    }
+}
+
 impl LazyAdamTable {
     /// A table of `values.len() / dim` rows with zero moments.
     pub fn new(values: Vec<f32>, dim: usize) -> Self {
         let dim = dim.max(1);
         let n = values.len() / dim;
         let mut rows = vec![0.0; 3 * n * dim];
+        ask_for_huge_pages(&mut rows);
         for (row, v) in rows.chunks_exact_mut(3 * dim).zip(values.chunks_exact(dim)) {
             row[..dim].copy_from_slice(v);
         }
@@ -79,6 +112,8 @@ impl LazyAdamTable {
             current_at: vec![0; n],
             steps: 0,
             factors: Vec::new(),
+            full_sums: Vec::new(),
+            recent_sums: vec![0.0],
             learning_rate: 0.0,
             slot: vec![u32::MAX; n],
         }
@@ -96,14 +131,69 @@ impl LazyAdamTable {
     /// `m / (sqrt(v) + eps)`; and how many steps it missed.
     fn catch_up_coefficient(&self, current_at: u32) -> (f32, u64) {
         let missed = self.steps.saturating_sub(current_at as u64);
+        let sum = if missed <= CATCH_UP_TERMS {
+            self.recent_sums
+                .get(missed as usize)
+                .copied()
+                .unwrap_or(0.0)
+        } else {
+            self.full_sums
+                .get(current_at as usize)
+                .copied()
+                .unwrap_or(0.0)
+        };
+        (self.learning_rate * sum, missed)
+    }
+
+    /// `sum_j factor_{from+j} r^j` for `j` in `1..=terms` (steps up to `from + terms` taken).
+    fn catch_up_sum(&self, from: u64, terms: u64) -> f32 {
         let ratio = BETA_1 / BETA_2.sqrt();
         let (mut sum, mut power) = (0.0f32, 1.0f32);
-        for j in 1..=missed.min(CATCH_UP_TERMS) {
+        for j in 1..=terms {
             power *= ratio;
-            let t = current_at as u64 + j;
-            sum += self.factors.get(t as usize - 1).copied().unwrap_or(1.0) * power;
+            sum += self
+                .factors
+                .get((from + j) as usize - 1)
+                .copied()
+                .unwrap_or(1.0)
+                * power;
         }
-        (self.learning_rate * sum, missed)
+        sum
+    }
+
+    /// Extends the catch-up tables by the step just taken.
+    fn extend_catch_up_sums(&mut self) {
+        let steps = self.steps;
+        while (self.full_sums.len() as u64) + CATCH_UP_TERMS <= steps {
+            let from = self.full_sums.len() as u64;
+            let sum = self.catch_up_sum(from, CATCH_UP_TERMS);
+            self.full_sums.push(sum);
+        }
+        self.recent_sums = (0..=CATCH_UP_TERMS.min(steps))
+            .map(|k| self.catch_up_sum(steps - k, k))
+            .collect();
+    }
+
+    /// Starts loading row `r` into the cache, so that the loads of the rows a loop will reach
+    /// next overlap with its work on this one (the rows of a batch are spread over the table).
+    #[inline]
+    fn prefetch_row(&self, r: usize) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let span = 3 * self.dim;
+            if let Some(row) = self.rows.get(r * span..(r + 1) * span) {
+                for line in row.chunks(16) {
+                    // SAFETY: a prefetch is a hint that never faults; the address is inside `row`.
+                    unsafe {
+                        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                            line.as_ptr() as *const i8,
+                        );
+                    }
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = r;
     }
 
     /// Row `r`'s values with its missed steps made up, written to `out`; the row itself is left
@@ -129,14 +219,17 @@ impl LazyAdamTable {
             return;
         }
         let d = self.dim;
-        let mut values = vec![0.0; d];
-        self.caught_up_values(r, &mut values);
+        let (coefficient, _) = self.catch_up_coefficient(current_at);
+        let epsilon = factor_and_epsilon(self.steps.max(1)).1;
         let missed = (steps - current_at) as i32;
         let (decay_1, decay_2) = (BETA_1.powi(missed), BETA_2.powi(missed));
-        let row = &mut self.rows[3 * r * d..3 * (r + 1) * d];
-        row[..d].copy_from_slice(&values);
-        row[d..2 * d].iter_mut().for_each(|m| *m *= decay_1);
-        row[2 * d..].iter_mut().for_each(|v| *v *= decay_2);
+        let (values, moments) = self.rows[3 * r * d..3 * (r + 1) * d].split_at_mut(d);
+        let (m, v) = moments.split_at_mut(d);
+        for ((x, m), v) in values.iter_mut().zip(m).zip(v) {
+            *x -= coefficient * *m / (v.sqrt() + epsilon);
+            *m *= decay_1;
+            *v *= decay_2;
+        }
         self.current_at[r] = steps;
     }
 
@@ -184,7 +277,10 @@ impl LazyAdamTable {
     pub fn values_of(&mut self, rows: &[u32]) -> Vec<f32> {
         let d = self.dim;
         let mut values = Vec::with_capacity(rows.len() * d);
-        for &row in rows {
+        for (i, &row) in rows.iter().enumerate() {
+            if let Some(&ahead) = rows.get(i + PREFETCH_AHEAD) {
+                self.prefetch_row(ahead as usize);
+            }
             let r = row as usize;
             self.catch_up(r);
             values.extend_from_slice(&self.rows[3 * r * d..(3 * r + 1) * d]);
@@ -196,22 +292,19 @@ impl LazyAdamTable {
     /// be distinct, as [`LazyAdamTable::gather`] returns them.
     pub fn step(&mut self, learning_rate: f64, rows: &[u32], grads: &[f32]) {
         let d = self.dim;
-        for &row in rows {
-            if (row as usize) < self.rows() {
-                self.catch_up(row as usize);
-            }
-        }
-        self.steps += 1;
-        let (factor, epsilon) = factor_and_epsilon(self.steps);
-        self.factors.push(factor);
+        let now = self.steps + 1;
+        let (factor, epsilon) = factor_and_epsilon(now);
         let lr = learning_rate as f32;
-        self.learning_rate = lr;
-        let now = self.steps.min(u32::MAX as u64) as u32;
         for (i, &row) in rows.iter().enumerate() {
+            if let Some(&ahead) = rows.get(i + PREFETCH_AHEAD) {
+                self.prefetch_row(ahead as usize);
+            }
             let r = row as usize;
             if r >= self.rows() {
                 continue;
             }
+            // Steps missed before this one (none when the row was just gathered).
+            self.catch_up(r);
             let grad = &grads[i * d..(i + 1) * d];
             let (values, moments) = self.rows[3 * r * d..3 * (r + 1) * d].split_at_mut(d);
             let (m, v) = moments.split_at_mut(d);
@@ -221,8 +314,12 @@ impl LazyAdamTable {
                 v[j] = v[j] * BETA_2 + g * g * (1.0 - BETA_2);
                 values[j] -= lr * (m[j] * factor / (v[j].sqrt() + epsilon));
             }
-            self.current_at[r] = now;
+            self.current_at[r] = now.min(u32::MAX as u64) as u32;
         }
+        self.steps = now;
+        self.factors.push(factor);
+        self.learning_rate = lr;
+        self.extend_catch_up_sums();
     }
 
     /// The optimiser's whole state, for a checkpoint: the step count, the learning rate, then
@@ -273,6 +370,8 @@ impl LazyAdamTable {
         }
         self.steps = steps;
         self.factors = (1..=steps).map(|t| factor_and_epsilon(t).0).collect();
+        self.full_sums.clear();
+        self.extend_catch_up_sums();
         Ok(&bytes[end..])
     }
 }

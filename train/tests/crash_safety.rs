@@ -13,12 +13,14 @@ use std::time::{Duration, Instant};
 use rand::{RngExt, SeedableRng};
 use shopcast_model::Bundle;
 
+/// The demo shop, short; the recommender's id tables under dense Adam (the default, lazy Adam,
+/// has a test of its own below).
 fn config(dir: &Path) -> PathBuf {
     common::shop_config_with(
         dir,
         "crash",
         &[
-            ("epochs = 12", "epochs = 4"),
+            ("epochs = 12", "epochs = 4\noptimizer = \"adam\""),
             ("epochs = 15", "epochs = 3"),
             ("windows_per_series = 96", "windows_per_series = 24"),
         ],

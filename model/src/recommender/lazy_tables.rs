@@ -262,6 +262,11 @@ mod tests {
             let (pos, neg, _) = model.batch_logits(&batch, &cf, &pf);
             [pos.reshape([-1]), neg.reshape([-1])].map(|t| host_values(t).unwrap())
         };
-        assert_eq!(first_scores(true), first_scores(false));
+        // Equal but for the rounding of matrix products that share the cores with other tests;
+        // another initial network is 0.01-0.1 away.
+        let (lazy, dense) = (first_scores(true), first_scores(false));
+        for (l, d) in lazy.iter().flatten().zip(dense.iter().flatten()) {
+            assert!((l - d).abs() < 1e-5, "lazy {l} dense {d}");
+        }
     }
 }

@@ -164,6 +164,17 @@ mod tests {
         (customers, positives, negatives)
     }
 
+    /// The batch of [`batch_ids`] as tensors: 5 positives with 2 negatives each.
+    fn batch_of((c, p, n): (&[u32], &[u32], &[u32]), device: &Device) -> InteractionBatch {
+        InteractionBatch {
+            customers: ids_tensor(c, device),
+            positives: ids_tensor(p, device),
+            weights: Tensor::ones([5], device),
+            negatives: ids_tensor(n, device),
+            negatives_per_positive: 2,
+        }
+    }
+
     fn loss_of(pos: Tensor<1>, neg: Tensor<2>, norms: Tensor<1>, device: &Device) -> Tensor<1> {
         sampled_bce(pos, neg, Tensor::ones([5], device)) + norms * 1e-3
     }
@@ -187,13 +198,7 @@ mod tests {
             let mut tables = LazyTables::new(&lazy).unwrap();
             for step in 0..6 {
                 let (c, p, n) = batch_ids(step);
-                let batch = InteractionBatch {
-                    customers: ids_tensor(&c, &device),
-                    positives: ids_tensor(&p, &device),
-                    weights: Tensor::ones([5], &device),
-                    negatives: ids_tensor(&n, &device),
-                    negatives_per_positive: 2,
-                };
+                let batch = batch_of((&c, &p, &n), &device);
                 let (pos, neg, norms) = dense.batch_logits(&batch, &cf, &pf);
                 let grads = loss_of(pos, neg, norms, &device).backward();
                 let grads = GradientsParams::from_grads(grads, &dense);
@@ -240,13 +245,7 @@ mod tests {
         let (cf, pf) = (features(4, &device), features(6, &device));
         let config = RecommenderConfig::new(4, 6, 3, 3).with_embedding_dim(5);
         let (c, p, n) = batch_ids(0);
-        let batch = InteractionBatch {
-            customers: ids_tensor(&c, &device),
-            positives: ids_tensor(&p, &device),
-            weights: Tensor::ones([5], &device),
-            negatives: ids_tensor(&n, &device),
-            negatives_per_positive: 2,
-        };
+        let batch = batch_of((&c, &p, &n), &device);
         let first_scores = |lazy: bool| {
             let model = crate::seeded_init(&device, 11, || {
                 let model = config.init(&device);

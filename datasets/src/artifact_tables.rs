@@ -234,7 +234,9 @@ impl<const N: usize> LongLists<'_, N> {
     fn read(&self) -> Result<[Vec<Vec<u32>>; N], DataError> {
         let (entity_col, n_entities) = self.entity;
         let mut lengths: [Vec<u32>; N] = std::array::from_fn(|_| vec![0u32; n_entities]);
-        for_each_slice(self.path, self.rows_per_slice, |df, first_row| {
+        let mut columns = vec![entity_col];
+        columns.extend(self.list_names.map(|(name, _)| name));
+        for_each_slice(self.path, &columns, self.rows_per_slice, |df, first_row| {
             let entity = numbers_from(self.path, df, entity_col, first_row)?;
             let which = self.which_lists(df, first_row)?;
             for (i, e) in entity.iter().enumerate() {
@@ -249,7 +251,8 @@ impl<const N: usize> LongLists<'_, N> {
                 .collect::<Vec<Vec<u32>>>()
         });
         let (element_col, n_values) = self.element;
-        for_each_slice(self.path, self.rows_per_slice, |df, first_row| {
+        columns.push(element_col);
+        for_each_slice(self.path, &columns, self.rows_per_slice, |df, first_row| {
             let entity = numbers_from(self.path, df, entity_col, first_row)?;
             let element = numbers_from(self.path, df, element_col, first_row)?;
             let which = self.which_lists(df, first_row)?;
@@ -299,10 +302,12 @@ impl<const N: usize> LongLists<'_, N> {
 /// Rows of a bundle table read at a time.
 const ROWS_PER_SLICE: usize = 1 << 20;
 
-/// Calls `f` on each slice of at most `rows_per_slice` rows of a Parquet table, with the number
-/// of the slice's first row (0-based). Polars decodes only the row groups a slice touches.
+/// Calls `f` on each slice of at most `rows_per_slice` rows of a Parquet table's `columns`, with
+/// the number of the slice's first row (0-based). Polars decodes only the row groups a slice
+/// touches.
 fn for_each_slice(
     path: &Path,
+    columns: &[&str],
     rows_per_slice: usize,
     mut f: impl FnMut(&DataFrame, usize) -> Result<(), DataError>,
 ) -> Result<(), DataError> {
@@ -312,6 +317,7 @@ fn for_each_slice(
     let mut first_row = 0;
     loop {
         let df = ParquetReader::new(open_file(path, "open the bundle table")?)
+            .with_columns(Some(columns.iter().map(|c| c.to_string()).collect()))
             .with_slice(Some((first_row, rows_per_slice)))
             .finish()
             .map_err(|e| polars_err(path, "read the bundle table", e))?;

@@ -96,6 +96,13 @@ fn ask_for_huge_pages(buffer: &mut [f32]) {
     }
 }
 
+/// How far a row's missed steps move one of its values, given the row's catch-up coefficient and
+/// the value's moments.
+#[inline]
+fn catch_up_move(coefficient: f32, m: f32, v: f32, epsilon: f32) -> f32 {
+    coefficient * m / (v.sqrt() + epsilon)
+}
+
 impl LazyAdamTable {
     /// A table of `values.len() / dim` rows with zero moments.
     pub fn new(values: Vec<f32>, dim: usize) -> Self {
@@ -207,7 +214,7 @@ impl LazyAdamTable {
             out[j] = if missed == 0 {
                 row[j]
             } else {
-                row[j] - coefficient * row[d + j] / (row[2 * d + j].sqrt() + epsilon)
+                row[j] - catch_up_move(coefficient, row[d + j], row[2 * d + j], epsilon)
             };
         }
     }
@@ -226,7 +233,7 @@ impl LazyAdamTable {
         let (values, moments) = self.rows[3 * r * d..3 * (r + 1) * d].split_at_mut(d);
         let (m, v) = moments.split_at_mut(d);
         for ((x, m), v) in values.iter_mut().zip(m).zip(v) {
-            *x -= coefficient * *m / (v.sqrt() + epsilon);
+            *x -= catch_up_move(coefficient, *m, *v, epsilon);
             *m *= decay_1;
             *v *= decay_2;
         }

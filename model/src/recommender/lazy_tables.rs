@@ -131,8 +131,8 @@ impl LazyTables {
     }
 
     /// A resumed job's tables, from `saved` (which holds the values as the tables store them,
-    /// before any catch-up of missed steps; `model`'s are those values caught up).
-    pub fn restore(&mut self, _model: &Recommender, saved: &[u8]) -> Result<()> {
+    /// before any catch-up of missed steps; the checkpointed network's are those caught up).
+    pub fn restore(&mut self, saved: &[u8]) -> Result<()> {
         let mut rest = saved;
         for table in [&mut self.customers, &mut self.products, &mut self.biases] {
             rest = table
@@ -191,8 +191,15 @@ mod tests {
                 .with_embedding_dim(5)
                 .with_architecture(architecture)
                 .with_mlp_layers(vec![4]);
-            // One network, its parameters all drawn (`to_device` reads each), then copied.
-            let start = crate::seeded_init(&device, 7, || config.init(&device).to_device(&device));
+            // One network, its parameters all drawn while the seed is held (a forward pass reads
+            // each; a copy would draw later, from whatever another test left in the generator),
+            // then copied.
+            let start = crate::seeded_init(&device, 7, || {
+                let model = config.init(&device);
+                let (c, p, n) = batch_ids(0);
+                let _ = model.batch_logits(&batch_of((&c, &p, &n), &device), &cf, &pf);
+                model
+            });
             let (mut dense, mut lazy) = (start.clone(), start.clone());
             let (mut dense_adam, mut lazy_adam) = (crate::optim::adam(), crate::optim::adam());
             let mut tables = LazyTables::new(&lazy).unwrap();

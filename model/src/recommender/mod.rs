@@ -687,9 +687,8 @@ impl Recommender {
 
     /// Draws the initial values of the tables a dense training step reads first, in that step's
     /// order (customer ids, customer attributes, product ids, product biases, product
-    /// attributes). Burn draws a parameter when it is first read, so a path that reads the id
-    /// tables first (lazy Adam copies them before the first step) calls this before, and starts
-    /// from the same initial network as dense training.
+    /// attributes). Burn draws a parameter when it is first read: the dense step calls this first,
+    /// and so does lazy Adam before it copies the id tables, so both start from one network.
     pub fn draw_parameters_in_step_order(&self) {
         let _ = self.customer_id.weight.val();
         let _ = self.customer_attribute.weight.val();
@@ -709,13 +708,11 @@ impl Recommender {
     /// The id-table rows a batch reads, from the network's own tables (dense training: the
     /// gradient reaches the whole tables).
     pub fn batch_id_rows(&self, batch: &InteractionBatch) -> BatchIdRows {
-        // Burn draws a parameter's initial values when it is first read: the tables are read in
-        // the order the hybrid vectors are built (customer id, customer attributes, product id),
-        // so a seed gives the same initial network as before the rows were split out.
-        let customers = id_rows(&self.customer_id, batch.customers.clone());
-        let _ = self.customer_attribute.weight.val();
+        // Burn draws a parameter's initial values when it is first read: one order for every
+        // path, so a seed gives one initial network.
+        self.draw_parameters_in_step_order();
         BatchIdRows {
-            customers,
+            customers: id_rows(&self.customer_id, batch.customers.clone()),
             positives: id_rows(&self.product_id, batch.positives.clone()),
             negatives: id_rows(&self.product_id, batch.negatives.clone()),
             positive_biases: self.product_biases(batch.positives.clone()),

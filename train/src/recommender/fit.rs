@@ -240,9 +240,9 @@ impl EpochTask for RecommenderEpochs<'_, '_> {
             .unwrap_or_default()
     }
 
-    fn restore_optimiser(&mut self, model: &Recommender, saved: &[u8]) -> Result<()> {
+    fn restore_optimiser(&mut self, _model: &Recommender, saved: &[u8]) -> Result<()> {
         match &mut self.lazy_tables {
-            Some(tables) => tables.restore(model, saved).map_err(anyhow::Error::msg),
+            Some(tables) => tables.restore(saved).map_err(anyhow::Error::msg),
             None => Ok(()),
         }
     }

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use burn::optim::GradientsParams;
 use burn::prelude::*;
-use shopcast_benches::{forecaster_batch, ids, median};
+use shopcast_benches::{forecaster_batch, ids, median, wait_for};
 use shopcast_model::losses::{pinball, sampled_bce};
 use shopcast_model::recommender::{ids_tensor, SequenceBatch};
 use shopcast_model::{
@@ -131,8 +131,7 @@ fn recommender_training_step(
         let loss = sampled_bce(pos, neg, batch.weights.clone()) + norms * (l2 / b as f64);
         let grads = GradientsParams::from_grads(loss.backward(), &m);
         let m = optim.step(1e-2, m, grads);
-        // Wait for the update: read one parameter value back.
-        let _ = m.product_biases(ids(1, n_p, 0, &train_device)).into_data();
+        wait_for(&train_device);
         model = Some(m);
     })
 }
@@ -205,7 +204,7 @@ fn sequential_training_step(device: &Device, repeats: usize) -> f64 {
         };
         let grads = GradientsParams::from_grads(loss.backward(), &m);
         let m = optim.step(1e-3, m, grads);
-        let _ = m.product_biases(ids(1, n_p, 0, &train_device)).into_data();
+        wait_for(&train_device);
         model = Some(m);
     })
 }

@@ -13,6 +13,17 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// `n` entity ids below `modulo`, spread by a fixed pattern (`salt` varies it).
+/// Waits until `device` has done the work queued on it (GPU backends run asynchronously), so that
+/// a step's time includes it. Reading back a tensor of the tracked model instead, as the benches
+/// did until 2026-12-07, leaves a graph that Burn's autodiff never frees: every later backward
+/// pass scans the accumulated graphs, and a step grew with the steps taken before it (2.7 to 7.9
+/// ms over 2,000 steps in `training_throughput`).
+pub fn wait_for(device: &Device) {
+    if let Err(e) = device.sync() {
+        panic!("waiting for the device: {e:?}");
+    }
+}
+
 pub fn id_values(n: usize, modulo: usize, salt: usize) -> Vec<u32> {
     (0..n)
         .map(|i| ((i * 7919 + salt * 104_729) % modulo) as u32)

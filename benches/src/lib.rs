@@ -12,7 +12,6 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-/// `n` entity ids below `modulo`, spread by a fixed pattern (`salt` varies it).
 /// Waits until `device` has done the work queued on it (GPU backends run asynchronously), so that
 /// a step's time includes it. Reading back a tensor of the tracked model instead, as the benches
 /// did until 2026-12-07, leaves a graph that Burn's autodiff never frees: every later backward
@@ -24,6 +23,7 @@ pub fn wait_for(device: &Device) {
     }
 }
 
+/// `n` entity ids below `modulo`, spread by a fixed pattern (`salt` varies it).
 pub fn id_values(n: usize, modulo: usize, salt: usize) -> Vec<u32> {
     (0..n)
         .map(|i| ((i * 7919 + salt * 104_729) % modulo) as u32)

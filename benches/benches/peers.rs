@@ -5,7 +5,9 @@
 //! make: `Recommender::batch_logits` + `sampled_bce` + Adam for a recommender step,
 //! `SequenceSlots::training` + `Recommender::sequence_loss` + Adam for a
 //! sequential recommender step,
-//! `DemandForecaster::loss_and_gradients` + Adam for a forecaster step, `ForecasterEnsemble::
+//! `DemandForecaster::loss_and_gradients` + Adam for a forecaster step (and, shopcast only, the
+//! same step through `reference_loss_and_gradients`: the plain autodiff tensor ops the fused
+//! LSTM's kernels replace), `ForecasterEnsemble::
 //! predict` for forecaster inference and `Recommender::top_k_excluding` for batch scoring.
 //!
 //! Prints one JSON object: `{"side": "shopcast", "device": ..., "ops": {name: seconds}}`, each
@@ -238,8 +240,10 @@ fn forecaster_input(device: &Device) -> ForecastInput {
 }
 
 /// A forecaster training step as `train` runs it: batch 256, context 56, horizon 28, hidden 64,
-/// two keys with embedding 8, 3 quantiles, pinball loss, Adam.
-fn forecaster_training_step(device: &Device, repeats: usize) -> f64 {
+/// two keys with embedding 8, 3 quantiles, pinball loss, Adam. With `tensor_ops`, the same step
+/// through the plain autodiff tensor path (no host or recurrence kernels), which is what the
+/// kernels are measured against.
+fn forecaster_training_step(device: &Device, repeats: usize, tensor_ops: bool) -> f64 {
     let train_device = device.clone().autodiff();
     let config = forecaster_config();
     let mut model = Some(shopcast_model::seeded_init(&train_device, 1, || {
@@ -251,9 +255,12 @@ fn forecaster_training_step(device: &Device, repeats: usize) -> f64 {
     let mask = Tensor::<2>::ones([FC_BATCH, FC_HORIZON], &train_device);
     median_seconds(3, repeats, || {
         let Some(m) = model.take() else { return };
-        let step = m.loss_and_gradients(input.clone(), |raw| {
-            pinball(raw, target.clone(), mask.clone(), &QUANTILES)
-        });
+        let loss_fn = |raw| pinball(raw, target.clone(), mask.clone(), &QUANTILES);
+        let step = if tensor_ops {
+            Ok(m.reference_loss_and_gradients(input.clone(), loss_fn))
+        } else {
+            m.loss_and_gradients(input.clone(), loss_fn)
+        };
         let (loss, grads) = match step {
             Ok(s) => s,
             Err(e) => panic!("forecaster training step failed: {e}"),
@@ -356,7 +363,11 @@ fn main() {
         ),
         (
             "forecaster_training_step",
-            Box::new(|| forecaster_training_step(&device, r)),
+            Box::new(|| forecaster_training_step(&device, r, false)),
+        ),
+        (
+            "forecaster_training_step_tensor_ops",
+            Box::new(|| forecaster_training_step(&device, r, true)),
         ),
         (
             "forecaster_inference_step",

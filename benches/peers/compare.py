@@ -26,6 +26,9 @@ OPERATIONS = [
     ("forecaster_training_step",
      "forecaster training step (batch 256, context 56, horizon 28, hidden 64, 3 quantiles)",
      "time", 1.0),
+    ("forecaster_training_step_tensor_ops",
+     "the same forecaster step through autodiff tensor ops, no LSTM kernels (shopcast only: what "
+     "the kernels are measured against)", "time", None),
     ("forecaster_inference_step", "forecaster inference (batch 256, same shapes)", "time", 1.0),
     ("batch_scoring",
      "batch scoring (20,000 customers x 20,000 products, d=64, 20 exclusions, top-10)",

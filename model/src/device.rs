@@ -175,6 +175,25 @@ pub fn memory_is_host(device: &Device) -> bool {
     name.contains("Flex(") || name.contains("NdArray(")
 }
 
+/// Whether `device` runs on a CubeCL backend (WGPU), where the forecaster's LSTM recurrence has
+/// kernels (`fused_lstm::cube`). Autodiff or not: a device says its backend in its `Debug` form.
+pub fn runs_cube_kernels(device: &Device) -> bool {
+    format!("{device:?}").contains("Cube(")
+}
+
+/// The WGPU device for the tests of the GPU paths (Mesa's software Vulkan driver where there is
+/// no GPU; CI installs it), checked to be recognised as a CubeCL device with and without autodiff.
+#[cfg(test)]
+pub(crate) fn wgpu_for_tests() -> Device {
+    let device = select_device(DeviceChoice::Wgpu)
+        .unwrap_or_else(|e| panic!("this test needs a WGPU adapter: {e}"))
+        .device;
+    assert!(runs_cube_kernels(&device), "{device:?}");
+    assert!(runs_cube_kernels(&device.clone().autodiff()), "{device:?}");
+    assert!(!memory_is_host(&device), "{device:?}");
+    device
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,5 +205,8 @@ mod tests {
         #[allow(deprecated)]
         let ndarray = Device::ndarray();
         assert!(memory_is_host(&ndarray));
+        assert!(!runs_cube_kernels(&Device::flex()));
+        assert!(!runs_cube_kernels(&Device::flex().autodiff()));
+        assert!(!runs_cube_kernels(&ndarray));
     }
 }

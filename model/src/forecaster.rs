@@ -4,7 +4,8 @@
 //! runs over the horizon fed the known-future covariates and an anchor forecast (the series'
 //! exponential smoothing), starting from the encoder's state. Both are [`FusedLstm`] layers: on
 //! the CPU backends training and inference run their hand-written host kernels
-//! ([`DemandForecaster::loss_and_gradients`]), elsewhere their tensor ops. Each series key (store,
+//! ([`DemandForecaster::loss_and_gradients`]), on the GPU backends their recurrence kernels
+//! (one launch per layer each way), elsewhere their tensor ops. Each series key (store,
 //! product...) and static attribute (category...) has an embedding appended to every step. The head does not forecast sales from
 //! scratch: it predicts a correction to the anchor for the median, and positive gaps to the
 //! neighbouring quantiles, so quantiles never cross and a model that has learnt nothing falls
@@ -17,9 +18,10 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::activation::softplus;
 
-use crate::device::memory_is_host;
+use crate::device::{memory_is_host, runs_cube_kernels};
 use crate::fused_lstm::{
-    encoder_decoder_backward, encoder_decoder_forward, FusedLstm, FusedLstmConfig,
+    cube_encoder_decoder_backward, cube_encoder_decoder_forward, encoder_decoder_backward,
+    encoder_decoder_forward, FusedLstm, FusedLstmConfig,
 };
 use crate::host::host_values;
 
@@ -204,6 +206,21 @@ impl ForecasterEnsemble {
     }
 }
 
+/// A layer's weight gradients (plain tensors) into `grads`; the two biases are only ever
+/// summed, so both get the sum's gradient.
+fn register_layer_gradients(
+    grads: &mut GradientsParams,
+    layer: &FusedLstm,
+    input_weight: Tensor<2>,
+    hidden_weight: Tensor<2>,
+    bias: Tensor<1>,
+) {
+    grads.register(layer.input_weight.id, input_weight);
+    grads.register(layer.hidden_weight.id, hidden_weight);
+    grads.register(layer.input_bias.id, bias.clone());
+    grads.register(layer.hidden_bias.id, bias);
+}
+
 fn to_units(scaled: Tensor<3>, scale: &[f32]) -> Result<Vec<f32>, String> {
     let [b, h, q] = scaled.dims();
     let values = host_values(scaled).map_err(|e| format!("forecasts: {e}"))?;
@@ -223,7 +240,8 @@ impl DemandForecaster {
 
     /// Scaled quantile forecasts `[B, horizon, Q]`, non-crossing but not yet clamped at zero:
     /// what the pinball loss is computed on during training. Differentiable when the model is
-    /// (tensor ops); a model without gradients on a CPU backend runs the host kernels.
+    /// (tensor ops); a model without gradients runs the host kernels on a CPU backend, the
+    /// recurrence kernels on a GPU backend.
     pub fn forward_raw(&self, input: ForecastInput) -> Tensor<3> {
         let device = input.encoder.device();
         let trainable = self.encoder.input_weight.val().is_require_grad();
@@ -234,6 +252,15 @@ impl DemandForecaster {
             }
         }
         let (enc_in, dec_in) = self.lstm_inputs(&input);
+        if runs_cube_kernels(&device) && !trainable {
+            let (decoded, _) = cube_encoder_decoder_forward(
+                &self.encoder,
+                &self.decoder,
+                enc_in.inner(),
+                dec_in.inner(),
+            );
+            return self.quantiles(decoded, input.baseline);
+        }
         let decoded = self.tensor_decoder_outputs(enc_in, dec_in);
         self.quantiles(decoded, input.baseline)
     }
@@ -257,6 +284,9 @@ impl DemandForecaster {
     ) -> Result<(Tensor<1>, GradientsParams), String> {
         // The parameters' device: autodiff when the model is being trained.
         let device = self.head.weight.val().device();
+        if runs_cube_kernels(&device) {
+            return Ok(self.cube_loss_and_gradients(input, loss_fn));
+        }
         if !memory_is_host(&device) {
             return Ok(self.reference_loss_and_gradients(input, loss_fn));
         }
@@ -270,55 +300,113 @@ impl DemandForecaster {
             encoder_decoder_forward(&enc_w, &dec_w, &enc_host, &dec_host, batch, true);
         let trace = trace.ok_or("the LSTM forward pass kept no trace")?;
         let hidden = self.decoder.d_hidden();
+        let plain = device.clone().inner();
         let outputs =
-            Tensor::<3>::from_data(TensorData::new(outputs, [batch, horizon, hidden]), &device)
-                .require_grad();
+            Tensor::<3>::from_data(TensorData::new(outputs, [batch, horizon, hidden]), &plain);
+        let (loss, mut grads, d_outputs) = self.head_loss_and_gradients(outputs, input, loss_fn);
+        let lstm = encoder_decoder_backward(&enc_w, &dec_w, &trace, &host_values(d_outputs)?);
+        let d_enc = Tensor::<3>::from_data(
+            TensorData::new(lstm.encoder_input, [batch, context, enc_features]),
+            &plain,
+        );
+        let d_dec = Tensor::<3>::from_data(
+            TensorData::new(lstm.decoder_input, [batch, horizon, dec_features]),
+            &plain,
+        );
+        self.register_embedding_gradients(&mut grads, enc_in, dec_in, d_enc, d_dec);
+        for (layer, g) in [(&self.encoder, lstm.encoder), (&self.decoder, lstm.decoder)] {
+            let (i, h) = (layer.d_input(), layer.d_hidden());
+            let gradient = |values: Vec<f32>, shape: [usize; 2]| {
+                Tensor::<2>::from_data(TensorData::new(values, shape), &plain)
+            };
+            register_layer_gradients(
+                &mut grads,
+                layer,
+                gradient(g.wx, [i, 4 * h]),
+                gradient(g.wh, [h, 4 * h]),
+                Tensor::<1>::from_data(TensorData::new(g.bias, [4 * h]), &plain),
+            );
+        }
+        Ok((loss, grads))
+    }
+
+    /// [`DemandForecaster::loss_and_gradients`] on a CubeCL device (WGPU): the same stages as
+    /// on the host, with the LSTM pair run by its recurrence kernels on the device
+    /// ([`cube_encoder_decoder_forward`] / [`cube_encoder_decoder_backward`]), so nothing is
+    /// read back to the host.
+    fn cube_loss_and_gradients(
+        &self,
+        input: ForecastInput,
+        loss_fn: impl FnOnce(Tensor<3>) -> Tensor<1>,
+    ) -> (Tensor<1>, GradientsParams) {
+        let (enc_in, dec_in) = self.lstm_inputs(&input);
+        let (outputs, trace) = cube_encoder_decoder_forward(
+            &self.encoder,
+            &self.decoder,
+            enc_in.clone().inner(),
+            dec_in.clone().inner(),
+        );
+        let (loss, mut grads, d_outputs) = self.head_loss_and_gradients(outputs, input, loss_fn);
+        let lstm = cube_encoder_decoder_backward(&self.encoder, &self.decoder, trace, d_outputs);
+        self.register_embedding_gradients(
+            &mut grads,
+            enc_in,
+            dec_in,
+            lstm.encoder_input,
+            lstm.decoder_input,
+        );
+        for (layer, g) in [(&self.encoder, lstm.encoder), (&self.decoder, lstm.decoder)] {
+            register_layer_gradients(&mut grads, layer, g.input_weight, g.hidden_weight, g.bias);
+        }
+        (loss, grads)
+    }
+
+    /// Stage 3 of [`DemandForecaster::loss_and_gradients`]: the decoder's outputs (a plain
+    /// tensor) enter a graph of their own as a leaf; head, quantiles and loss; the loss, the
+    /// head's gradients, and the outputs' gradient (plain, zeros if the loss ignores them).
+    fn head_loss_and_gradients(
+        &self,
+        outputs: Tensor<3>,
+        input: ForecastInput,
+        loss_fn: impl FnOnce(Tensor<3>) -> Tensor<1>,
+    ) -> (Tensor<1>, GradientsParams, Tensor<3>) {
+        let dims = outputs.dims();
+        let plain = outputs.device();
+        let outputs = outputs.autodiff().require_grad();
         let loss = loss_fn(self.quantiles(outputs.clone(), input.baseline));
         let mut head_grads = loss.backward();
         let d_outputs = match outputs.grad_remove(&mut head_grads) {
-            Some(g) => host_values(g)?,
-            None => vec![0.0; batch * horizon * hidden],
+            Some(g) => g,
+            None => Tensor::zeros(dims, &plain),
         };
-        let mut grads = GradientsParams::from_grads(head_grads, self);
-        let lstm = encoder_decoder_backward(&enc_w, &dec_w, &trace, &d_outputs);
-        if !self.key_embeddings.is_empty() {
-            let plain = device.clone().inner();
-            let d_enc = Tensor::<3>::from_data(
-                TensorData::new(lstm.encoder_input, [batch, context, enc_features]),
-                &plain,
-            );
-            let d_dec = Tensor::<3>::from_data(
-                TensorData::new(lstm.decoder_input, [batch, horizon, dec_features]),
-                &plain,
-            );
-            let pushed = (enc_in * d_enc).sum() + (dec_in * d_dec).sum();
-            let embedding_grads = GradientsParams::from_grads(pushed.backward(), self);
-            for emb in &self.key_embeddings {
-                if let Some(g) = embedding_grads.get::<2>(emb.weight.id) {
-                    grads.register(emb.weight.id, g);
-                }
+        (
+            loss,
+            GradientsParams::from_grads(head_grads, self),
+            d_outputs,
+        )
+    }
+
+    /// Stage 5 of [`DemandForecaster::loss_and_gradients`]: the LSTM inputs' gradients (plain
+    /// tensors) pushed through the graph that appended the key embeddings
+    /// (`sum(inputs * gradient)`), into `grads`.
+    fn register_embedding_gradients(
+        &self,
+        grads: &mut GradientsParams,
+        enc_in: Tensor<3>,
+        dec_in: Tensor<3>,
+        d_enc: Tensor<3>,
+        d_dec: Tensor<3>,
+    ) {
+        if self.key_embeddings.is_empty() {
+            return;
+        }
+        let pushed = (enc_in * d_enc).sum() + (dec_in * d_dec).sum();
+        let embedding_grads = GradientsParams::from_grads(pushed.backward(), self);
+        for emb in &self.key_embeddings {
+            if let Some(g) = embedding_grads.get::<2>(emb.weight.id) {
+                grads.register(emb.weight.id, g);
             }
         }
-        let plain = device.inner();
-        for (layer, g) in [(&self.encoder, lstm.encoder), (&self.decoder, lstm.decoder)] {
-            let (i, h) = (layer.d_input(), layer.d_hidden());
-            grads.register(
-                layer.input_weight.id,
-                Tensor::<2>::from_data(TensorData::new(g.wx, [i, 4 * h]), &plain),
-            );
-            grads.register(
-                layer.hidden_weight.id,
-                Tensor::<2>::from_data(TensorData::new(g.wh, [h, 4 * h]), &plain),
-            );
-            // The two biases are only ever summed: both get the sum's gradient.
-            for bias in [&layer.input_bias, &layer.hidden_bias] {
-                grads.register(
-                    bias.id,
-                    Tensor::<1>::from_data(TensorData::new(g.bias.clone(), [4 * h]), &plain),
-                );
-            }
-        }
-        Ok((loss, grads))
     }
 
     /// [`DemandForecaster::loss_and_gradients`] the straightforward way: tensor ops and Burn's
@@ -515,7 +603,18 @@ mod tests {
     /// through the host kernels as through the tensor ops.
     #[test]
     fn fast_path_matches_the_autodiff_reference() {
-        let device = Device::flex().autodiff();
+        fast_path_matches_the_autodiff_reference_on(Device::flex());
+    }
+
+    /// The same on a GPU backend (WGPU; Mesa's software Vulkan driver where there is no GPU):
+    /// the recurrence kernels' loss, gradients and forecasts against autodiff on that device.
+    #[test]
+    fn gpu_path_matches_the_autodiff_reference() {
+        fast_path_matches_the_autodiff_reference_on(crate::device::wgpu_for_tests());
+    }
+
+    fn fast_path_matches_the_autodiff_reference_on(plain: Device) {
+        let device = plain.clone().autodiff();
         let config =
             ForecasterConfig::new(6, 5, vec![3, 4], 9, 5, vec![0.1, 0.5, 0.9]).with_hidden_size(12);
         let mut model = crate::seeded_init(&device, 4, || config.init(&device));
@@ -586,11 +685,10 @@ mod tests {
             assert_close(&host(f), &host(r), what);
         }
 
-        let plain = Device::flex();
         let snapshot = model.valid();
-        let through_host = snapshot.forward_raw(input(b, &config, &plain));
+        let through_kernels = snapshot.forward_raw(input(b, &config, &plain));
         let through_tensors = model.forward_raw(x);
-        assert_close(&host(through_host), &host(through_tensors), "forecasts");
+        assert_close(&host(through_kernels), &host(through_tensors), "forecasts");
     }
 
     fn pinball_for_test(

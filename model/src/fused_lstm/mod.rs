@@ -10,9 +10,12 @@
 //! The gate blocks are ordered input, forget, output, then the cell candidate, so the three
 //! sigmoids are one contiguous block.
 //!
-//! Two implementations of the same function:
+//! Three implementations of the same function:
 //! - [`FusedLstm::forward`]: tensor ops, differentiated by Burn's autodiff; runs on every
 //!   backend (the GPU path) and is the reference the tests check the other against;
+//! - [`cube_encoder_decoder_forward`] / [`cube_encoder_decoder_backward`]: the GPU version
+//!   (CubeCL backends): the recurrence of each layer is one kernel launch that runs every
+//!   timestep, forward and backward, and the rest is a few large matrix products;
 //! - [`encoder_decoder_forward`] / [`encoder_decoder_backward`]: plain loops over host memory
 //!   with `gemm` (the matrix-product kernels Burn's `flex` backend uses) and a hand-written
 //!   backward pass (backpropagation through time). Rows of the batch are independent, so each
@@ -25,9 +28,16 @@ use burn::nn::Initializer;
 use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
 
+mod cube;
+mod cube_kernels;
 mod kernels;
 #[cfg(test)]
 mod tests;
+
+pub use cube::{
+    cube_encoder_decoder_backward, cube_encoder_decoder_forward, CubeEncoderDecoderGrads,
+    CubeEncoderDecoderTrace, CubeLayerGrads,
+};
 
 pub(crate) use kernels::exp_in_place;
 pub use kernels::{

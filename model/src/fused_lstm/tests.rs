@@ -74,79 +74,186 @@ fn layer(d_input: usize, d_hidden: usize, seed: u64, device: &Device) -> FusedLs
     }
 }
 
+/// Outputs and gradients of the encoder-decoder pair from the tensor-op layers differentiated
+/// by Burn's autodiff (on flex), for `sum(outputs * upstream)`.
+struct Reference {
+    outputs: Vec<f32>,
+    encoder: WeightGrads,
+    decoder: WeightGrads,
+    encoder_input: Vec<f32>,
+    decoder_input: Vec<f32>,
+}
+
+/// Random weights and inputs of one case, in host memory.
+struct Case {
+    batch: usize,
+    context: usize,
+    horizon: usize,
+    d_enc: usize,
+    d_dec: usize,
+    hidden: usize,
+    x_enc: Vec<f32>,
+    x_dec: Vec<f32>,
+    upstream: Vec<f32>,
+}
+
+impl Case {
+    fn new(shape: (usize, usize, usize, usize, usize, usize)) -> Self {
+        let (batch, context, horizon, d_enc, d_dec, hidden) = shape;
+        Case {
+            batch,
+            context,
+            horizon,
+            d_enc,
+            d_dec,
+            hidden,
+            x_enc: random(batch * context * d_enc, 30),
+            x_dec: random(batch * horizon * d_dec, 31),
+            upstream: random(batch * horizon * hidden, 32),
+        }
+    }
+
+    fn layers(&self, device: &Device) -> (FusedLstm, FusedLstm) {
+        (
+            layer(self.d_enc, self.hidden, 10, device),
+            layer(self.d_dec, self.hidden, 20, device),
+        )
+    }
+
+    fn tensor(&self, values: &[f32], steps: usize, width: usize, device: &Device) -> Tensor<3> {
+        Tensor::<3>::from_data(
+            TensorData::new(values.to_vec(), [self.batch, steps, width]),
+            device,
+        )
+    }
+
+    fn reference(&self) -> Reference {
+        let device = Device::flex().autodiff();
+        let (encoder, decoder) = self.layers(&device);
+        let enc_t = self
+            .tensor(&self.x_enc, self.context, self.d_enc, &device)
+            .require_grad();
+        let dec_t = self
+            .tensor(&self.x_dec, self.horizon, self.d_dec, &device)
+            .require_grad();
+        let (_, state) = encoder.forward(enc_t.clone(), None);
+        let (out, _) = decoder.forward(dec_t.clone(), Some(state));
+        let up = self.tensor(&self.upstream, self.horizon, self.hidden, &device);
+        let grads = (out.clone() * up).sum().backward();
+        let grad = |t: Tensor<2>| host_values(t.grad(&grads).expect("grad")).expect("values");
+        let grad1 = |t: Tensor<1>| host_values(t.grad(&grads).expect("grad")).expect("values");
+        let grad3 = |t: Tensor<3>| host_values(t.grad(&grads).expect("grad")).expect("values");
+        for layer in [&encoder, &decoder] {
+            // The two biases are only ever summed: the same gradient.
+            assert_eq!(
+                grad1(layer.input_bias.val()),
+                grad1(layer.hidden_bias.val())
+            );
+        }
+        let weights = |layer: &FusedLstm| WeightGrads {
+            wx: grad(layer.input_weight.val()),
+            wh: grad(layer.hidden_weight.val()),
+            bias: grad1(layer.input_bias.val()),
+        };
+        Reference {
+            outputs: host_values(out).expect("outputs"),
+            encoder: weights(&encoder),
+            decoder: weights(&decoder),
+            encoder_input: grad3(enc_t),
+            decoder_input: grad3(dec_t),
+        }
+    }
+}
+
+fn close_grads(fast: &WeightGrads, reference: &WeightGrads, what: &str) {
+    close(&fast.wx, &reference.wx, 1e-4, &format!("{what} wx"));
+    close(&fast.wh, &reference.wh, 1e-4, &format!("{what} wh"));
+    close(&fast.bias, &reference.bias, 1e-4, &format!("{what} bias"));
+}
+
 /// The hand-written forward and backward passes agree with the tensor-op layer
 /// differentiated by Burn's autodiff, on random weights and inputs, with the encoder's
 /// final state carried into the decoder, on batches that split unevenly over threads.
 #[test]
 fn host_pair_matches_the_autodiff_reference() {
-    let device = Device::flex().autodiff();
-    for (batch, context, horizon, d_enc, d_dec, h) in [(5, 7, 4, 3, 2, 6), (33, 12, 9, 11, 5, 16)] {
-        let encoder = layer(d_enc, h, 10, &device);
-        let decoder = layer(d_dec, h, 20, &device);
-        let x_enc = random(batch * context * d_enc, 30);
-        let x_dec = random(batch * horizon * d_dec, 31);
-        let upstream = random(batch * horizon * h, 32);
-        let enc_t = Tensor::<3>::from_data(
-            TensorData::new(x_enc.clone(), [batch, context, d_enc]),
-            &device,
-        )
-        .require_grad();
-        let dec_t = Tensor::<3>::from_data(
-            TensorData::new(x_dec.clone(), [batch, horizon, d_dec]),
-            &device,
-        )
-        .require_grad();
-        let (_, state) = encoder.forward(enc_t.clone(), None);
-        let (out, _) = decoder.forward(dec_t.clone(), Some(state));
-        let up = Tensor::<3>::from_data(
-            TensorData::new(upstream.clone(), [batch, horizon, h]),
-            &device,
-        );
-        let grads = (out.clone() * up).sum().backward();
-        let reference_out = host_values(out).expect("outputs");
-
+    for shape in [(5, 7, 4, 3, 2, 6), (33, 12, 9, 11, 5, 16)] {
+        let case = Case::new(shape);
+        let reference = case.reference();
+        let (encoder, decoder) = case.layers(&Device::flex());
         let (ew, dw) = (
             encoder.host_weights().expect("weights"),
             decoder.host_weights().expect("weights"),
         );
-        let (fast_out, trace) = encoder_decoder_forward(&ew, &dw, &x_enc, &x_dec, batch, true);
-        close(&fast_out, &reference_out, 1e-5, "outputs");
+        let (fast_out, trace) =
+            encoder_decoder_forward(&ew, &dw, &case.x_enc, &case.x_dec, case.batch, true);
+        close(&fast_out, &reference.outputs, 1e-5, "outputs");
         let trace = trace.expect("trace kept");
-        let fast = encoder_decoder_backward(&ew, &dw, &trace, &upstream);
-        let grad = |t: Tensor<2>| host_values(t.grad(&grads).expect("grad")).expect("values");
-        let grad1 = |t: Tensor<1>| host_values(t.grad(&grads).expect("grad")).expect("values");
+        let fast = encoder_decoder_backward(&ew, &dw, &trace, &case.upstream);
+        close_grads(&fast.encoder, &reference.encoder, "encoder");
+        close_grads(&fast.decoder, &reference.decoder, "decoder");
         close(
-            &fast.encoder.wx,
-            &grad(encoder.input_weight.val()),
+            &fast.encoder_input,
+            &reference.encoder_input,
             1e-4,
-            "enc wx",
+            "enc input",
         );
         close(
-            &fast.encoder.wh,
-            &grad(encoder.hidden_weight.val()),
+            &fast.decoder_input,
+            &reference.decoder_input,
             1e-4,
-            "enc wh",
+            "dec input",
         );
-        for bias in [&encoder.input_bias, &encoder.hidden_bias] {
-            close(&fast.encoder.bias, &grad1(bias.val()), 1e-4, "enc b");
-        }
+    }
+}
+
+/// The GPU version (recurrence kernels on WGPU; Mesa's software Vulkan driver where there is no
+/// GPU) agrees with the same autodiff reference, including a layer wider than one cube's units
+/// (`4 * 70` gate columns over 256 units), a single-step decoder, and a one-row batch.
+#[test]
+fn cube_pair_matches_the_autodiff_reference() {
+    let device = crate::device::wgpu_for_tests();
+    for shape in [
+        (5, 7, 4, 3, 2, 6),
+        (33, 12, 9, 11, 5, 16),
+        (3, 5, 1, 4, 3, 70),
+        (1, 2, 3, 2, 2, 8),
+    ] {
+        let case = Case::new(shape);
+        let reference = case.reference();
+        let (encoder, decoder) = case.layers(&device);
+        let (out, trace) = cube_encoder_decoder_forward(
+            &encoder,
+            &decoder,
+            case.tensor(&case.x_enc, case.context, case.d_enc, &device),
+            case.tensor(&case.x_dec, case.horizon, case.d_dec, &device),
+        );
         close(
-            &fast.decoder.wx,
-            &grad(decoder.input_weight.val()),
+            &host_values(out).expect("outputs"),
+            &reference.outputs,
+            1e-5,
+            "outputs",
+        );
+        let upstream = case.tensor(&case.upstream, case.horizon, case.hidden, &device);
+        let grads = cube_encoder_decoder_backward(&encoder, &decoder, trace, upstream);
+        let host = |g: CubeLayerGrads| WeightGrads {
+            wx: host_values(g.input_weight).expect("values"),
+            wh: host_values(g.hidden_weight).expect("values"),
+            bias: host_values(g.bias).expect("values"),
+        };
+        close_grads(&host(grads.encoder), &reference.encoder, "encoder");
+        close_grads(&host(grads.decoder), &reference.decoder, "decoder");
+        let input = |t: Tensor<3>| host_values(t).expect("values");
+        close(
+            &input(grads.encoder_input),
+            &reference.encoder_input,
             1e-4,
-            "dec wx",
+            "enc input",
         );
         close(
-            &fast.decoder.wh,
-            &grad(decoder.hidden_weight.val()),
+            &input(grads.decoder_input),
+            &reference.decoder_input,
             1e-4,
-            "dec wh",
+            "dec input",
         );
-        for bias in [&decoder.input_bias, &decoder.hidden_bias] {
-            close(&fast.decoder.bias, &grad1(bias.val()), 1e-4, "dec b");
-        }
-        let input_grad = |t: Tensor<3>| host_values(t.grad(&grads).expect("grad")).expect("values");
-        close(&fast.encoder_input, &input_grad(enc_t), 1e-4, "enc input");
-        close(&fast.decoder_input, &input_grad(dec_t), 1e-4, "dec input");
     }
 }

@@ -74,6 +74,13 @@ fn backward_specs(
     (gates.clone(), initial_cell.clone(), initial_cell.clone())
 }
 
+/// One cube per row: along X up to the 65,535 cubes every adapter allows on an axis, the rest
+/// folded into Y (the kernels stop the spare cubes of the last line).
+fn cube_count(rows: usize) -> CubeCount {
+    let x = rows.clamp(1, 65_535);
+    CubeCount::Static(x as u32, rows.div_ceil(x) as u32, 1)
+}
+
 /// Units per cube: enough for every gate column of a small layer, at most 256 (a bound every
 /// WGPU adapter supports); units stride over the columns beyond.
 fn cube_dim(hidden: usize, client_max: u32) -> CubeDim {
@@ -103,7 +110,7 @@ impl LstmRecurrenceOps for CubeBackend {
         let max_units = client.properties().hardware.max_cube_dim.0;
         lstm_forward_kernel::launch(
             &client,
-            CubeCount::Static(b as u32, 1, 1),
+            cube_count(b),
             cube_dim(h, max_units),
             projected.into_tensor_arg(),
             hidden_weight.into_tensor_arg(),
@@ -148,7 +155,7 @@ impl LstmRecurrenceOps for CubeBackend {
         let max_units = client.properties().hardware.max_cube_dim.0;
         lstm_backward_kernel::launch(
             &client,
-            CubeCount::Static(b as u32, 1, 1),
+            cube_count(b),
             cube_dim(h, max_units),
             gates.into_tensor_arg(),
             cells.into_tensor_arg(),

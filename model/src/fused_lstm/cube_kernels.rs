@@ -27,7 +27,7 @@ fn tanh<F: Float>(x: F) -> F {
     F::new(1.0_f32) - F::new(2.0_f32) / ((F::new(2.0_f32) * x).exp() + F::new(1.0_f32))
 }
 
-/// Forward pass over all `T` steps of row `CUBE_POS_X`: writes every step's gate activations,
+/// Forward pass over all `T` steps of row `CUBE_POS`: writes every step's gate activations,
 /// cell state and hidden state (what the backward pass needs).
 #[cube(launch)]
 pub fn lstm_forward_kernel<F: Float>(
@@ -41,7 +41,11 @@ pub fn lstm_forward_kernel<F: Float>(
     #[comptime] hidden: usize,
     #[define(F)] _dtype: ElemType,
 ) {
-    let row = CUBE_POS_X as usize;
+    let row = CUBE_POS;
+    if row >= projected.shape(0) {
+        // The spare cubes of a grid folded into two dimensions (more rows than one axis holds).
+        terminate!();
+    }
     let units = CUBE_DIM_X as usize;
     let width = 4 * hidden;
     let steps = projected.shape(1);
@@ -92,7 +96,7 @@ pub fn lstm_forward_kernel<F: Float>(
     }
 }
 
-/// Backpropagation through time over all `T` steps of row `CUBE_POS_X`, last step first.
+/// Backpropagation through time over all `T` steps of row `CUBE_POS`, last step first.
 ///
 /// Takes the gradient of every step's hidden output (`d_hiddens`) and of the final state, and
 /// writes the gradient of every step's gate pre-activations (`d_pre`: the weight and input
@@ -112,7 +116,10 @@ pub fn lstm_backward_kernel<F: Float>(
     #[comptime] hidden: usize,
     #[define(F)] _dtype: ElemType,
 ) {
-    let row = CUBE_POS_X as usize;
+    let row = CUBE_POS;
+    if row >= gates.shape(0) {
+        terminate!();
+    }
     let units = CUBE_DIM_X as usize;
     let width = 4 * hidden;
     let steps = gates.shape(1);

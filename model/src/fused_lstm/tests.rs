@@ -257,3 +257,40 @@ fn cube_pair_matches_the_autodiff_reference() {
         );
     }
 }
+
+/// More rows than one axis of a launch grid holds (65,535 cubes): the kernels fold the rows into
+/// two dimensions, and every row's outputs and input gradients still match the reference.
+#[test]
+fn cube_pair_covers_more_rows_than_one_grid_axis() {
+    let device = crate::device::wgpu_for_tests();
+    let case = Case::new((65_540, 2, 2, 1, 1, 2));
+    let reference = case.reference();
+    let (encoder, decoder) = case.layers(&device);
+    let (out, trace) = cube_encoder_decoder_forward(
+        &encoder,
+        &decoder,
+        case.tensor(&case.x_enc, case.context, case.d_enc, &device),
+        case.tensor(&case.x_dec, case.horizon, case.d_dec, &device),
+    );
+    close(
+        &host_values(out).expect("outputs"),
+        &reference.outputs,
+        1e-5,
+        "outputs",
+    );
+    let upstream = case.tensor(&case.upstream, case.horizon, case.hidden, &device);
+    let grads = cube_encoder_decoder_backward(&encoder, &decoder, trace, upstream);
+    let input = |t: Tensor<3>| host_values(t).expect("values");
+    close(
+        &input(grads.encoder_input),
+        &reference.encoder_input,
+        1e-4,
+        "enc input",
+    );
+    close(
+        &input(grads.decoder_input),
+        &reference.decoder_input,
+        1e-4,
+        "dec input",
+    );
+}

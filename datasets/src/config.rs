@@ -59,7 +59,7 @@ choice! {
     /// `recommender.model.architecture`: `two_tower` (dot product of hybrid vectors), `neumf`
     /// (GMF + MLP over the same hybrid vectors), `sequential` (the customer vector read by
     /// self-attention from their latest baskets, `[recommender.sequence]`), or `auto` (train
-    /// `two_tower` and `neumf`, keep the one with the best validation NDCG@10).
+    /// all three, keep the one with the best validation NDCG@10).
     Architecture { TwoTower => "two_tower", Neumf => "neumf", Sequential => "sequential", Auto => "auto" }
 }
 choice! {
@@ -638,7 +638,7 @@ defaults! {
     d_seq_epochs: usize = 200;
     d_seq_batch: usize = 128;
     d_seq_lr: f64 = 0.001;
-    d_seq_negatives: usize = 1024;
+    d_seq_negatives: usize = 2048;
     d_seq_patience: usize = 20;
     d_seq_customer_embedding: bool = true;
 }

@@ -29,7 +29,11 @@ target = "units"
 
 #[test]
 fn shipped_configs_load_and_round_trip() {
-    for rel in ["configs/demo-shop.toml", "configs/online-retail.toml"] {
+    for rel in [
+        "configs/demo-shop.toml",
+        "configs/online-retail.toml",
+        "configs/movielens-100k.toml",
+    ] {
         let loaded = ShopConfig::load(&repo_file(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
         let text = loaded.config.to_toml().expect("serialise");
         let again = ShopConfig::parse(&text)

@@ -359,6 +359,11 @@ pub struct SequenceSection {
     /// encoder) to what the encoder reads from their latest interactions.
     #[serde(default = "d_seq_customer_embedding")]
     pub customer_embedding: bool,
+    /// Also train each purchase's prediction from the rest of its own basket (as a set) and
+    /// earlier baskets, and blend the latest basket's completion into the customer's reading
+    /// with a weight chosen on the validation items.
+    #[serde(default = "d_seq_basket_completion")]
+    pub basket_completion: bool,
 }
 
 /// Where the interactions are and which columns mean what.
@@ -641,6 +646,7 @@ defaults! {
     d_seq_negatives: usize = 2048;
     d_seq_patience: usize = 20;
     d_seq_customer_embedding: bool = true;
+    d_seq_basket_completion: bool = true;
 }
 
 impl Default for SequenceSection {
@@ -656,6 +662,7 @@ impl Default for SequenceSection {
             negatives: d_seq_negatives(),
             patience: d_seq_patience(),
             customer_embedding: d_seq_customer_embedding(),
+            basket_completion: d_seq_basket_completion(),
         }
     }
 }

@@ -108,7 +108,8 @@ fn neumf_option_trains_and_beats_popularity() {
 
 /// `architecture = "sequential"`: the customer vector read from the latest baskets by
 /// self-attention trains to something better than popularity, and the bundle records it with
-/// every known customer's vector as of the training data.
+/// every known customer's vector as of the training data, and with the latest basket's
+/// completion weight chosen on validation (basket completion is on by default).
 #[test]
 fn sequential_option_trains_and_beats_popularity() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -131,6 +132,12 @@ fn sequential_option_trains_and_beats_popularity() {
     assert!(
         config["architecture"] == "sequential" && config["max_sequence"] == 20,
         "the bundle does not record the sequential model: {config}"
+    );
+    let weight = config["sequence_completion_weight"].as_f64();
+    assert!(
+        weight.is_some_and(|w| (0.0..=1.0).contains(&w))
+            && weight == m.get("recommender.completion_weight").copied(),
+        "the bundle and metrics.json do not agree on a completion weight: {config}"
     );
 }
 

@@ -95,6 +95,9 @@ pub struct RecommenderConfig {
     /// Sequential model: the customer's id embedding is added to the encoder's reading.
     #[config(default = false)]
     pub sequence_customer_embedding: bool,
+    /// Sequential model: weight of the latest basket's completion query in a customer's reading
+    /// (chosen on validation; absent in bundles written before it existed: 0).
+    pub sequence_completion_weight: Option<f64>,
 }
 
 /// Attribute tokens of every entity on the device: token ids padded with 0 (`[n, width]`) and
@@ -191,6 +194,7 @@ impl RecommenderConfig {
             .with_heads(self.sequence_heads)
             .with_dropout(self.sequence_dropout)
             .with_customer_embedding(self.sequence_customer_embedding)
+            .with_completion_weight(self.sequence_completion_weight.unwrap_or(0.0))
     }
 
     /// A freshly initialised model (seed the device first for reproducibility).
@@ -547,8 +551,28 @@ impl Recommender {
     ) -> Option<Tensor<2>> {
         let read = self.encode(&slots.to_device(device), product_features)?;
         let [b, t, d] = read.dims();
-        let at = ids_tensor(&slots.scoring_slots(), device);
-        Some(read.reshape([b * t, d]).select(0, at))
+        let read = read.reshape([b * t, d]);
+        let next = read
+            .clone()
+            .select(0, ids_tensor(&slots.scoring_slots(), device));
+        let w = self
+            .sequence
+            .as_ref()
+            .map_or(0.0, |e| e.completion_weight());
+        if w == 0.0 || slots.queries == 0 {
+            return Some(next);
+        }
+        let completion = read.select(0, ids_tensor(&slots.completion_slots(), device));
+        Some(next * (1.0 - w) + completion * w)
+    }
+
+    /// The same model reading customers with another completion weight (see
+    /// [`SequenceEncoderConfig::completion_weight`]); other models are returned unchanged.
+    pub fn with_completion_weight(mut self, weight: f64) -> Self {
+        if let Some(encoder) = self.sequence.as_mut() {
+            encoder.set_completion_weight(weight);
+        }
+        self
     }
 
     /// Each target's customer vector `[N, d]` in a sequential batch: the encoder's reading at

@@ -16,6 +16,14 @@
 //! as the prediction of that slot's product (all of a window's targets in one pass, as SASRec);
 //! scoring appends one empty slot after the latest basket and reads its query stream: the next
 //! basket.
+//!
+//! Optionally, *completion queries* predict an item from the rest of its own basket as well: a
+//! query at a basket's position that reads the memory of earlier baskets and of its own basket's
+//! other slots, but not the slot whose product it predicts. Memories only ever hold strictly
+//! earlier baskets' query streams, so the hidden product cannot reach its query through another
+//! slot either; the basket's other items are read as a set (nothing depends on their order).
+//! Nothing reads a completion query. At scoring time one completion query per customer reads
+//! the whole history from the latest basket's position: what goes with that basket.
 
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
@@ -60,6 +68,10 @@ pub struct SequenceEncoderConfig {
     /// model knows it from its own structure).
     #[config(default = false)]
     pub customer_embedding: bool,
+    /// Weight of the latest basket's completion query in a customer's reading (0: the next
+    /// basket's query alone).
+    #[config(default = 0.0)]
+    pub completion_weight: f64,
 }
 
 impl SequenceEncoderConfig {
@@ -76,6 +88,12 @@ impl SequenceEncoderConfig {
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(format!("dropout: must be in [0, 1), got {}", self.dropout));
+        }
+        if !(0.0..=1.0).contains(&self.completion_weight) {
+            return Err(format!(
+                "completion_weight: must be in [0, 1], got {}",
+                self.completion_weight
+            ));
         }
         Ok(())
     }
@@ -115,6 +133,7 @@ impl SequenceEncoderConfig {
             norm: LayerNormConfig::new(d).init(device),
             dropout: DropoutConfig::new(self.dropout).init(),
             customer_embedding: self.customer_embedding,
+            completion_weight: self.completion_weight,
         }
     }
 }
@@ -134,6 +153,7 @@ pub struct SequenceEncoder {
     norm: LayerNorm,
     dropout: Dropout,
     customer_embedding: bool,
+    completion_weight: f64,
 }
 
 /// One pre-norm attention block: the query stream reads the memory, then a feed-forward layer.
@@ -153,18 +173,20 @@ pub struct SequenceBlock {
 }
 
 impl SequenceBlock {
-    /// `x`, `memory`: `[B, T, d]`; `bias`: `[B, T, T]` (0 = may read, [`BLOCKED`] = may not).
+    /// `x`: `[B, Tq, d]` (the queries), `memory`: `[B, Tk, d]`; `bias`: `[B, Tq, Tk]` (0 = may
+    /// read, [`BLOCKED`] = may not).
     fn forward(&self, x: Tensor<3>, memory: Tensor<3>, bias: Tensor<3>) -> Tensor<3> {
-        let [b, t, d] = x.dims();
+        let [b, tq, d] = x.dims();
+        let tk = memory.dims()[1];
         let (h, dh) = (self.heads, d / self.heads);
-        let split = |y: Tensor<3>| y.reshape([b, t, h, dh]).swap_dims(1, 2); // [B, h, T, dh]
+        let split = |y: Tensor<3>, t: usize| y.reshape([b, t, h, dh]).swap_dims(1, 2); // [B, h, T, dh]
         let memory = self.memory_norm.forward(memory);
-        let q = split(self.query.forward(self.query_norm.forward(x.clone())));
-        let k = split(self.key.forward(memory.clone()));
-        let v = split(self.value.forward(memory));
+        let q = split(self.query.forward(self.query_norm.forward(x.clone())), tq);
+        let k = split(self.key.forward(memory.clone()), tk);
+        let v = split(self.value.forward(memory), tk);
         let scores = q.matmul(k.swap_dims(2, 3)) / (dh as f64).sqrt() + bias.unsqueeze_dim::<4>(1);
         let weights = dropout(&self.dropout, softmax(scores, 3));
-        let read = weights.matmul(v).swap_dims(1, 2).reshape([b, t, d]);
+        let read = weights.matmul(v).swap_dims(1, 2).reshape([b, tq, d]);
         let x = x + dropout(&self.dropout, self.output.forward(read));
         let ffn = self
             .ffn_out
@@ -190,8 +212,18 @@ impl SequenceEncoder {
         self.position.weight.dims()[0] - 2
     }
 
-    /// The query stream of every slot, `[B, T, d]`; `products` are the hybrid vectors of the
-    /// slots' products (`[B, T, d]`, any value where a slot holds none).
+    /// Weight of the latest basket's completion query in a customer's reading.
+    pub fn completion_weight(&self) -> f64 {
+        self.completion_weight
+    }
+
+    pub(crate) fn set_completion_weight(&mut self, weight: f64) {
+        self.completion_weight = weight;
+    }
+
+    /// The query stream of every slot, then of every completion query: `[B, T + Q, d]`;
+    /// `products` are the hybrid vectors of the slots' products (`[B, T, d]`, any value where a
+    /// slot holds none).
     pub fn forward(&self, input: &SequenceInput, products: Tensor<3>) -> Tensor<3> {
         let [b, t, d] = products.dims();
         let start = self.start.weight.val().reshape([1, 1, d]).expand([b, t, d]);
@@ -202,8 +234,13 @@ impl SequenceEncoder {
             + self.gap.forward(input.gap.clone());
         let content = dropout(&self.dropout, content);
         let mut x = dropout(&self.dropout, position.clone());
+        if let Some(queries) = &input.query_position {
+            let queries = dropout(&self.dropout, self.position.forward(queries.clone()));
+            x = Tensor::cat(vec![x, queries], 1);
+        }
         for block in &self.blocks {
-            let memory = content.clone() + position.clone() + x.clone();
+            // Memories hold the slots' own query streams only, never a completion query's.
+            let memory = content.clone() + position.clone() + x.clone().narrow(1, 0, t);
             x = block.forward(x, memory, input.attention_bias.clone());
         }
         self.norm.forward(x)
@@ -225,6 +262,17 @@ pub struct SequenceSlots {
     /// Basket of each slot (0 = start slot, `u32::MAX` = padding): slot `i` reads slot `j` iff
     /// `basket[j] < basket[i]`.
     pub basket: Vec<u32>,
+    /// Completion queries per row (see the module comment); the encoder reads `len + queries`
+    /// rows per window, the queries after the slots.
+    pub queries: usize,
+    /// `[rows * queries]`: the basket each query completes (`u32::MAX` = padding): it reads
+    /// slot `j` iff `basket[j] <= query_basket`, except `query_hidden`.
+    pub query_basket: Vec<u32>,
+    /// `[rows * queries]`: the position of that basket.
+    pub query_position: Vec<u32>,
+    /// `[rows * queries]`: the slot (within the row) whose product the query predicts, which it
+    /// may not read (`u32::MAX`: none).
+    pub query_hidden: Vec<u32>,
 }
 
 /// One window as slots: the start slot, then one slot per event (oldest first), then, for
@@ -309,13 +357,83 @@ impl SequenceSlots {
 
     /// Scoring windows: each customer's latest `max_sequence` events, then the slot whose query
     /// stream is the customer's next basket (the last slot of each row, see
-    /// [`SequenceSlots::scoring_slots`]).
+    /// [`SequenceSlots::scoring_slots`]), and one completion query of the latest basket
+    /// ([`SequenceSlots::completion_slots`]).
     pub fn scoring(histories: &[&[SequenceEvent]], max_sequence: usize) -> Self {
         let latest: Vec<&[SequenceEvent]> = histories
             .iter()
             .map(|h| latest_events(h, max_sequence))
             .collect();
-        Self::of(&latest, max_sequence, true)
+        let slots = Self::of(&latest, max_sequence, true);
+        let latest_basket: Vec<Vec<(u32, u32)>> = (0..slots.rows)
+            .map(|r| {
+                // The slot before the scoring slot: the latest event, or the start slot.
+                let last = slots.used(r).saturating_sub(2);
+                let at = r * slots.len + last;
+                vec![(slots.basket[at], slots.position[at])]
+            })
+            .collect();
+        slots.with_queries(&latest_basket, &vec![Vec::new(); latest_basket.len()])
+    }
+
+    /// Training windows plus, per row, a completion query for each of the slots listed in
+    /// `completed[row]` (indices within the row): at the slot's basket, hiding the slot.
+    pub fn with_completion_queries(self, completed: &[Vec<u32>]) -> Self {
+        let baskets: Vec<Vec<(u32, u32)>> = completed
+            .iter()
+            .enumerate()
+            .map(|(r, slots)| {
+                slots
+                    .iter()
+                    .map(|&j| {
+                        let at = r * self.len + j as usize;
+                        (self.basket[at], self.position[at])
+                    })
+                    .collect()
+            })
+            .collect();
+        self.with_queries(&baskets, completed)
+    }
+
+    /// Adds per row the queries `(basket, position)` of `queries[row]`, each hiding the slot at
+    /// the same index of `hidden[row]` (none where that list is shorter).
+    fn with_queries(mut self, queries: &[Vec<(u32, u32)>], hidden: &[Vec<u32>]) -> Self {
+        let q = queries.iter().map(Vec::len).max().unwrap_or(0);
+        self.queries = q;
+        self.query_basket = vec![u32::MAX; self.rows * q];
+        self.query_position = vec![0; self.rows * q];
+        self.query_hidden = vec![u32::MAX; self.rows * q];
+        for (r, row) in queries.iter().enumerate().take(self.rows) {
+            for (k, &(basket, position)) in row.iter().enumerate() {
+                self.query_basket[r * q + k] = basket;
+                self.query_position[r * q + k] = position;
+                if let Some(&h) = hidden.get(r).and_then(|h| h.get(k)) {
+                    self.query_hidden[r * q + k] = h;
+                }
+            }
+        }
+        self
+    }
+
+    /// Rows of the encoder's output per window: the slots, then the completion queries.
+    pub fn width(&self) -> usize {
+        self.len + self.queries
+    }
+
+    /// Flat index of slot `slot` of row `row` in the encoder's output (`[rows * width]`).
+    pub fn flat_slot(&self, row: usize, slot: usize) -> u32 {
+        (row * self.width() + slot) as u32
+    }
+
+    /// Flat index of completion query `k` of row `row` in the encoder's output.
+    pub fn flat_query(&self, row: usize, k: usize) -> u32 {
+        (row * self.width() + self.len + k) as u32
+    }
+
+    /// Slots of row `r` before its padding.
+    fn used(&self, r: usize) -> usize {
+        let row = &self.basket[r * self.len..(r + 1) * self.len];
+        row.iter().take_while(|&&b| b != u32::MAX).count()
     }
 
     fn of(windows: &[&[SequenceEvent]], max_sequence: usize, scoring_slot: bool) -> Self {
@@ -335,6 +453,7 @@ impl SequenceSlots {
             kind: vec![0; rows * len],
             gap: vec![0; rows * len],
             basket: vec![u32::MAX; rows * len],
+            ..SequenceSlots::default()
         };
         for (r, w) in windows.iter().enumerate() {
             let at = r * len;
@@ -350,32 +469,54 @@ impl SequenceSlots {
         s
     }
 
-    /// Flat index (`row * len + slot`) of each row's scoring slot (its last non-padding slot).
+    /// Flat index in the encoder's output of each row's scoring slot (its last non-padding
+    /// slot).
     pub fn scoring_slots(&self) -> Vec<u32> {
         (0..self.rows)
-            .map(|r| {
-                let row = &self.basket[r * self.len..(r + 1) * self.len];
-                let used = row.iter().take_while(|&&b| b != u32::MAX).count();
-                (r * self.len + used.max(1) - 1) as u32
-            })
+            .map(|r| self.flat_slot(r, self.used(r).max(1) - 1))
             .collect()
     }
 
-    /// `[rows, len, len]` attention bias: slot `i` may read slot `j` iff `j`'s basket is
-    /// strictly earlier; the start slot and padding read the start slot (so no row is empty).
+    /// Flat index in the encoder's output of each row's first completion query (from
+    /// [`SequenceSlots::scoring`]: the latest basket's).
+    pub fn completion_slots(&self) -> Vec<u32> {
+        (0..self.rows).map(|r| self.flat_query(r, 0)).collect()
+    }
+
+    /// `[rows, len + queries, len]` attention bias. Slot `i` may read slot `j` iff `j`'s basket
+    /// is strictly earlier; a completion query reads its own basket too, but for the slot it
+    /// hides. The start slot, padding and padded queries read the start slot (so no row is
+    /// empty).
     fn attention_bias(&self) -> Vec<f32> {
-        let (rows, len) = (self.rows, self.len);
-        let mut bias = vec![BLOCKED; rows * len * len];
+        let (rows, len, width) = (self.rows, self.len, self.width());
+        let mut bias = vec![BLOCKED; rows * width * len];
         for r in 0..rows {
             let baskets = &self.basket[r * len..(r + 1) * len];
+            let row_bias = &mut bias[r * width * len..(r + 1) * width * len];
             for (i, &bi) in baskets.iter().enumerate() {
-                let out = &mut bias[(r * len + i) * len..(r * len + i + 1) * len];
+                let out = &mut row_bias[i * len..(i + 1) * len];
                 if bi == 0 || bi == u32::MAX {
                     out[0] = 0.0;
                     continue;
                 }
                 for (j, &bj) in baskets.iter().enumerate() {
                     if bj < bi {
+                        out[j] = 0.0;
+                    }
+                }
+            }
+            for k in 0..self.queries {
+                let out = &mut row_bias[(len + k) * len..(len + k + 1) * len];
+                let (qb, hidden) = (
+                    self.query_basket[r * self.queries + k],
+                    self.query_hidden[r * self.queries + k],
+                );
+                out[0] = 0.0;
+                if qb == u32::MAX {
+                    continue;
+                }
+                for (j, &bj) in baskets.iter().enumerate() {
+                    if bj <= qb && j as u32 != hidden {
                         out[j] = 0.0;
                     }
                 }
@@ -402,8 +543,12 @@ impl SequenceSlots {
             position: int(&self.position),
             kind: int(&self.kind),
             gap: int(&self.gap),
+            query_position: (self.queries > 0).then(|| {
+                let v: Vec<i64> = self.query_position.iter().map(|&x| x as i64).collect();
+                Tensor::<2, Int>::from_data(TensorData::new(v, [rows, self.queries]), device)
+            }),
             attention_bias: Tensor::from_data(
-                TensorData::new(self.attention_bias(), [rows, len, len]),
+                TensorData::new(self.attention_bias(), [rows, self.width(), len]),
                 device,
             ),
         }
@@ -427,7 +572,9 @@ pub struct SequenceInput {
     pub position: Tensor<2, Int>,
     pub kind: Tensor<2, Int>,
     pub gap: Tensor<2, Int>,
-    /// `[B, T, T]`.
+    /// `[B, Q]`: the completion queries' positions (`None` without queries).
+    pub query_position: Option<Tensor<2, Int>>,
+    /// `[B, T + Q, T]`.
     pub attention_bias: Tensor<3>,
 }
 
@@ -476,11 +623,13 @@ mod tests {
         let short = [event(4, 0)];
         let s = SequenceSlots::scoring(&[&long, &short], 10);
         assert_eq!((s.rows, s.len), (2, 5));
-        assert_eq!(s.scoring_slots(), vec![4, 7]);
+        // Each row is read out as its 5 slots and its completion query.
+        assert_eq!(s.scoring_slots(), vec![4, 8]);
+        assert_eq!(s.completion_slots(), vec![5, 11]);
         let bias = s.attention_bias();
-        for i in 0..5 {
+        for i in 0..6 {
             for j in 3..5 {
-                assert_eq!(bias[(5 + i) * 5 + j], BLOCKED, "slot {i} of the short row");
+                assert_eq!(bias[(6 + i) * 5 + j], BLOCKED, "slot {i} of the short row");
             }
         }
         // Only the latest events are kept, positions capped.
@@ -566,6 +715,85 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// A completion query reads the other items of its basket and earlier baskets, through every
+    /// block, but never the item it predicts nor a later basket; it changes no slot's reading.
+    #[test]
+    fn a_completion_query_reads_its_basket_but_not_its_own_item() {
+        let device = Device::flex();
+        let d = 8;
+        let config = SequenceEncoderConfig::new(d)
+            .with_max_sequence(10)
+            .with_blocks(3)
+            .with_heads(2);
+        let encoder = crate::seeded_init(&device, 5, || config.init(&device));
+        // Baskets: {1}, {2, 3, 4}, {5}; the query completes slot 3 (product 3) of basket 2.
+        let history = [
+            event(1, 10),
+            event(2, 20),
+            event(3, 20),
+            event(4, 20),
+            event(5, 30),
+        ];
+        let plain = SequenceSlots::training(&[&history], 10);
+        let slots = plain.clone().with_completion_queries(&[vec![3]]);
+        assert_eq!((slots.len, slots.queries, slots.width()), (6, 1, 7));
+        let query = slots.flat_query(0, 0) as usize;
+        let products: Vec<f32> = (0..slots.len * d)
+            .map(|i| ((i * 29) % 13) as f32 / 13.0 - 0.5)
+            .collect();
+        let base = read(&encoder, &slots, &products, d);
+        // The slots read the same with or without the query.
+        let without = read(&encoder, &plain, &products, d);
+        for (a, b) in without.iter().zip(&base) {
+            assert!((a - b).abs() < 1e-6);
+        }
+        let moved = |slot: usize| -> f32 {
+            let mut other = products.clone();
+            // Not a uniform shift, which the layer norms would remove.
+            for (k, v) in other[slot * d..(slot + 1) * d].iter_mut().enumerate() {
+                *v += 0.1 * k as f32 - 0.3;
+            }
+            let after = read(&encoder, &slots, &other, d);
+            (0..d)
+                .map(|k| (base[query * d + k] - after[query * d + k]).abs())
+                .fold(0.0, f32::max)
+        };
+        assert!(moved(3) < 1e-6, "the hidden item reached its query");
+        assert!(moved(5) < 1e-6, "a later basket reached the query");
+        for slot in [1, 2, 4] {
+            assert!(moved(slot) > 1e-4, "slot {slot} was not read");
+        }
+    }
+
+    /// The latest basket's completion query at scoring time reads what a training query of one
+    /// more item in that basket reads.
+    #[test]
+    fn the_scoring_completion_query_reads_like_a_training_one() {
+        let device = Device::flex();
+        let d = 8;
+        let config = SequenceEncoderConfig::new(d)
+            .with_max_sequence(10)
+            .with_heads(2);
+        let encoder = crate::seeded_init(&device, 11, || config.init(&device));
+        let history = [event(1, 10), event(2, 20), event(3, 20)];
+        let longer = [event(1, 10), event(2, 20), event(3, 20), event(4, 20)];
+        let scoring = SequenceSlots::scoring(&[&history], 10);
+        let training = SequenceSlots::training(&[&longer], 10).with_completion_queries(&[vec![4]]);
+        assert_eq!(scoring.len, training.len);
+        let products: Vec<f32> = (0..scoring.len * d)
+            .map(|i| ((i * 37) % 11) as f32 / 11.0 - 0.5)
+            .collect();
+        let a = read(&encoder, &scoring, &products, d);
+        let b = read(&encoder, &training, &products, d);
+        let (qa, qb) = (
+            scoring.completion_slots()[0] as usize,
+            training.flat_query(0, 0) as usize,
+        );
+        for k in 0..d {
+            assert!((a[qa * d + k] - b[qb * d + k]).abs() < 1e-6);
         }
     }
 

@@ -243,11 +243,12 @@ fn check_top_k_excluding(n_c: usize, n_p: usize) {
 /// passes see the same network.
 #[test]
 fn sequence_loss_matches_the_plain_tensor_version() {
-    check_sequence_loss(false);
-    check_sequence_loss(true);
+    check_sequence_loss(false, false);
+    check_sequence_loss(true, false);
+    check_sequence_loss(true, true);
 }
 
-fn check_sequence_loss(customer_embedding: bool) {
+fn check_sequence_loss(customer_embedding: bool, completion: bool) {
     use burn::optim::GradientsParams;
     let device = Device::flex().autodiff();
     let (n_c, n_p, tokens) = (40, 90, 11);
@@ -262,7 +263,7 @@ fn check_sequence_loss(customer_embedding: bool) {
         features(n_c, tokens, &device),
         features(n_p, tokens, &device),
     );
-    let batch = small_sequence_batch(n_p as u32, &device);
+    let batch = small_sequence_batch(n_p as u32, completion, &device);
     let fast = model.sequence_loss(&batch, &cf, &pf).expect("sequential");
     let (pos, neg) = model.sequence_logits(&batch, &cf, &pf).expect("sequential");
     let plain = crate::losses::sampled_softmax(pos, neg);
@@ -301,8 +302,9 @@ fn check_sequence_loss(customer_embedding: bool) {
 }
 
 /// Five windows of 7-11 events (baskets of 1-3 items, a few views) of customers 3, 7, 11, 19
-/// and 23, every purchase a target, 60 negatives that overlap the targets.
-fn small_sequence_batch(n_p: u32, device: &Device) -> SequenceBatch {
+/// and 23, every purchase a target (with `completion`, also from the rest of its basket where it
+/// has one), 60 negatives that overlap the targets.
+fn small_sequence_batch(n_p: u32, completion: bool, device: &Device) -> SequenceBatch {
     let windows: Vec<Vec<SequenceEvent>> = (0..5u32)
         .map(|r| {
             (0..(7 + r))
@@ -315,13 +317,29 @@ fn small_sequence_batch(n_p: u32, device: &Device) -> SequenceBatch {
         })
         .collect();
     let rows: Vec<&[SequenceEvent]> = windows.iter().map(Vec::as_slice).collect();
-    let slots = SequenceSlots::training(&rows, 12);
+    let completed: Vec<Vec<u32>> = windows
+        .iter()
+        .map(|w| {
+            (0..w.len())
+                .filter(|&i| completion && w[i].is_target)
+                .filter(|&i| w.iter().enumerate().any(|(j, e)| j != i && e.ts == w[i].ts))
+                .map(|i| i as u32 + 1)
+                .collect()
+        })
+        .collect();
+    let slots = SequenceSlots::training(&rows, 12).with_completion_queries(&completed);
+    assert_eq!(slots.queries > 0, completion);
     let (mut target_slots, mut target_rows, mut targets) = (vec![], vec![], vec![]);
     for (r, w) in windows.iter().enumerate() {
         for (i, e) in w.iter().enumerate().filter(|(_, e)| e.is_target) {
-            target_slots.push((r * slots.len + i + 1) as u32);
+            target_slots.push(slots.flat_slot(r, i + 1));
             target_rows.push(r as u32);
             targets.push(e.product);
+        }
+        for (k, &slot) in completed[r].iter().enumerate() {
+            target_slots.push(slots.flat_query(r, k));
+            target_rows.push(r as u32);
+            targets.push(w[slot as usize - 1].product);
         }
     }
     let negatives: Vec<u32> = (0..60u32).map(|q| (q * 13) % n_p).collect();

@@ -181,6 +181,9 @@ pub fn train_recommender(
     metrics.insert("recommender.best_epoch".into(), best_epoch as f64);
     metrics.insert("recommender.test_customers".into(), test_cases.len() as f64);
     metrics.insert("recommender.recency_weight".into(), recency_weight as f64);
+    if let Some(w) = model_config.sequence_completion_weight {
+        metrics.insert("recommender.completion_weight".into(), w);
+    }
     metrics.insert("recommender.refit".into(), if tc.refit { 1.0 } else { 0.0 });
     if candidate_scores.len() > 1 {
         for (candidate, score) in &candidate_scores {
@@ -331,7 +334,7 @@ fn fit_candidates(
     let architectures = candidate_architectures(sec.model.architecture);
     let mut candidates = Vec::with_capacity(architectures.len());
     for &architecture in &architectures {
-        let model_config = model_config(sec, prepared, architecture);
+        let mut model_config = model_config(sec, prepared, architecture);
         // A single architecture keeps the plain label, so its checkpoints resume as before.
         let label = match architectures.len() {
             1 => "recommender".to_string(),
@@ -346,7 +349,7 @@ fn fit_candidates(
             Architecture::Sequential => sec.sequence.epochs,
             _ => tc.epochs,
         };
-        let early = fit_model(
+        let mut early = fit_model(
             &model_config,
             (sec, tc),
             set,
@@ -356,6 +359,14 @@ fn fit_candidates(
             &label,
             checkpoints,
         )?;
+        if architecture == Architecture::Sequential && sec.sequence.basket_completion {
+            let (weight, score) = recency::choose_completion_weight(|w| {
+                validation_ndcg(&early.model.clone().with_completion_weight(w), None)
+            })?;
+            early.model = early.model.with_completion_weight(weight);
+            early.best_score = score;
+            model_config.sequence_completion_weight = Some(weight);
+        }
         let (recency_weight, validation_score) = if k_recent > 0 {
             recency::choose_weight(|w| validation_ndcg(&early.model, Some((&val_recent, w))))?
         } else {

@@ -62,6 +62,27 @@ pub fn choose_weight(mut validation_ndcg: impl FnMut(f32) -> Result<f64>) -> Res
     Ok((weight, ndcg))
 }
 
+/// Weights tried for the latest basket's completion query in the sequential model's reading.
+const COMPLETION_WEIGHTS: [f64; 5] = [0.0, 0.25, 0.5, 0.75, 1.0];
+
+/// The weight of the latest basket's completion query (sequential model with basket
+/// completion): the best validation NDCG@10, ties to the smaller weight. Returns it and its
+/// validation NDCG@10.
+pub fn choose_completion_weight(
+    mut validation_ndcg: impl FnMut(f64) -> Result<f64>,
+) -> Result<(f64, f64)> {
+    let mut best = (0.0, f64::NEG_INFINITY);
+    for w in COMPLETION_WEIGHTS {
+        let ndcg = validation_ndcg(w)?;
+        eprintln!("recommender: completion weight {w}: validation NDCG@10 {ndcg:.4}");
+        if ndcg > best.1 {
+            best = (w, ndcg);
+        }
+    }
+    eprintln!("recommender: completion weight {} chosen", best.0);
+    Ok(best)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

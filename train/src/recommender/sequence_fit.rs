@@ -56,17 +56,55 @@ impl SequenceEpochs<'_, '_> {
             .iter()
             .map(|w| &self.histories[w.customer as usize][w.start..w.end])
             .collect();
-        let slots = SequenceSlots::training(&events, self.max_sequence);
+        // Slot 0 is the start slot; event `i` sits in slot `i + 1`. Events before the
+        // window's first target are context only (targets of an older window).
+        let row_targets: Vec<Vec<usize>> = events
+            .iter()
+            .zip(&windows)
+            .map(|(window, w)| {
+                (0..window.len())
+                    .filter(|&i| window[i].is_target && w.start + i >= w.first_target)
+                    .collect()
+            })
+            .collect();
+        // With basket completion, each target that shares its basket with another event is
+        // also predicted from the rest of that basket.
+        let completed: Vec<Vec<usize>> = if self.sc.basket_completion {
+            events
+                .iter()
+                .zip(&row_targets)
+                .map(|(window, targets)| {
+                    targets
+                        .iter()
+                        .copied()
+                        .filter(|&i| has_basket_mate(window, i))
+                        .collect()
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut slots = SequenceSlots::training(&events, self.max_sequence);
+        if self.sc.basket_completion {
+            let query_slots: Vec<Vec<u32>> = completed
+                .iter()
+                .map(|c| c.iter().map(|&i| i as u32 + 1).collect())
+                .collect();
+            slots = slots.with_completion_queries(&query_slots);
+        }
         let (mut target_slots, mut target_rows, mut targets) = (Vec::new(), Vec::new(), Vec::new());
-        for (row, (window, w)) in events.iter().zip(&windows).enumerate() {
-            // Slot 0 is the start slot; event `i` sits in slot `i + 1`. Events before the
-            // window's first target are context only (targets of an older window).
-            for (i, e) in window.iter().enumerate() {
-                if e.is_target && w.start + i >= w.first_target {
-                    target_slots.push((row * slots.len + i + 1) as u32);
-                    target_rows.push(row as u32);
-                    targets.push(e.product);
-                }
+        for (row, (window, ids)) in events.iter().zip(&row_targets).enumerate() {
+            for &i in ids {
+                target_slots.push(slots.flat_slot(row, i + 1));
+                target_rows.push(row as u32);
+                targets.push(window[i].product);
+            }
+        }
+        for (row, (window, ids)) in events.iter().zip(&completed).enumerate() {
+            for (k, &i) in ids.iter().enumerate() {
+                target_slots.push(slots.flat_query(row, k));
+                target_rows.push(row as u32);
+                targets.push(window[i].product);
             }
         }
         let customers: Vec<u32> = windows.iter().map(|w| w.customer).collect();
@@ -79,6 +117,12 @@ impl SequenceEpochs<'_, '_> {
             negatives: ids_tensor(&self.negatives(rng), device),
         }
     }
+}
+
+/// Whether event `i` of a window shares its timestamp (its basket) with another event there.
+fn has_basket_mate(window: &[SequenceEvent], i: usize) -> bool {
+    let ts = window[i].ts;
+    (i > 0 && window[i - 1].ts == ts) || window.get(i + 1).is_some_and(|e| e.ts == ts)
 }
 
 impl EpochTask for SequenceEpochs<'_, '_> {

@@ -638,6 +638,16 @@ mod tests {
         assert_eq!(s.position, vec![0, 1, 2, 2]);
     }
 
+    /// An encoder of width `d` (two heads, windows of 10) with `blocks` blocks, seeded.
+    fn test_encoder(d: usize, blocks: usize, seed: u64) -> SequenceEncoder {
+        let device = Device::flex();
+        let config = SequenceEncoderConfig::new(d)
+            .with_max_sequence(10)
+            .with_blocks(blocks)
+            .with_heads(2);
+        crate::seeded_init(&device, seed, || config.init(&device))
+    }
+
     fn read(
         encoder: &SequenceEncoder,
         slots: &SequenceSlots,
@@ -663,13 +673,8 @@ mod tests {
     /// through every block, and changing an earlier basket changes it.
     #[test]
     fn a_basket_is_read_from_earlier_baskets_only() {
-        let device = Device::flex();
         let d = 8;
-        let config = SequenceEncoderConfig::new(d)
-            .with_max_sequence(10)
-            .with_blocks(3)
-            .with_heads(2);
-        let encoder = crate::seeded_init(&device, 7, || config.init(&device));
+        let encoder = test_encoder(d, 3, 7);
         // Baskets: {1}, {2, 3}, {4}, {5, 6}; slot 0 is the start slot.
         let history = [
             event(1, 10),
@@ -722,13 +727,8 @@ mod tests {
     /// block, but never the item it predicts nor a later basket; it changes no slot's reading.
     #[test]
     fn a_completion_query_reads_its_basket_but_not_its_own_item() {
-        let device = Device::flex();
         let d = 8;
-        let config = SequenceEncoderConfig::new(d)
-            .with_max_sequence(10)
-            .with_blocks(3)
-            .with_heads(2);
-        let encoder = crate::seeded_init(&device, 5, || config.init(&device));
+        let encoder = test_encoder(d, 3, 5);
         // Baskets: {1}, {2, 3, 4}, {5}; the query completes slot 3 (product 3) of basket 2.
         let history = [
             event(1, 10),
@@ -772,12 +772,8 @@ mod tests {
     /// more item in that basket reads.
     #[test]
     fn the_scoring_completion_query_reads_like_a_training_one() {
-        let device = Device::flex();
         let d = 8;
-        let config = SequenceEncoderConfig::new(d)
-            .with_max_sequence(10)
-            .with_heads(2);
-        let encoder = crate::seeded_init(&device, 11, || config.init(&device));
+        let encoder = test_encoder(d, 2, 11);
         let history = [event(1, 10), event(2, 20), event(3, 20)];
         let longer = [event(1, 10), event(2, 20), event(3, 20), event(4, 20)];
         let scoring = SequenceSlots::scoring(&[&history], 10);
@@ -801,12 +797,8 @@ mod tests {
     /// and training on it with one more basket agree at that basket.
     #[test]
     fn the_scoring_slot_reads_like_the_next_baskets_training_slot() {
-        let device = Device::flex();
         let d = 8;
-        let config = SequenceEncoderConfig::new(d)
-            .with_max_sequence(10)
-            .with_heads(2);
-        let encoder = crate::seeded_init(&device, 9, || config.init(&device));
+        let encoder = test_encoder(d, 2, 9);
         let history = [event(1, 10), event(2, 20), event(3, 20)];
         let longer = [event(1, 10), event(2, 20), event(3, 20), event(4, 30)];
         let scoring = SequenceSlots::scoring(&[&history], 10);

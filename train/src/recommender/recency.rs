@@ -71,14 +71,16 @@ const COMPLETION_WEIGHTS: [f64; 5] = [0.0, 0.25, 0.5, 0.75, 1.0];
 pub fn choose_completion_weight(
     mut validation_ndcg: impl FnMut(f64) -> Result<f64>,
 ) -> Result<(f64, f64)> {
-    let mut best = (0.0, f64::NEG_INFINITY);
+    let mut best: Option<(f64, f64)> = None;
     for w in COMPLETION_WEIGHTS {
         let ndcg = validation_ndcg(w)?;
         eprintln!("recommender: completion weight {w}: validation NDCG@10 {ndcg:.4}");
-        if ndcg > best.1 {
-            best = (w, ndcg);
+        // A score that is not a number never wins (the first one stands).
+        if best.is_none_or(|(_, b)| ndcg > b) {
+            best = Some((w, ndcg));
         }
     }
+    let best = best.unwrap_or((0.0, f64::NAN));
     eprintln!("recommender: completion weight {} chosen", best.0);
     Ok(best)
 }
@@ -86,6 +88,22 @@ pub fn choose_completion_weight(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_completion_weight_is_the_best_on_validation_ties_to_the_smaller() {
+        let peak_at_half = |w: f64| Ok(1.0 - (w - 0.5).abs());
+        assert_eq!(
+            choose_completion_weight(peak_at_half).ok(),
+            Some((0.5, 1.0))
+        );
+        let flat = |_: f64| Ok(0.3);
+        assert_eq!(choose_completion_weight(flat).ok(), Some((0.0, 0.3)));
+        let rising = |w: f64| Ok(w);
+        assert_eq!(choose_completion_weight(rising).ok(), Some((1.0, 1.0)));
+        let no_number = |_: f64| Ok(f64::NAN);
+        let (w, score) = choose_completion_weight(no_number).unwrap_or((1.0, 0.0));
+        assert!(w == 0.0 && score.is_nan());
+    }
     use shopcast_datasets::interactions::{FeatureSet, LoadReport, Pair};
     use shopcast_datasets::IdVocab;
 

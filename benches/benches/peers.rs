@@ -160,10 +160,12 @@ fn sequence_windows(n_p: usize, salt: usize) -> Vec<Vec<SequenceEvent>> {
 }
 
 /// A training step of the sequential recommender as `train` runs it: 128 windows of 50
-/// purchases (baskets of two), every purchase a target, 1,024 negatives shared by the batch,
-/// a softmax; embedding 64, 2 blocks, 1 head, dropout 0.2; 20,000 customers, 5,000 products,
-/// 200 attribute tokens (4 per entity); Adam, learning rate 1e-3. The batch is built from host
-/// events inside the step, as `train` builds it.
+/// purchases (baskets of two), every purchase a target twice, of its slot's next-basket
+/// reading and of a completion query that reads the rest of its basket (basket completion, on
+/// by default), 1,024 negatives shared by the batch, a softmax; embedding 64, 2 blocks, 1 head,
+/// dropout 0.2; 20,000 customers, 5,000 products, 200 attribute tokens (4 per entity); Adam,
+/// learning rate 1e-3. The batch is built from host events inside the step, as `train` builds
+/// it.
 fn sequential_training_step(device: &Device, repeats: usize) -> f64 {
     let (n_c, n_p, tokens) = (20_000, 5_000, 200);
     let train_device = device.clone().autodiff();
@@ -182,15 +184,21 @@ fn sequential_training_step(device: &Device, repeats: usize) -> f64 {
         let s = step % batches.len();
         step += 1;
         let windows: Vec<&[SequenceEvent]> = batches[s].iter().map(Vec::as_slice).collect();
-        let slots = SequenceSlots::training(&windows, SEQ_LEN);
-        // Slot 0 is the start slot; event `j` of row `r` sits in slot `r * len + j + 1`.
-        let target_slots: Vec<u32> = (0..SEQ_WINDOWS)
-            .flat_map(|r| (0..SEQ_LEN).map(move |j| (r * slots.len + j + 1) as u32))
+        // Slot 0 is the start slot; event `j` sits in slot `j + 1`, and every event has a basket
+        // mate, so each gets a completion query (query `j` of its row).
+        let completed: Vec<Vec<u32>> = vec![(1..=SEQ_LEN as u32).collect(); SEQ_WINDOWS];
+        let slots = SequenceSlots::training(&windows, SEQ_LEN).with_completion_queries(&completed);
+        let next_slots = (0..SEQ_WINDOWS).flat_map(|r| (0..SEQ_LEN).map(move |j| (r, j + 1)));
+        let query_slots = (0..SEQ_WINDOWS).flat_map(|r| (0..SEQ_LEN).map(move |j| (r, j)));
+        let target_slots: Vec<u32> = next_slots
+            .map(|(r, i)| slots.flat_slot(r, i))
+            .chain(query_slots.map(|(r, k)| slots.flat_query(r, k)))
             .collect();
-        let target_rows: Vec<u32> = (0..SEQ_WINDOWS)
-            .flat_map(|r| std::iter::repeat_n(r as u32, SEQ_LEN))
+        let target_rows: Vec<u32> = (0..2 * SEQ_WINDOWS)
+            .flat_map(|r| std::iter::repeat_n((r % SEQ_WINDOWS) as u32, SEQ_LEN))
             .collect();
-        let targets: Vec<u32> = batches[s].iter().flatten().map(|e| e.product).collect();
+        let products = batches[s].iter().flatten().map(|e| e.product);
+        let targets: Vec<u32> = products.clone().chain(products).collect();
         let batch = SequenceBatch {
             input: slots.to_device(&train_device),
             customers: ids(SEQ_WINDOWS, n_c, s, &train_device),

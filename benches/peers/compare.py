@@ -21,8 +21,8 @@ OPERATIONS = [
      "recommender training step (NeuMF option, batch 1024, 4 negatives, d=32, MLP 64-32)",
      "time", None),
     ("sequential_training_step",
-     "sequential recommender training step (128 windows x 50, 1024 shared negatives, d=64, "
-     "2 blocks)", "time", 1.0),
+     "sequential recommender training step (128 windows x 50, basket completion, 1024 shared "
+     "negatives, d=64, 2 blocks)", "time", 1.0),
     ("forecaster_training_step",
      "forecaster training step (batch 256, context 56, horizon 28, hidden 64, 3 quantiles)",
      "time", 1.0),

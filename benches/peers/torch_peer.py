@@ -164,7 +164,9 @@ SEQ = dict(windows=128, length=50, negatives=1024, d=64, blocks=2, heads=1, drop
 
 
 class SequenceBlock(nn.Module):
-    """Pre-norm block: the query stream reads the memory (slots of strictly earlier baskets)."""
+    """Pre-norm block: the query streams (slots, then completion queries) read the memory
+    (slots of strictly earlier baskets; a completion query also its own basket but the item it
+    predicts)."""
 
     def __init__(self, d, heads, dropout):
         super().__init__()
@@ -175,14 +177,15 @@ class SequenceBlock(nn.Module):
         self.ffn_in, self.ffn_out = nn.Linear(d, d), nn.Linear(d, d)
 
     def forward(self, x, memory, may_read):
-        b, t, d = x.shape
-        split = lambda y: y.view(b, t, self.heads, d // self.heads).transpose(1, 2)
+        b, tq, d = x.shape
+        tk = memory.shape[1]
+        split = lambda y, t: y.view(b, t, self.heads, d // self.heads).transpose(1, 2)
         memory = self.memory_norm(memory)
-        q = split(self.query(self.query_norm(x)))
-        k, v = split(self.key(memory)), split(self.value(memory))
+        q = split(self.query(self.query_norm(x)), tq)
+        k, v = split(self.key(memory), tk), split(self.value(memory), tk)
         p = self.dropout if self.training else 0.0
         read = F.scaled_dot_product_attention(q, k, v, attn_mask=may_read, dropout_p=p)
-        read = read.transpose(1, 2).reshape(b, t, d)
+        read = read.transpose(1, 2).reshape(b, tq, d)
         x = x + F.dropout(self.output(read), p, self.training)
         ffn = self.ffn_out(F.gelu(self.ffn_in(self.ffn_norm(x))))
         return x + F.dropout(ffn, p, self.training)
@@ -191,7 +194,8 @@ class SequenceBlock(nn.Module):
 class SequentialRecommender(Recommender):
     """The two-tower tables plus shopcast's sequence encoder (`model/src/recommender/
     sequential.rs`): a slot's content is its product's hybrid vector (or the start vector), its
-    event kind and its gap bucket; the query stream starts from the basket position."""
+    event kind and its gap bucket; the query stream starts from the basket position, and each
+    completion query from its basket's position. Memories hold the slots' streams only."""
 
     def __init__(self, n_customers, n_products, tokens, d, length, blocks, heads, dropout,
                  gap_buckets):
@@ -203,21 +207,23 @@ class SequentialRecommender(Recommender):
         self.blocks = nn.ModuleList(SequenceBlock(d, heads, dropout) for _ in range(blocks))
         self.norm = nn.LayerNorm(d, eps=1e-5)
 
-    def encode(self, products, is_product, is_start, position, kind, gap, may_read, pf):
+    def encode(self, products, is_product, is_start, position, kind, gap, query_position,
+               may_read, pf):
         b, t = products.shape
         vectors = self.vectors(self.product_id, self.product_attribute, products.view(-1), *pf)
         content = (vectors.view(b, t, -1) * is_product + self.start * is_start
                    + self.kind[kind] + self.gap[gap])
         content = F.dropout(content, self.dropout, self.training)
         position = self.position[position]
-        x = F.dropout(position, self.dropout, self.training)
+        x = torch.cat([F.dropout(position, self.dropout, self.training),
+                       F.dropout(self.position[query_position], self.dropout, self.training)], 1)
         for block in self.blocks:
-            x = block(x, content + position + x, may_read)
+            x = block(x, content + position + x[:, :t], may_read)
         return self.norm(x)
 
     def logits(self, inputs, customers, target_slots, target_rows, targets, negatives, cf, pf):
         read = self.encode(*inputs, pf)
-        b, t, d = read.shape
+        b, t, d = read.shape  # t: the slots and the completion queries
         tokens, weights = cf
         attributes = (self.customer_attribute(tokens[customers])
                       * weights[customers].unsqueeze(2)).sum(1)
@@ -233,7 +239,8 @@ class SequentialRecommender(Recommender):
 def sequence_batch(n_c, n_p, salt, device):
     """The same windows as the Rust side's `sequence_windows`: row r's event j is product
     ((r * 50 + j) * 7919 + salt * 104729) % n_p, a purchase in basket j // 2 + 1, baskets
-    r % 5 + 1 days apart; a start slot before each row."""
+    r % 5 + 1 days apart; a start slot before each row; then one completion query per event
+    (each has a basket mate), at its basket, hiding its slot."""
     w, n = SEQ["windows"], SEQ["length"]
     t = n + 1
     r = torch.arange(w).unsqueeze(1)
@@ -254,11 +261,18 @@ def sequence_batch(n_c, n_p, salt, device):
     # Slot i reads slot j iff j's basket is strictly earlier; the start slot reads itself.
     may_read = basket.unsqueeze(1) < basket.unsqueeze(2)
     may_read[:, 0, 0] = True
+    # Completion query k (event k's) reads slots of baskets up to its own but slot k + 1.
+    query_basket = basket[:, 1:]
+    query_reads = basket.unsqueeze(1) <= query_basket.unsqueeze(2)
+    query_reads[:, torch.arange(n), torch.arange(n) + 1] = False
+    may_read = torch.cat([may_read, query_reads], 1)
+    query_position = torch.clamp(query_basket, max=n)
     inputs = tuple(x.to(device) for x in (products, is_product, is_start, position, kind, gap,
-                                          may_read.unsqueeze(1)))
-    target_slots = (r * t + j + 1).reshape(-1)
-    target_rows = r.expand(w, n).reshape(-1)
-    targets = products[:, 1:].reshape(-1)
+                                          query_position, may_read.unsqueeze(1)))
+    width = t + n
+    target_slots = torch.cat([(r * width + j + 1).reshape(-1), (r * width + t + j).reshape(-1)])
+    target_rows = r.expand(w, n).reshape(-1).repeat(2)
+    targets = products[:, 1:].reshape(-1).repeat(2)
     return (inputs, ids(w, n_c, salt, device), target_slots.to(device), target_rows.to(device),
             targets.to(device), ids(SEQ["negatives"], n_p, salt + 2, device))
 

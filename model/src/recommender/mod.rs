@@ -555,15 +555,20 @@ impl Recommender {
         let next = read
             .clone()
             .select(0, ids_tensor(&slots.scoring_slots(), device));
-        let w = self
-            .sequence
-            .as_ref()
-            .map_or(0.0, |e| e.completion_weight());
+        let w = self.completion_weight();
         if w == 0.0 || slots.queries == 0 {
             return Some(next);
         }
         let completion = read.select(0, ids_tensor(&slots.completion_slots(), device));
         Some(next * (1.0 - w) + completion * w)
+    }
+
+    /// Weight of the latest basket's completion query in a sequential model's reading (0 for
+    /// the other models).
+    pub fn completion_weight(&self) -> f64 {
+        self.sequence
+            .as_ref()
+            .map_or(0.0, SequenceEncoder::completion_weight)
     }
 
     /// The same model reading customers with another completion weight (see

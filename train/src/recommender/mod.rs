@@ -340,7 +340,9 @@ fn fit_candidates(
             1 => "recommender".to_string(),
             _ => format!("recommender-{architecture}"),
         };
-        let mut validate = |snapshot: &Recommender| validation_ndcg(snapshot, None);
+        let completes = architecture == Architecture::Sequential && sec.sequence.basket_completion;
+        let mut validate =
+            |snapshot: &Recommender| snapshot_score(snapshot, completes, validation_ndcg);
         let set = TrainingSet {
             pairs: &split.train,
             histories: &histories.validation,
@@ -359,7 +361,7 @@ fn fit_candidates(
             &label,
             checkpoints,
         )?;
-        if architecture == Architecture::Sequential && sec.sequence.basket_completion {
+        if completes {
             let (weight, score) = recency::choose_completion_weight(|w| {
                 validation_ndcg(&early.model.clone().with_completion_weight(w), None)
             })?;
@@ -381,6 +383,24 @@ fn fit_candidates(
         });
     }
     Ok(candidates)
+}
+
+/// What early stopping judges a snapshot by: its validation NDCG@10 read as the saved model
+/// will read customers. With basket completion that is the best completion weight's score (the
+/// weight is chosen after training): judged by the next-basket reading alone, training can stop
+/// at an epoch that is poor for the reading then used.
+fn snapshot_score(
+    snapshot: &Recommender,
+    completes: bool,
+    validation_ndcg: &ValidationNdcg<'_>,
+) -> Result<f64> {
+    if !completes {
+        return validation_ndcg(snapshot, None);
+    }
+    let (_, score) = recency::best_completion_weight(|w| {
+        validation_ndcg(&snapshot.clone().with_completion_weight(w), None)
+    })?;
+    Ok(score)
 }
 
 /// The candidate with the best validation score, and every candidate's score.
@@ -442,7 +462,28 @@ fn model_config(
 
 #[cfg(test)]
 mod tests {
-    use super::best_index;
+    use super::{best_index, snapshot_score};
+    use shopcast_model::{Architecture, Recommender, RecommenderConfig};
+
+    #[test]
+    fn with_basket_completion_a_snapshot_scores_at_its_best_completion_weight() {
+        let device = burn::prelude::Device::flex();
+        let model: Recommender = RecommenderConfig::new(3, 4, 1, 1)
+            .with_embedding_dim(8)
+            .with_architecture(Architecture::Sequential)
+            .init(&device);
+        // A validation score that peaks at completion weight 0.75.
+        let by_weight = |m: &Recommender, _: Option<(&[Vec<u32>], f32)>| {
+            Ok(1.0 - (m.completion_weight() - 0.75).abs())
+        };
+        let with = snapshot_score(&model, true, &by_weight).unwrap_or(0.0);
+        let without = snapshot_score(&model, false, &by_weight).unwrap_or(1.0);
+        assert_eq!(with, 1.0);
+        assert_eq!(
+            without, 0.25,
+            "without completion the model reads at weight 0"
+        );
+    }
 
     #[test]
     fn the_best_validation_score_wins_and_ties_keep_the_first() {

@@ -67,22 +67,33 @@ const COMPLETION_WEIGHTS: [f64; 5] = [0.0, 0.25, 0.5, 0.75, 1.0];
 
 /// The weight of the latest basket's completion query (sequential model with basket
 /// completion): the best validation NDCG@10, ties to the smaller weight. Returns it and its
-/// validation NDCG@10.
+/// validation NDCG@10, and writes every weight's score to the log.
 pub fn choose_completion_weight(
+    mut validation_ndcg: impl FnMut(f64) -> Result<f64>,
+) -> Result<(f64, f64)> {
+    let best = best_completion_weight(|w| {
+        let ndcg = validation_ndcg(w)?;
+        eprintln!("recommender: completion weight {w}: validation NDCG@10 {ndcg:.4}");
+        Ok(ndcg)
+    })?;
+    eprintln!("recommender: completion weight {} chosen", best.0);
+    Ok(best)
+}
+
+/// [`choose_completion_weight`] without the log: what early stopping judges each epoch's
+/// snapshot by, since the saved model reads customers with the weight chosen this way.
+pub fn best_completion_weight(
     mut validation_ndcg: impl FnMut(f64) -> Result<f64>,
 ) -> Result<(f64, f64)> {
     let mut best: Option<(f64, f64)> = None;
     for w in COMPLETION_WEIGHTS {
         let ndcg = validation_ndcg(w)?;
-        eprintln!("recommender: completion weight {w}: validation NDCG@10 {ndcg:.4}");
         // A score that is not a number never wins (the first one stands).
         if best.is_none_or(|(_, b)| ndcg > b) {
             best = Some((w, ndcg));
         }
     }
-    let best = best.unwrap_or((0.0, f64::NAN));
-    eprintln!("recommender: completion weight {} chosen", best.0);
-    Ok(best)
+    Ok(best.unwrap_or((0.0, f64::NAN)))
 }
 
 #[cfg(test)]

@@ -364,6 +364,10 @@ pub struct SequenceSection {
     /// with a weight chosen on the validation items.
     #[serde(default = "d_seq_basket_completion")]
     pub basket_completion: bool,
+    /// Validate, keep and save a moving average of the parameters over about this many latest
+    /// epochs instead of the network itself (0: the network itself).
+    #[serde(default = "d_seq_average_epochs")]
+    pub average_epochs: f64,
 }
 
 /// Where the interactions are and which columns mean what.
@@ -577,6 +581,10 @@ pub struct ForecasterTrainingSection {
     /// backtest and the bundle. Costs `folds + 1` more trainings.
     #[serde(default = "d_fc_refit")]
     pub refit: bool,
+    /// Validate, keep and save a moving average of each network's parameters over about this
+    /// many latest epochs instead of the network itself (0: the network itself).
+    #[serde(default = "d_fc_average_epochs")]
+    pub average_epochs: f64,
 }
 
 /// Backtest settings.
@@ -631,6 +639,7 @@ defaults! {
     d_fc_epochs: usize = 15;
     d_ensemble: usize = 1;
     d_fc_refit: bool = true;
+    d_fc_average_epochs: f64 = 0.0;
     d_fc_batch: usize = 256;
     d_fc_lr: f64 = 0.003;
     d_windows: usize = 32;
@@ -647,6 +656,7 @@ defaults! {
     d_seq_patience: usize = 20;
     d_seq_customer_embedding: bool = true;
     d_seq_basket_completion: bool = true;
+    d_seq_average_epochs: f64 = 5.0;
 }
 
 impl Default for SequenceSection {
@@ -663,6 +673,7 @@ impl Default for SequenceSection {
             patience: d_seq_patience(),
             customer_embedding: d_seq_customer_embedding(),
             basket_completion: d_seq_basket_completion(),
+            average_epochs: d_seq_average_epochs(),
         }
     }
 }
@@ -725,6 +736,7 @@ impl Default for ForecasterTrainingSection {
             patience: d_patience(),
             ensemble: d_ensemble(),
             refit: d_fc_refit(),
+            average_epochs: d_fc_average_epochs(),
         }
     }
 }
@@ -826,6 +838,14 @@ fn rate(key: &str, v: f64) -> Result<(), String> {
     Ok(())
 }
 
+/// `key`: a finite number, 0 or more.
+fn non_negative(key: &str, v: f64) -> Result<(), String> {
+    if !(v.is_finite() && v >= 0.0) {
+        return Err(format!("key `{key}`: must be a number, 0 or more, got {v}"));
+    }
+    Ok(())
+}
+
 impl MonitoringSection {
     fn validate(&self) -> Result<(), String> {
         let m = self;
@@ -898,6 +918,7 @@ impl SequenceSection {
         positive("recommender.sequence.batch_size", self.batch_size)?;
         positive("recommender.sequence.negatives", self.negatives)?;
         rate("recommender.sequence.learning_rate", self.learning_rate)?;
+        non_negative("recommender.sequence.average_epochs", self.average_epochs)?;
         if self.heads == 0 || !embedding_dim.is_multiple_of(self.heads) {
             return Err(format!(
                 "key `recommender.sequence.heads`: must divide `recommender.model.embedding_dim` ({embedding_dim}), got {}",
@@ -1031,6 +1052,7 @@ impl ForecasterSection {
             t.windows_per_series,
         )?;
         rate("forecaster.training.learning_rate", t.learning_rate)?;
+        non_negative("forecaster.training.average_epochs", t.average_epochs)?;
         positive(
             "forecaster.evaluation.backtest_folds",
             f.evaluation.backtest_folds,

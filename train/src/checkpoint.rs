@@ -87,6 +87,9 @@ pub struct LoopState {
     /// Every finished epoch's losses, for the report's curves.
     #[serde(default)]
     pub history: Vec<EpochLog>,
+    /// Steps folded into the parameters' moving average (0 without one).
+    #[serde(default)]
+    pub average_steps: u64,
 }
 
 /// One epoch's mean training loss and validation score.
@@ -161,6 +164,8 @@ pub struct Restored<M> {
     pub optim: ModuleOptimizer,
     /// The best network so far, when there is one (on the plain device).
     pub best: Option<M>,
+    /// The moving average of the parameters, for a loop that keeps one (on the plain device).
+    pub average: Option<M>,
     /// The loop task's own optimiser state (empty when it has none).
     pub task_optimiser: Vec<u8>,
 }
@@ -249,16 +254,18 @@ impl Checkpoints {
             epochs_run: 0,
             finished: false,
             history: Vec::new(),
+            average_steps: 0,
         }
     }
 
     /// With `--resume`, the saved state of loop `label` loaded onto `model` (a freshly built
-    /// network on the training device) and `best_template()` (one on the plain device).
+    /// network on the training device) and `plain_template()` (one on the plain device, for the
+    /// best network and the moving average).
     pub fn restore<M: Module>(
         &self,
         label: &str,
         model: M,
-        best_template: impl FnOnce() -> M,
+        plain_template: impl Fn() -> M,
     ) -> Result<Option<Restored<M>>> {
         if !self.resume {
             return Ok(None);
@@ -296,13 +303,16 @@ impl Checkpoints {
         } else {
             Vec::new()
         };
-        let best = if file("best").exists() {
-            Some(best_template().try_load_file(file("best")).map_err(|e| {
-                CannotResume(format!("cannot load {}: {e:?}", file("best").display()))
-            })?)
-        } else {
-            None
+        let plain = |what: &str| -> Result<Option<M>> {
+            if !file(what).exists() {
+                return Ok(None);
+            }
+            let loaded = plain_template().try_load_file(file(what)).map_err(|e| {
+                CannotResume(format!("cannot load {}: {e:?}", file(what).display()))
+            })?;
+            Ok(Some(loaded))
         };
+        let (best, average) = (plain("best")?, plain("average")?);
         eprintln!(
             "train: {label}: resuming at epoch {}, step {}{}",
             state.epoch,
@@ -314,6 +324,7 @@ impl Checkpoints {
             model,
             optim,
             best,
+            average,
             task_optimiser,
         }))
     }
@@ -324,14 +335,15 @@ impl Checkpoints {
     }
 
     /// Saves loop `label`: the state, then its tensors (the network, the optimiser and the
-    /// task's own optimiser state) under the next generation, then the state file that points at
-    /// them (the commit), then removes the previous generation.
+    /// task's own optimiser state; the best network and the parameters' moving average where
+    /// there are ones) under the next generation, then the state file that points at them (the
+    /// commit), then removes the previous generation.
     pub fn save<M: Module>(
         &self,
         label: &str,
         state: &mut LoopState,
         (model, optim, task_optimiser): (&M, &ModuleOptimizer, Vec<u8>),
-        best: Option<&M>,
+        (best, average): (Option<&M>, Option<&M>),
     ) -> Result<()> {
         let previous = state.generation;
         state.generation += 1;
@@ -351,11 +363,13 @@ impl Checkpoints {
             .save(file(state.generation, "optim"))
             .map_err(|e| anyhow::anyhow!("{e:?}"))
             .with_context(|| fail("optim"))?;
-        if let Some(best) = best {
-            best.clone()
-                .save_file(file(state.generation, "best"))
-                .map_err(|e| anyhow::anyhow!("{e:?}"))
-                .with_context(|| fail("best"))?;
+        for (what, kept) in [("best", best), ("average", average)] {
+            if let Some(kept) = kept {
+                kept.clone()
+                    .save_file(file(state.generation, what))
+                    .map_err(|e| anyhow::anyhow!("{e:?}"))
+                    .with_context(|| fail(what))?;
+            }
         }
         if !task_optimiser.is_empty() {
             let tables = self.task_optimiser_file(label, state.generation);
@@ -363,7 +377,7 @@ impl Checkpoints {
         }
         let text = serde_json::to_vec(state).context("encoding the checkpoint state")?;
         write_file_atomic(&self.dir.join(format!("{label}.json")), &text)?;
-        for what in ["model", "optim", "best"] {
+        for what in ["model", "optim", "best", "average"] {
             let _ = std::fs::remove_file(file(previous, what));
         }
         let _ = std::fs::remove_file(self.task_optimiser_file(label, previous));

@@ -14,6 +14,7 @@ pub mod report;
 pub mod run;
 pub mod segments;
 pub mod training_loop;
+pub mod weight_average;
 
 pub use checkpoint::{CannotResume, Interrupted};
 pub use run::{run, Only, QualityGateFailed, TrainOptions, TrainSummary};

@@ -15,6 +15,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::checkpoint::{self, Checkpoints, EpochLog, LoopState, Validation};
 use crate::progress::Progress;
+use crate::weight_average::WeightAverage;
 
 /// What one model's training loop does at each point of the shared driver.
 pub trait EpochTask {
@@ -109,6 +110,11 @@ pub struct LoopSettings<'a> {
     pub better: Better,
     /// What the validation score is, for the log (`validation NDCG@10`).
     pub score_name: &'a str,
+    /// With a span of two steps or more, the loop keeps a moving average of the parameters
+    /// over about that many latest steps, and validates, keeps and returns it instead of the
+    /// network itself. Only for networks the loop's optimiser trains wholly (no
+    /// [`EpochTask::sync_model`]).
+    pub average_steps: f64,
 }
 
 /// What the loop produced.
@@ -125,8 +131,8 @@ pub struct Trained<M> {
 
 /// Runs `task` from a freshly initialised `model` (or from loop `label`'s checkpoint when the job
 /// resumes); `rng` is made from the loop's seed and `plain` builds an empty network on the plain
-/// device (the template a saved best network is loaded into). Returns [`Interrupted`] after
-/// saving when a stop is requested.
+/// device (the template a saved best network or average is loaded into). Returns [`Interrupted`]
+/// after saving when a stop is requested.
 ///
 /// [`Interrupted`]: crate::checkpoint::Interrupted
 pub fn run_epochs<T: EpochTask>(
@@ -134,7 +140,7 @@ pub fn run_epochs<T: EpochTask>(
     settings: &LoopSettings<'_>,
     model: T::Model,
     mut rng: ChaCha8Rng,
-    plain: impl FnOnce() -> T::Model,
+    plain: impl Fn() -> T::Model,
     checkpoints: &Checkpoints,
     progress: &mut Progress,
 ) -> Result<Trained<T::Model>> {
@@ -143,10 +149,15 @@ pub fn run_epochs<T: EpochTask>(
     let mut optim = shopcast_model::optim::adam();
     let mut best: Option<T::Model> = None;
     let mut state = checkpoints.new_state();
+    let mut average = WeightAverage::spanning(settings.average_steps, model.valid());
     if let Some(saved) = checkpoints.restore(label, model.clone(), plain)? {
         saved.state.restore_rng(&mut rng)?;
         task.restore_order(&saved.state.order);
         task.restore_optimiser(&saved.model, &saved.task_optimiser)?;
+        average = match (average, saved.average) {
+            (Some(fresh), Some(kept)) => Some(fresh.resumed(kept, saved.state.average_steps)),
+            (average, _) => average.map(|fresh| fresh.resumed(saved.model.valid(), 0)),
+        };
         (model, optim, best, state) = (saved.model, saved.optim, saved.best, saved.state);
     }
     progress.skip(((state.epoch - 1) * settings.steps_per_epoch + state.next_step) as u64);
@@ -167,6 +178,10 @@ pub fn run_epochs<T: EpochTask>(
                 state.loss_n += 1;
             }
             model = optim.step(settings.learning_rate, model, grads);
+            if let Some(average) = average.as_mut() {
+                average.update(&model.valid());
+                state.average_steps = average.steps();
+            }
             let shown = state.loss_sum / state.loss_n.max(1) as f64;
             progress.step(|| format!("epoch {epoch}/{epochs} loss {shown:.4}"));
             checkpoint::step_done(label);
@@ -176,7 +191,8 @@ pub fn run_epochs<T: EpochTask>(
                 state.order = task.saved_order();
                 model = task.sync_model(model);
                 let saved = (&model, &optim, task.saved_optimiser());
-                checkpoints.save(label, &mut state, saved, best.as_ref())?;
+                let kept = (best.as_ref(), average.as_ref().map(|a| a.model()));
+                checkpoints.save(label, &mut state, saved, kept)?;
                 progress.finish(&format!("stopped at epoch {epoch}, step {}", step + 1));
                 return Err(checkpoints.interrupted());
             }
@@ -185,7 +201,7 @@ pub fn run_epochs<T: EpochTask>(
         let steps_run = settings.steps_per_epoch - first_step;
         let step_ms = steps_started.elapsed().as_secs_f64() * 1e3 / steps_run.max(1) as f64;
         model = task.sync_model(model);
-        let snapshot = model.valid();
+        let snapshot = kept_network(average.as_ref(), &model);
         let validation_started = Instant::now();
         let validation = task.validate(&snapshot)?;
         let timing = (
@@ -218,7 +234,8 @@ pub fn run_epochs<T: EpochTask>(
         state.rng_word_pos = LoopState::rng_position(&rng);
         state.order = task.saved_order();
         let saved = (&model, &optim, task.saved_optimiser());
-        checkpoints.save(label, &mut state, saved, best.as_ref())?;
+        let kept = (best.as_ref(), average.as_ref().map(|a| a.model()));
+        checkpoints.save(label, &mut state, saved, kept)?;
         if stop_early {
             break;
         }
@@ -236,11 +253,124 @@ pub fn run_epochs<T: EpochTask>(
             history: state.history,
         },
         _ => Trained {
-            model: model.valid(),
+            model: kept_network(average.as_ref(), &model),
             best_score: None,
             best_epoch: state.epochs_run,
             epochs_run: state.epochs_run,
             history: state.history,
         },
     })
+}
+
+/// The network the loop validates, keeps and returns: the moving average where it keeps one,
+/// else the network itself (on the plain device).
+fn kept_network<M: Module>(average: Option<&WeightAverage<M>>, network: &M) -> M {
+    average.map_or_else(|| network.valid(), |average| average.model().clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::{Linear, LinearConfig};
+    use burn::prelude::*;
+    use rand::{RngExt, SeedableRng};
+
+    /// Least squares on noisy targets: every step's batch pulls the weights towards a different
+    /// noisy answer, so the network the optimiser ends on jitters around the true weights.
+    struct NoisyRegression {
+        device: Device,
+    }
+
+    const TRUE_WEIGHTS: [f32; 4] = [0.5, -1.0, 2.0, 0.25];
+
+    impl EpochTask for NoisyRegression {
+        type Model = Linear;
+
+        fn start_epoch(&mut self, _rng: &mut ChaCha8Rng) {}
+
+        fn step(
+            &mut self,
+            model: &Linear,
+            _step: usize,
+            rng: &mut ChaCha8Rng,
+            _read_loss: bool,
+        ) -> Result<(Option<f64>, GradientsParams)> {
+            let n = 8;
+            let x: Vec<f32> = (0..n * 4).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let y: Vec<f32> = x
+                .chunks(4)
+                .map(|row| {
+                    let clean: f32 = row.iter().zip(TRUE_WEIGHTS).map(|(a, w)| a * w).sum();
+                    clean + rng.random_range(-2.0..2.0)
+                })
+                .collect();
+            let x = Tensor::<2>::from_data(TensorData::new(x, [n, 4]), &self.device);
+            let y = Tensor::<2>::from_data(TensorData::new(y, [n, 1]), &self.device);
+            let loss = (model.forward(x) - y).powi_scalar(2).mean();
+            let grads = GradientsParams::from_grads(loss.backward(), model);
+            Ok((None, grads))
+        }
+
+        fn saved_order(&self) -> Vec<u32> {
+            Vec::new()
+        }
+
+        fn restore_order(&mut self, _order: &[u32]) {}
+
+        fn validate(&mut self, _snapshot: &Linear) -> Result<Option<f64>> {
+            Ok(None)
+        }
+    }
+
+    /// The squared distance of the trained weights from the true ones, after 10 epochs of 40
+    /// steps with a moving average over `average_steps`.
+    fn error_after_training(average_steps: f64) -> f64 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let checkpoints =
+            Checkpoints::new(&dir.path().join("bundle"), "test".into(), false).expect("dir");
+        let plain = Device::default();
+        let device = plain.clone().autodiff();
+        let start = LinearConfig::new(4, 1).with_bias(false).init(&device);
+        let settings = LoopSettings {
+            label: "regression",
+            epochs: 10,
+            steps_per_epoch: 40,
+            learning_rate: 0.05,
+            patience: 3,
+            loss_every: 10,
+            better: Better::Lower,
+            score_name: "validation loss",
+            average_steps,
+        };
+        let mut task = NoisyRegression { device };
+        let trained = run_epochs(
+            &mut task,
+            &settings,
+            start,
+            ChaCha8Rng::seed_from_u64(7),
+            || LinearConfig::new(4, 1).with_bias(false).init(&plain),
+            &checkpoints,
+            &mut Progress::new("regression", 400),
+        )
+        .expect("training runs");
+        let weights = trained.model.weight.val().into_data().try_to_vec::<f32>();
+        let weights = weights.expect("float weights");
+        weights
+            .iter()
+            .zip(TRUE_WEIGHTS)
+            .map(|(w, t)| ((w - t) as f64).powi(2))
+            .sum()
+    }
+
+    /// The loop returns the moving average, not the last network: on noisy steps it lies
+    /// closer to the true weights (same seed, same steps: 0.015 against 0.044 when written).
+    #[test]
+    fn with_a_moving_average_the_loop_returns_the_averaged_network() {
+        let last = error_after_training(0.0);
+        let averaged = error_after_training(100.0);
+        assert!(
+            averaged * 2.0 < last,
+            "squared error with the average {averaged:.5}, without {last:.5}"
+        );
+    }
 }

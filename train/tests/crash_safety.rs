@@ -14,7 +14,8 @@ use rand::{RngExt, SeedableRng};
 use shopcast_model::Bundle;
 
 /// The demo shop, short; the recommender's id tables under dense Adam (the default, lazy Adam,
-/// has a test of its own below).
+/// has a test of its own below); the forecaster keeps a moving average of its parameters, which
+/// a resumed run must carry on from the checkpoint.
 fn config(dir: &Path) -> PathBuf {
     common::shop_config_with(
         dir,
@@ -22,7 +23,10 @@ fn config(dir: &Path) -> PathBuf {
         &[
             ("epochs = 12", "epochs = 4\noptimizer = \"adam\""),
             ("epochs = 15", "epochs = 3"),
-            ("windows_per_series = 96", "windows_per_series = 24"),
+            (
+                "windows_per_series = 96",
+                "windows_per_series = 24\naverage_epochs = 1",
+            ),
         ],
     )
 }

@@ -44,6 +44,10 @@ pub struct ForecasterTrainingConfig {
     pub ensemble: usize,
     #[config(default = true)]
     pub refit: bool,
+    /// Each network is a moving average of its parameters over about this many latest epochs
+    /// (0: the network itself).
+    #[config(default = 0.0)]
+    pub average_epochs: f64,
 }
 
 impl ForecasterTrainingConfig {
@@ -61,6 +65,7 @@ impl ForecasterTrainingConfig {
             .with_allow_worse_than_baseline(e.allow_worse_than_baseline)
             .with_ensemble(t.ensemble)
             .with_refit(t.refit)
+            .with_average_epochs(t.average_epochs)
     }
 }
 
@@ -278,6 +283,7 @@ pub fn train_ensemble(
             loss_every: 10,
             better: Better::Lower,
             score_name: "validation loss",
+            average_steps: tc.average_epochs * steps_per_epoch as f64,
         };
         let trained = run_epochs(
             &mut task,

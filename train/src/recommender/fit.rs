@@ -300,6 +300,8 @@ pub fn fit(
         loss_every: 20,
         better: Better::Higher,
         score_name: "validation NDCG@10",
+        // The id tables train outside the loop's optimiser (lazy Adam): no average.
+        average_steps: 0.0,
     };
     let mut progress = Progress::new(label, (steps_per_epoch * epochs) as u64);
     let trained = run_epochs(

@@ -208,6 +208,7 @@ pub fn fit_sequential(
         loss_every: 5,
         better: Better::Higher,
         score_name: "validation NDCG@10",
+        average_steps: sc.average_epochs * steps_per_epoch as f64,
     };
     let mut progress = Progress::new(label, (steps_per_epoch * epochs) as u64);
     let trained = run_epochs(

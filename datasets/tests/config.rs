@@ -110,7 +110,7 @@ fn value_outside_a_fixed_set_names_the_key_and_the_choices() {
 }
 
 /// The sequential encoder's settings are checked with the recommender's: heads that do not
-/// divide the embedding, a dropout of 1, and lazy Adam (which trains id tables the sequential
+/// divide the embedding, a dropout of 1, a negative averaging span, and lazy Adam (which trains id tables the sequential
 /// model does not train row by row) are refused with the key named.
 #[test]
 fn sequential_settings_are_checked() {
@@ -131,6 +131,13 @@ fn sequential_settings_are_checked() {
         "{recommender}[recommender.sequence]\ndropout = 1.0\n"
     ));
     assert!(e.contains("recommender.sequence.dropout"), "{e}");
+    let e = parse_err(&format!(
+        "{recommender}[recommender.sequence]\naverage_epochs = -1.0\n"
+    ));
+    assert!(
+        e.contains("recommender.sequence.average_epochs") && e.contains("-1"),
+        "{e}"
+    );
     let e = parse_err(&format!(
         "{recommender}[recommender.sequence]\nwindow = 5\n"
     ));

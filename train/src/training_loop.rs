@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use burn::module::Module;
-use burn::optim::GradientsParams;
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use rand_chacha::ChaCha8Rng;
 
 use crate::checkpoint::{self, Checkpoints, EpochLog, LoopState, Validation};
@@ -154,10 +154,10 @@ pub fn run_epochs<T: EpochTask>(
         saved.state.restore_rng(&mut rng)?;
         task.restore_order(&saved.state.order);
         task.restore_optimiser(&saved.model, &saved.task_optimiser)?;
-        average = match (average, saved.average) {
-            (Some(fresh), Some(kept)) => Some(fresh.resumed(kept, saved.state.average_steps)),
-            (average, _) => average.map(|fresh| fresh.resumed(saved.model.valid(), 0)),
-        };
+        average = average.map(|fresh| match saved.average {
+            Some(kept) => fresh.resumed(kept, saved.state.average_steps),
+            None => fresh.resumed(saved.model.valid(), 0),
+        });
         (model, optim, best, state) = (saved.model, saved.optim, saved.best, saved.state);
     }
     progress.skip(((state.epoch - 1) * settings.steps_per_epoch + state.next_step) as u64);
@@ -180,19 +180,15 @@ pub fn run_epochs<T: EpochTask>(
             model = optim.step(settings.learning_rate, model, grads);
             if let Some(average) = average.as_mut() {
                 average.update(&model.valid());
-                state.average_steps = average.steps();
             }
             let shown = state.loss_sum / state.loss_n.max(1) as f64;
             progress.step(|| format!("epoch {epoch}/{epochs} loss {shown:.4}"));
             checkpoint::step_done(label);
             if checkpoint::stop_requested() && step + 1 < settings.steps_per_epoch {
                 state.next_step = step + 1;
-                state.rng_word_pos = LoopState::rng_position(&rng);
-                state.order = task.saved_order();
                 model = task.sync_model(model);
-                let saved = (&model, &optim, task.saved_optimiser());
-                let kept = (best.as_ref(), average.as_ref().map(|a| a.model()));
-                checkpoints.save(label, &mut state, saved, kept)?;
+                let tensors = (&model, &optim, best.as_ref(), average.as_ref());
+                save_loop(checkpoints, label, &mut state, &rng, task, tensors)?;
                 progress.finish(&format!("stopped at epoch {epoch}, step {}", step + 1));
                 return Err(checkpoints.interrupted());
             }
@@ -231,11 +227,8 @@ pub fn run_epochs<T: EpochTask>(
         // The end of an epoch: the next one starts with its shuffle.
         (state.epoch, state.next_step) = (epoch + 1, 0);
         state.finished = stop_early || epoch == epochs;
-        state.rng_word_pos = LoopState::rng_position(&rng);
-        state.order = task.saved_order();
-        let saved = (&model, &optim, task.saved_optimiser());
-        let kept = (best.as_ref(), average.as_ref().map(|a| a.model()));
-        checkpoints.save(label, &mut state, saved, kept)?;
+        let tensors = (&model, &optim, best.as_ref(), average.as_ref());
+        save_loop(checkpoints, label, &mut state, &rng, task, tensors)?;
         if stop_early {
             break;
         }
@@ -260,6 +253,38 @@ pub fn run_epochs<T: EpochTask>(
             history: state.history,
         },
     })
+}
+
+/// What a checkpoint holds besides the state: the network, its optimiser, and the best network
+/// and the moving average where there are ones.
+type LoopTensors<'a, M> = (
+    &'a M,
+    &'a ModuleOptimizer,
+    Option<&'a M>,
+    Option<&'a WeightAverage<M>>,
+);
+
+/// Saves loop `label`'s checkpoint: the state (with the generator's position and the epoch's
+/// order), the network and the optimisers, and the best network and the moving average where
+/// there are ones.
+fn save_loop<T: EpochTask>(
+    checkpoints: &Checkpoints,
+    label: &str,
+    state: &mut LoopState,
+    rng: &ChaCha8Rng,
+    task: &T,
+    (model, optim, best, average): LoopTensors<'_, T::Model>,
+) -> Result<()> {
+    state.rng_word_pos = LoopState::rng_position(rng);
+    state.order = task.saved_order();
+    state.average_steps = average.map_or(0, WeightAverage::steps);
+    let saved = (model, optim, task.saved_optimiser());
+    checkpoints.save(
+        label,
+        state,
+        saved,
+        (best, average.map(WeightAverage::model)),
+    )
 }
 
 /// The network the loop validates, keeps and returns: the moving average where it keeps one,

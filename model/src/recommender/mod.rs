@@ -152,6 +152,16 @@ pub struct Recommender {
     sequence: Option<SequenceEncoder>,
 }
 
+/// A sequential model's reading at completion weight `w`: the next-basket reading, moved
+/// towards the latest basket's completion by `w` (the next-basket reading alone at 0 or
+/// without completion queries).
+fn mix_readings(next: Tensor<2>, completion: Option<Tensor<2>>, w: f64) -> Tensor<2> {
+    match completion {
+        Some(completion) if w != 0.0 => next * (1.0 - w) + completion * w,
+        _ => next,
+    }
+}
+
 /// Entity indices as an `Int` tensor on a device.
 pub fn ids_tensor(ids: &[u32], device: &Device) -> Tensor<1, Int> {
     Tensor::from_data(
@@ -539,6 +549,34 @@ impl Recommender {
         read + self.customer_attribute_vectors(customers, customer_features)
     }
 
+    /// [`Recommender::sequence_customer_vectors`] as the model would give them at each of
+    /// `weights` (completion weights), from one forward pass of the encoder: what choosing the
+    /// weight on validation items reads, without one pass per weight. One tensor per weight, in
+    /// order; the same values as setting each weight and reading again.
+    pub fn sequence_customer_vectors_by_weight(
+        &self,
+        customers: Tensor<1, Int>,
+        (customer_features, product_features): (&EntityFeatures, &EntityFeatures),
+        slots: &SequenceSlots,
+        weights: &[f64],
+    ) -> Vec<Tensor<2>> {
+        let device = customers.device();
+        let Some((next, completion)) =
+            self.sequence_reading_parts(slots, product_features, &device)
+        else {
+            let vectors = self.customer_vectors(customers, customer_features);
+            return weights.iter().map(|_| vectors.clone()).collect();
+        };
+        let attributes = self.customer_attribute_vectors(customers.clone(), customer_features);
+        weights
+            .iter()
+            .map(|&w| {
+                let read = mix_readings(next.clone(), completion.clone(), w);
+                self.with_customer_embedding(read, customers.clone()) + attributes.clone()
+            })
+            .collect()
+    }
+
     /// The encoder's reading at each row's scoring slot, `[B, d]`: what a sequential model
     /// expects next from the interactions in `slots`, before the customer's attributes are
     /// added. One forward pass, which is how customers the bundle has never seen are read.
@@ -549,18 +587,29 @@ impl Recommender {
         product_features: &EntityFeatures,
         device: &Device,
     ) -> Option<Tensor<2>> {
+        let (next, completion) = self.sequence_reading_parts(slots, product_features, device)?;
+        Some(mix_readings(next, completion, self.completion_weight()))
+    }
+
+    /// The encoder's reading at each row's scoring slot (the next basket) and, where `slots`
+    /// hold completion queries, at each row's completion query (what goes with the latest
+    /// basket), `[B, d]` each. `None` unless the model is sequential.
+    fn sequence_reading_parts(
+        &self,
+        slots: &SequenceSlots,
+        product_features: &EntityFeatures,
+        device: &Device,
+    ) -> Option<(Tensor<2>, Option<Tensor<2>>)> {
+        self.sequence.as_ref()?;
         let read = self.encode(&slots.to_device(device), product_features)?;
         let [b, t, d] = read.dims();
         let read = read.reshape([b * t, d]);
         let next = read
             .clone()
             .select(0, ids_tensor(&slots.scoring_slots(), device));
-        let w = self.completion_weight();
-        if w == 0.0 || slots.queries == 0 {
-            return Some(next);
-        }
-        let completion = read.select(0, ids_tensor(&slots.completion_slots(), device));
-        Some(next * (1.0 - w) + completion * w)
+        let completion = (slots.queries > 0)
+            .then(|| read.select(0, ids_tensor(&slots.completion_slots(), device)));
+        Some((next, completion))
     }
 
     /// Weight of the latest basket's completion query in a sequential model's reading (0 for

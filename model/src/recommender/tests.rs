@@ -301,11 +301,51 @@ fn check_sequence_loss(customer_embedding: bool, completion: bool) {
     }
 }
 
-/// Five windows of 7-11 events (baskets of 1-3 items, a few views) of customers 3, 7, 11, 19
-/// and 23, every purchase a target (with `completion`, also from the rest of its basket where it
-/// has one), 60 negatives that overlap the targets.
-fn small_sequence_batch(n_p: u32, completion: bool, device: &Device) -> SequenceBatch {
-    let windows: Vec<Vec<SequenceEvent>> = (0..5u32)
+/// Reading customers at several completion weights from one pass of the encoder gives exactly
+/// what setting each weight and reading again gives (the customer embedding on, histories with
+/// baskets, so that the two readings differ).
+#[test]
+fn customer_vectors_by_completion_weight_match_one_weight_at_a_time() {
+    let device = Device::flex();
+    let (n_c, n_p, tokens) = (40, 90, 11);
+    let config = RecommenderConfig::new(n_c, n_p, tokens, tokens)
+        .with_embedding_dim(16)
+        .with_architecture(Architecture::Sequential)
+        .with_max_sequence(12)
+        .with_sequence_customer_embedding(true);
+    let model = crate::seeded_init(&device, 5, || config.init(&device));
+    let features = (
+        &features(n_c, tokens, &device),
+        &features(n_p, tokens, &device),
+    );
+    let histories = small_histories(n_p as u32);
+    let rows: Vec<&[SequenceEvent]> = histories.iter().map(Vec::as_slice).collect();
+    let slots = SequenceSlots::scoring(&rows, 12);
+    let customers = ids_tensor(&[3, 7, 11, 19, 23], &device);
+    let weights = [0.0, 0.25, 0.6, 1.0];
+    let together =
+        model.sequence_customer_vectors_by_weight(customers.clone(), features, &slots, &weights);
+    assert_eq!(together.len(), weights.len());
+    let mut read = Vec::new();
+    for (&w, vectors) in weights.iter().zip(together) {
+        let alone = model
+            .clone()
+            .with_completion_weight(w)
+            .sequence_customer_vectors(customers.clone(), features, &slots);
+        let (vectors, alone) = (values(vectors), values(alone));
+        assert_eq!(vectors, alone, "completion weight {w}");
+        read.push(vectors);
+    }
+    let moved = read[0]
+        .iter()
+        .zip(&read[3])
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(moved > 1e-3, "the weights read the same vectors ({moved})");
+}
+
+/// Five histories of 7-11 events: baskets of 1-3 items, every fourth event a view.
+fn small_histories(n_p: u32) -> Vec<Vec<SequenceEvent>> {
+    (0..5u32)
         .map(|r| {
             (0..(7 + r))
                 .map(|j| SequenceEvent {
@@ -315,7 +355,14 @@ fn small_sequence_batch(n_p: u32, completion: bool, device: &Device) -> Sequence
                 })
                 .collect()
         })
-        .collect();
+        .collect()
+}
+
+/// Five windows of 7-11 events (baskets of 1-3 items, a few views) of customers 3, 7, 11, 19
+/// and 23, every purchase a target (with `completion`, also from the rest of its basket where it
+/// has one), 60 negatives that overlap the targets.
+fn small_sequence_batch(n_p: u32, completion: bool, device: &Device) -> SequenceBatch {
+    let windows = small_histories(n_p);
     let rows: Vec<&[SequenceEvent]> = windows.iter().map(Vec::as_slice).collect();
     let completed: Vec<Vec<u32>> = windows
         .iter()

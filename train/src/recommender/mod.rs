@@ -32,7 +32,10 @@ use artifacts::{build_artifacts, Recency};
 use data::Prepared;
 use fit::{candidate_architectures, fit, Fitted};
 use recency::recent_items;
-use score::{feature_lookups, model_outcomes, with_sequence_vectors_in_id_table};
+use score::{
+    feature_lookups, model_outcomes, outcomes_by_completion_weight,
+    with_sequence_vectors_in_id_table,
+};
 use sequence_fit::fit_sequential;
 
 /// The result of a recommender training run.
@@ -102,6 +105,22 @@ pub fn train_recommender(
             )?;
             Ok(full_ndcg(&outcomes))
         };
+    let by_completion_weight = |model: &Recommender, weights: &[f64]| -> Result<Vec<f64>> {
+        let outcomes = outcomes_by_completion_weight(
+            model,
+            features,
+            val_cases,
+            &histories.validation,
+            n_p,
+            weights,
+            &plain,
+        )?;
+        Ok(outcomes.iter().map(|o| full_ndcg(o)).collect())
+    };
+    let validation = Validation {
+        ndcg: &validation_ndcg,
+        by_completion_weight: &by_completion_weight,
+    };
 
     // Every candidate architecture (one unless the config says `auto`) is trained with early
     // stopping, gets its recency weight, and is judged on the validation items with that weight.
@@ -112,7 +131,7 @@ pub fn train_recommender(
         &tc,
         (features, device),
         (checkpoints, &histories),
-        &validation_ndcg,
+        &validation,
     )?;
     let (
         Candidate {
@@ -315,7 +334,18 @@ struct Candidate {
 }
 
 /// Full NDCG@10 of a model on the validation items, with the recency term if given.
-type ValidationNdcg<'a> = dyn Fn(&Recommender, Option<(&[Vec<u32>], f32)>) -> Result<f64> + 'a;
+/// Full NDCG@10 on the validation items: of a model as it reads customers (with the recency
+/// term: its recent products and weight), and of a sequential model at each of several
+/// completion weights (one list, in order; one encoder pass for all).
+struct Validation<'a> {
+    ndcg: &'a NdcgOf<'a>,
+    by_completion_weight: &'a NdcgByCompletionWeight<'a>,
+}
+
+/// Recent products of each customer and the recency weight.
+type RecentWeighted<'r> = (&'r [Vec<u32>], f32);
+type NdcgOf<'a> = dyn for<'r> Fn(&Recommender, Option<RecentWeighted<'r>>) -> Result<f64> + 'a;
+type NdcgByCompletionWeight<'a> = dyn Fn(&Recommender, &[f64]) -> Result<Vec<f64>> + 'a;
 
 /// Trains each architecture the config asks for with early stopping on the validation items and
 /// chooses its recency weight there.
@@ -325,7 +355,7 @@ fn fit_candidates(
     tc: &RecommenderTrainingConfig,
     (features, device): ((&EntityFeatures, &EntityFeatures), &Device),
     (checkpoints, histories): (&Checkpoints, &SequenceHistories),
-    validation_ndcg: &ValidationNdcg<'_>,
+    validation: &Validation<'_>,
 ) -> Result<Vec<Candidate>> {
     let (data, split) = (&prepared.data, &prepared.split);
     let k_recent = sec.model.recent_items;
@@ -341,8 +371,7 @@ fn fit_candidates(
             _ => format!("recommender-{architecture}"),
         };
         let completes = architecture == Architecture::Sequential && sec.sequence.basket_completion;
-        let mut validate =
-            |snapshot: &Recommender| snapshot_score(snapshot, completes, validation_ndcg);
+        let mut validate = |snapshot: &Recommender| snapshot_score(snapshot, completes, validation);
         let set = TrainingSet {
             pairs: &split.train,
             histories: &histories.validation,
@@ -362,15 +391,15 @@ fn fit_candidates(
             checkpoints,
         )?;
         if completes {
-            let (weight, score) = recency::choose_completion_weight(|w| {
-                validation_ndcg(&early.model.clone().with_completion_weight(w), None)
+            let (weight, score) = recency::choose_completion_weight(|weights| {
+                (validation.by_completion_weight)(&early.model, weights)
             })?;
             early.model = early.model.with_completion_weight(weight);
             early.best_score = score;
             model_config.sequence_completion_weight = Some(weight);
         }
         let (recency_weight, validation_score) = if k_recent > 0 {
-            recency::choose_weight(|w| validation_ndcg(&early.model, Some((&val_recent, w))))?
+            recency::choose_weight(|w| (validation.ndcg)(&early.model, Some((&val_recent, w))))?
         } else {
             (0.0, early.best_score)
         };
@@ -392,13 +421,13 @@ fn fit_candidates(
 fn snapshot_score(
     snapshot: &Recommender,
     completes: bool,
-    validation_ndcg: &ValidationNdcg<'_>,
+    validation: &Validation<'_>,
 ) -> Result<f64> {
     if !completes {
-        return validation_ndcg(snapshot, None);
+        return (validation.ndcg)(snapshot, None);
     }
-    let (_, score) = recency::best_completion_weight(|w| {
-        validation_ndcg(&snapshot.clone().with_completion_weight(w), None)
+    let (_, score) = recency::best_completion_weight(|weights| {
+        (validation.by_completion_weight)(snapshot, weights)
     })?;
     Ok(score)
 }
@@ -462,7 +491,7 @@ fn model_config(
 
 #[cfg(test)]
 mod tests {
-    use super::{best_index, snapshot_score};
+    use super::{best_index, snapshot_score, Validation};
     use shopcast_model::{Architecture, Recommender, RecommenderConfig};
 
     #[test]
@@ -473,11 +502,16 @@ mod tests {
             .with_architecture(Architecture::Sequential)
             .init(&device);
         // A validation score that peaks at completion weight 0.75.
-        let by_weight = |m: &Recommender, _: Option<(&[Vec<u32>], f32)>| {
-            Ok(1.0 - (m.completion_weight() - 0.75).abs())
+        let peak = |w: f64| 1.0 - (w - 0.75).abs();
+        let ndcg = |m: &Recommender, _: Option<(&[Vec<u32>], f32)>| Ok(peak(m.completion_weight()));
+        let by_completion_weight =
+            |_: &Recommender, ws: &[f64]| Ok(ws.iter().map(|&w| peak(w)).collect());
+        let validation = Validation {
+            ndcg: &ndcg,
+            by_completion_weight: &by_completion_weight,
         };
-        let with = snapshot_score(&model, true, &by_weight).unwrap_or(0.0);
-        let without = snapshot_score(&model, false, &by_weight).unwrap_or(1.0);
+        let with = snapshot_score(&model, true, &validation).unwrap_or(0.0);
+        let without = snapshot_score(&model, false, &validation).unwrap_or(1.0);
         assert_eq!(with, 1.0);
         assert_eq!(
             without, 0.25,

@@ -66,15 +66,18 @@ pub fn choose_weight(mut validation_ndcg: impl FnMut(f32) -> Result<f64>) -> Res
 const COMPLETION_WEIGHTS: [f64; 5] = [0.0, 0.25, 0.5, 0.75, 1.0];
 
 /// The weight of the latest basket's completion query (sequential model with basket
-/// completion): the best validation NDCG@10, ties to the smaller weight. Returns it and its
-/// validation NDCG@10, and writes every weight's score to the log.
+/// completion): the best validation NDCG@10, ties to the smaller weight. `validation_ndcg`
+/// scores every candidate weight at once (one list, in the order given). Returns the weight and
+/// its validation NDCG@10, and writes every weight's score to the log.
 pub fn choose_completion_weight(
-    mut validation_ndcg: impl FnMut(f64) -> Result<f64>,
+    validation_ndcg: impl FnOnce(&[f64]) -> Result<Vec<f64>>,
 ) -> Result<(f64, f64)> {
-    let best = best_completion_weight(|w| {
-        let ndcg = validation_ndcg(w)?;
-        eprintln!("recommender: completion weight {w}: validation NDCG@10 {ndcg:.4}");
-        Ok(ndcg)
+    let best = best_completion_weight(|weights| {
+        let scores = validation_ndcg(weights)?;
+        for (w, ndcg) in weights.iter().zip(&scores) {
+            eprintln!("recommender: completion weight {w}: validation NDCG@10 {ndcg:.4}");
+        }
+        Ok(scores)
     })?;
     eprintln!("recommender: completion weight {} chosen", best.0);
     Ok(best)
@@ -83,11 +86,18 @@ pub fn choose_completion_weight(
 /// [`choose_completion_weight`] without the log: what early stopping judges each epoch's
 /// snapshot by, since the saved model reads customers with the weight chosen this way.
 pub fn best_completion_weight(
-    mut validation_ndcg: impl FnMut(f64) -> Result<f64>,
+    validation_ndcg: impl FnOnce(&[f64]) -> Result<Vec<f64>>,
 ) -> Result<(f64, f64)> {
+    let scores = validation_ndcg(&COMPLETION_WEIGHTS)?;
+    if scores.len() != COMPLETION_WEIGHTS.len() {
+        anyhow::bail!(
+            "scoring completion weights: {} scores for {} weights",
+            scores.len(),
+            COMPLETION_WEIGHTS.len()
+        );
+    }
     let mut best: Option<(f64, f64)> = None;
-    for w in COMPLETION_WEIGHTS {
-        let ndcg = validation_ndcg(w)?;
+    for (w, ndcg) in COMPLETION_WEIGHTS.into_iter().zip(scores) {
         // A score that is not a number never wins (the first one stands).
         if best.is_none_or(|(_, b)| ndcg > b) {
             best = Some((w, ndcg));
@@ -102,18 +112,17 @@ mod tests {
 
     #[test]
     fn the_completion_weight_is_the_best_on_validation_ties_to_the_smaller() {
-        let peak_at_half = |w: f64| Ok(1.0 - (w - 0.5).abs());
+        let by = |f: fn(f64) -> f64| move |ws: &[f64]| Ok(ws.iter().map(|&w| f(w)).collect());
         assert_eq!(
-            choose_completion_weight(peak_at_half).ok(),
+            choose_completion_weight(by(|w| 1.0 - (w - 0.5).abs())).ok(),
             Some((0.5, 1.0))
         );
-        let flat = |_: f64| Ok(0.3);
-        assert_eq!(choose_completion_weight(flat).ok(), Some((0.0, 0.3)));
-        let rising = |w: f64| Ok(w);
-        assert_eq!(choose_completion_weight(rising).ok(), Some((1.0, 1.0)));
-        let no_number = |_: f64| Ok(f64::NAN);
-        let (w, score) = choose_completion_weight(no_number).unwrap_or((1.0, 0.0));
+        assert_eq!(choose_completion_weight(by(|_| 0.3)).ok(), Some((0.0, 0.3)));
+        assert_eq!(choose_completion_weight(by(|w| w)).ok(), Some((1.0, 1.0)));
+        let (w, score) = choose_completion_weight(by(|_| f64::NAN)).unwrap_or((1.0, 0.0));
         assert!(w == 0.0 && score.is_nan());
+        // A scorer that does not score every weight is an error, not a silent choice.
+        assert!(choose_completion_weight(|_: &[f64]| Ok(vec![0.5])).is_err());
     }
     use shopcast_datasets::interactions::{FeatureSet, LoadReport, Pair};
     use shopcast_datasets::IdVocab;

@@ -62,12 +62,17 @@ fn chunk_vectors(
     if !model.is_sequential() {
         return model.customer_vectors(customers, features.0);
     }
+    let slots = scoring_slots(ids, histories, model.max_sequence());
+    model.sequence_customer_vectors(customers, features, &slots)
+}
+
+/// The scoring windows of customers `ids`: each one's latest interactions.
+fn scoring_slots(ids: &[u32], histories: Histories<'_>, max_sequence: usize) -> SequenceSlots {
     let windows: Vec<&[SequenceEvent]> = ids
         .iter()
         .map(|&c| histories.get(c as usize).map_or(&[][..], Vec::as_slice))
         .collect();
-    let slots = SequenceSlots::scoring(&windows, model.max_sequence());
-    model.sequence_customer_vectors(customers, features, &slots)
+    SequenceSlots::scoring(&windows, max_sequence)
 }
 
 /// Scores of all products for the given customers, a chunk of customers at a time, in order:
@@ -129,6 +134,43 @@ pub fn model_outcomes(
     Ok(outcomes)
 }
 
+/// Each case's [`Outcome`] under the model read at each of `weights` (completion weights;
+/// one list of outcomes per weight, in order): what [`model_outcomes`] gives with each weight
+/// set in turn, from one pass of the encoder over each chunk of customers. The other models
+/// read the same vectors at every weight.
+pub fn outcomes_by_completion_weight(
+    model: &Recommender,
+    features: (&EntityFeatures, &EntityFeatures),
+    cases: &[Case],
+    histories: Histories<'_>,
+    n_products: usize,
+    weights: &[f64],
+    device: &Device,
+) -> Result<Vec<Vec<Outcome>>> {
+    let matrix = catalogue(model, features.1, n_products, device);
+    let mut outcomes = vec![Vec::with_capacity(cases.len()); weights.len()];
+    for chunk in cases.chunks(model.customers_per_chunk(n_products)) {
+        let ids: Vec<u32> = chunk.iter().map(|c| c.customer).collect();
+        let slots = match model.is_sequential() {
+            true => scoring_slots(&ids, histories, model.max_sequence()),
+            false => SequenceSlots::default(),
+        };
+        let vectors = model.sequence_customer_vectors_by_weight(
+            ids_tensor(&ids, device),
+            features,
+            &slots,
+            weights,
+        );
+        for (u, weight_outcomes) in vectors.into_iter().zip(&mut outcomes) {
+            let mut scores = to_f32(model.score_all(u, &matrix))?;
+            for (case, row) in chunk.iter().zip(scores.chunks_mut(n_products.max(1))) {
+                weight_outcomes.push(Outcome::of(case, row));
+            }
+        }
+    }
+    Ok(outcomes)
+}
+
 /// Customer vectors of every known customer, `[n, d]` row-major.
 pub fn customer_matrix(
     model: &Recommender,
@@ -171,4 +213,74 @@ pub fn with_sequence_vectors_in_id_table(
     }
     let table = Tensor::cat(rows, 0);
     Ok(model.with_id_tables([table, products, biases]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shopcast_model::{Architecture, RecommenderConfig};
+
+    /// Scoring the validation cases at every completion weight from one encoder pass gives the
+    /// outcomes of scoring them with each weight set in turn.
+    #[test]
+    fn outcomes_by_completion_weight_match_one_weight_at_a_time() {
+        let device = Device::flex();
+        let (n_c, n_p) = (60usize, 40usize);
+        let config = RecommenderConfig::new(n_c, n_p, 3, 3)
+            .with_embedding_dim(8)
+            .with_architecture(Architecture::Sequential)
+            .with_max_sequence(6)
+            .with_sequence_customer_embedding(true);
+        let model = shopcast_model::seeded_init(&device, 11, || config.init(&device));
+        let tokens = |n: usize| {
+            EntityFeatures::new((0..n).map(|i| (i % 3) as i64 + 1).collect(), 1, &device)
+        };
+        let (cf, pf) = (tokens(n_c), tokens(n_p));
+        // Baskets of two products a day, 3-5 days per customer.
+        let histories: Vec<Vec<SequenceEvent>> = (0..n_c as u32)
+            .map(|c| {
+                (0..(6 + 2 * (c % 3)))
+                    .map(|j| SequenceEvent {
+                        product: (c * 7 + j * 5) % n_p as u32,
+                        ts: i64::from(j / 2) * 86_400,
+                        is_target: true,
+                    })
+                    .collect()
+            })
+            .collect();
+        let cases: Vec<Case> = (0..n_c as u32)
+            .map(|c| Case {
+                customer: c,
+                item: (c * 3 + 1) % n_p as u32,
+                known: vec![],
+                negatives: (0..9).map(|k| (c + 2 * k + 2) % n_p as u32).collect(),
+            })
+            .collect();
+        let weights = [0.0, 0.5, 1.0];
+        let together = outcomes_by_completion_weight(
+            &model,
+            (&cf, &pf),
+            &cases,
+            &histories,
+            n_p,
+            &weights,
+            &device,
+        )
+        .expect("scores");
+        assert_eq!(together.len(), weights.len());
+        for (&w, outcomes) in weights.iter().zip(&together) {
+            let alone = model_outcomes(
+                &model.clone().with_completion_weight(w),
+                (&cf, &pf),
+                &cases,
+                &histories,
+                n_p,
+                None,
+                &device,
+            )
+            .expect("scores");
+            assert_eq!(outcomes, &alone, "completion weight {w}");
+        }
+        assert_ne!(together[0], together[2], "the weights rank alike");
+    }
 }

@@ -333,7 +333,6 @@ struct Candidate {
     validation_score: f64,
 }
 
-/// Full NDCG@10 of a model on the validation items, with the recency term if given.
 /// Full NDCG@10 on the validation items: of a model as it reads customers (with the recency
 /// term: its recent products and weight), and of a sequential model at each of several
 /// completion weights (one list, in order; one encoder pass for all).
@@ -344,7 +343,9 @@ struct Validation<'a> {
 
 /// Recent products of each customer and the recency weight.
 type RecentWeighted<'r> = (&'r [Vec<u32>], f32);
+/// A model's validation NDCG@10, with the recency term if given.
 type NdcgOf<'a> = dyn for<'r> Fn(&Recommender, Option<RecentWeighted<'r>>) -> Result<f64> + 'a;
+/// A sequential model's validation NDCG@10 at each completion weight given.
 type NdcgByCompletionWeight<'a> = dyn Fn(&Recommender, &[f64]) -> Result<Vec<f64>> + 'a;
 
 /// Trains each architecture the config asks for with early stopping on the validation items and

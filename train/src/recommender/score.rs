@@ -151,9 +151,11 @@ pub fn outcomes_by_completion_weight(
     let mut outcomes = vec![Vec::with_capacity(cases.len()); weights.len()];
     for chunk in cases.chunks(model.customers_per_chunk(n_products)) {
         let ids: Vec<u32> = chunk.iter().map(|c| c.customer).collect();
-        let slots = match model.is_sequential() {
-            true => scoring_slots(&ids, histories, model.max_sequence()),
-            false => SequenceSlots::default(),
+        // The other models read no history (and have no window length to cut one to).
+        let slots = if model.is_sequential() {
+            scoring_slots(&ids, histories, model.max_sequence())
+        } else {
+            SequenceSlots::default()
         };
         let vectors = model.sequence_customer_vectors_by_weight(
             ids_tensor(&ids, device),
